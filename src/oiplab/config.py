@@ -1,0 +1,181 @@
+"""Typed schema of the composed configuration, and its validation.
+
+`conf/` is the single source of truth. It is composed either by DVC (into `params.yaml`, which
+stages read under `dvc repro`) or by Hydra (for `-m` sweeps). Either way the composed tree is merged
+into the dataclasses below at stage start, so a typo or a wrong type fails in the first second with
+the key's name, and `validate` then checks ranges and registry names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# Registries of pluggable names: an unknown name fails with the list of valid ones.
+DATASETS = ("mnist", "fashion_mnist", "synthetic")
+DATA_SOURCES = ("auto", "package", "idx_dir", "keras", "synthetic")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+JIT_CHOICES = ("auto", "on", "off")
+
+
+class ConfigError(ValueError):
+    """A composed configuration value is missing, of the wrong type or out of range."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    # Where the raw arrays come from; `auto` tries the offline sources in order (see oiplab.data).
+    source: str = "auto"
+    # A folder holding the four canonical IDX .gz files (source=idx_dir, or tried first by auto).
+    idx_dir: str | None = None
+    # Allow `auto` to fall back to the Keras web download (off: the project runs offline).
+    allow_download: bool = False
+    # Only for name=synthetic: sizes and generator seed of the tiny stand-in data set.
+    n_train: int = 0
+    n_test: int = 0
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # The articles' CNN (part VI summary): three 3x3 valid convolutions, two 2x2 max pools.
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128])
+    kernel_size: int = 3
+    dense_units: int = 100
+    n_classes: int = 10
+    input_shape: list[int] = field(default_factory=lambda: [28, 28, 1])
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 4
+    batch_size: int = 128
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    # L2 penalty on every kernel (the articles' part III regularizer).
+    l2: float = 5e-4
+    lr_schedule: str = "cosine"
+    # For lr_schedule=exponential: factor applied to the learning rate per epoch.
+    lr_decay_per_epoch: float = 0.5
+    # Linear warm-up over this many optimizer steps (0: none).
+    warmup_steps: int = 0
+    steps_per_execution: int = 1
+    # XLA: `auto` lets the backend decide per engine (off for TensorFlow on CPU, where it is slower).
+    jit_compile: str = "auto"
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins (a shared server).
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "oiplab"
+    enabled: bool = True
+
+
+@dataclass
+class PathsConfig:
+    prepared: str = "data/prepared"
+    models: str = "models"
+    metrics: str = "metrics"
+    artifacts: str = "artifacts"
+    reports: str = "reports"
+
+
+@dataclass
+class Config:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def to_typed(raw: DictConfig | dict[str, Any]) -> Config:
+    """Merge a composed config into the schema and validate it.
+
+    Raises:
+        ConfigError: naming the offending key and what was expected.
+    """
+    if not isinstance(raw, DictConfig):
+        raw = OmegaConf.create(raw)
+    raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]) if "hydra" in raw else raw
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"config key '{key}': {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, "one of " + ", ".join(choices), value)
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and registry names of a typed config; raise ConfigError on the first problem."""
+    _check(len(cfg.seeds) > 0, "seeds", "a non-empty list of seeds", cfg.seeds)
+    _check(len(set(cfg.seeds)) == len(cfg.seeds), "seeds", "distinct seeds", cfg.seeds)
+    _check(all(s >= 0 for s in cfg.seeds), "seeds", "seeds >= 0", cfg.seeds)
+
+    d = cfg.data
+    _check_choice("data.name", d.name, DATASETS)
+    _check_choice("data.source", d.source, DATA_SOURCES)
+    if d.name == "synthetic":
+        _check(d.n_train >= 10, "data.n_train", "an integer >= 10 for synthetic data", d.n_train)
+        _check(d.n_test >= 10, "data.n_test", "an integer >= 10 for synthetic data", d.n_test)
+    if d.source == "idx_dir":
+        _check(bool(d.idx_dir), "data.idx_dir", "a folder path when data.source=idx_dir", d.idx_dir)
+
+    m = cfg.model
+    _check(len(m.filters) == 3 and all(f >= 1 for f in m.filters), "model.filters",
+           "three positive filter counts (Conv2D_1..Conv2D_3)", m.filters)
+    _check(m.kernel_size in (1, 2, 3), "model.kernel_size", "1, 2 or 3 (28x28 inputs)", m.kernel_size)
+    _check(m.dense_units >= 1, "model.dense_units", "an integer >= 1", m.dense_units)
+    _check(m.n_classes >= 2, "model.n_classes", "an integer >= 2", m.n_classes)
+    _check(len(m.input_shape) == 3, "model.input_shape", "[height, width, channels]", m.input_shape)
+
+    t = cfg.train
+    _check(t.seed >= 0, "train.seed", "an integer >= 0", t.seed)
+    _check(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+    _check(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    _check(t.learning_rate > 0, "train.learning_rate", "a number > 0", t.learning_rate)
+    _check(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum)
+    _check(t.l2 >= 0, "train.l2", "a number >= 0", t.l2)
+    _check_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    _check(0 < t.lr_decay_per_epoch <= 1, "train.lr_decay_per_epoch", "a number in (0, 1]",
+           t.lr_decay_per_epoch)
+    _check(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", t.warmup_steps)
+    _check(t.steps_per_execution >= 1, "train.steps_per_execution", "an integer >= 1",
+           t.steps_per_execution)
+    _check_choice("train.jit_compile", t.jit_compile, JIT_CHOICES)
+    _check(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
+
+    _check(bool(cfg.tracking.experiment), "tracking.experiment", "a non-empty name",
+           cfg.tracking.experiment)
+
+
+def tracking_uri(cfg: Config) -> str:
+    """The MLflow URI in force: MLFLOW_TRACKING_URI from the environment, else the config's."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def project_root() -> Path:
+    """The folder holding `conf/` and `dvc.yaml`: the working directory stages are run from."""
+    return Path.cwd()

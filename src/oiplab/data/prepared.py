@@ -1,0 +1,117 @@
+"""The prepared data set on disk: raw uint8 arrays plus the standardization every stage applies.
+
+The articles' network was trained on standardized images, and every synthetic input (OIP starts,
+precursor candidates) must be standardized the same way. The rule is one global affine map of the
+[0, 1] pixel scale, with the training split's pixel mean and standard deviation, stored in
+`meta.json` beside the arrays so later stages apply exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oiplab.io import atomic_dir
+from oiplab.data.sources import RawSplits
+
+META_FILE = "meta.json"
+SPLIT_FILES = {"train": "train.npz", "test": "test.npz"}
+
+
+class PreparedDataError(RuntimeError):
+    """The prepared folder is missing, incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class Standardization:
+    mean: float  # of training pixels on the [0, 1] scale
+    std: float
+
+    def apply(self, pixels01: np.ndarray) -> np.ndarray:
+        """Map images on the [0, 1] scale to the network's input scale (float32)."""
+        return ((np.asarray(pixels01, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def invert(self, standardized: np.ndarray) -> np.ndarray:
+        """Map network inputs back to the [0, 1] pixel scale (for display)."""
+        return np.asarray(standardized, dtype=np.float32) * self.std + self.mean
+
+
+@dataclass
+class PreparedData:
+    name: str
+    x_train: np.ndarray  # (n_train, 28, 28, 1) float32, standardized
+    y_train: np.ndarray  # (n_train,) int64
+    x_test: np.ndarray  # (n_test, 28, 28, 1) float32, standardized
+    y_test: np.ndarray  # (n_test,) int64
+    standardization: Standardization
+    class_names: tuple[str, ...]
+    meta: dict
+
+
+def standardization_of(x_train_uint8: np.ndarray) -> Standardization:
+    pixels = x_train_uint8.astype(np.float64) / 255.0
+    return Standardization(mean=float(pixels.mean()), std=float(pixels.std()))
+
+
+def save_prepared(folder: str | Path, name: str, raw: RawSplits, digests: dict[str, str],
+                  class_names: tuple[str, ...]) -> dict:
+    """Write arrays and metadata into `folder`, replacing it atomically; return the metadata."""
+    stats = standardization_of(raw.x_train)
+    meta = {
+        "dataset": name,
+        "origin": raw.origin,
+        "n_train": int(len(raw.y_train)),
+        "n_test": int(len(raw.y_test)),
+        "sha256": digests,
+        "standardization": {"mean": stats.mean, "std": stats.std, "scale": "pixels / 255"},
+        "class_names": list(class_names),
+    }
+    with atomic_dir(folder) as tmp:
+        for split, fname in SPLIT_FILES.items():
+            x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
+            np.savez(tmp / fname, images=x, labels=y)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def read_meta(folder: str | Path) -> dict:
+    path = Path(folder) / META_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PreparedDataError(f"{path} not found: run the prepare stage first "
+                                "(`dvc repro prepare`)") from exc
+    except json.JSONDecodeError as exc:
+        raise PreparedDataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_standardization(folder: str | Path) -> Standardization:
+    stats = read_meta(folder)["standardization"]
+    return Standardization(mean=float(stats["mean"]), std=float(stats["std"]))
+
+
+def load_prepared(folder: str | Path) -> PreparedData:
+    """Load a prepared folder, standardized and shaped (n, 28, 28, 1) for the network."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    stats = load_standardization(folder)
+    arrays = {}
+    for split, fname in SPLIT_FILES.items():
+        path = folder / fname
+        try:
+            with np.load(path) as npz:
+                images, labels = npz["images"], npz["labels"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise PreparedDataError(f"{path}: cannot read prepared split ({exc})") from exc
+        arrays[split] = (stats.apply(images[..., None] / 255.0), labels.astype(np.int64))
+    return PreparedData(
+        name=meta["dataset"],
+        x_train=arrays["train"][0], y_train=arrays["train"][1],
+        x_test=arrays["test"][0], y_test=arrays["test"][1],
+        standardization=stats,
+        class_names=tuple(meta["class_names"]),
+        meta=meta,
+    )

@@ -1,0 +1,66 @@
+"""Figures of the training stage. Rendering only: arrays in, PNG files out (written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from oiplab.io import save_with
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+    plt = _pyplot()
+    save_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: str):
+    """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+    plt = _pyplot()
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.55 * n + 2))
+    shown = np.log1p(matrix)  # log scale keeps the off-diagonal errors visible
+    ax.imshow(shown, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                color = "white" if shown[i, j] > shown.max() * 0.6 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0,
+                  ha="right" if max(map(len, class_names)) > 2 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return fig
+
+
+def history_figure(history: dict[str, list[float]], title: str):
+    """Loss and accuracy per epoch, training vs test."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for key, label in (("loss", "train"), ("val_loss", "test")):
+        if key in history:
+            ax_loss.plot(epochs, history[key], marker="o", label=label)
+    for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
+        if key in history:
+            ax_acc.plot(epochs, history[key], marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss (incl. L2)", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
