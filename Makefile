@@ -24,7 +24,7 @@ test: install  ## the default suite (fast; slow and gpu tests are listed as skip
 	python -m pytest
 
 test-all: install  ## also the slow tests (real MNIST, full-size runs)
-	python -m pytest -m "not gpu"
+	python -m pytest --run-slow
 
 params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")
 	python -m oiplab.params $(ARGS)

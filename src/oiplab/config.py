@@ -68,7 +68,7 @@ class TrainConfig:
     # Linear warm-up over this many optimizer steps (0: none).
     warmup_steps: int = 0
     steps_per_execution: int = 1
-    # XLA: `auto` lets the backend decide per engine (off for TensorFlow on CPU, where it is slower).
+    # XLA: `auto` lets Keras decide per backend (off for TensorFlow on CPU, where it is slower).
     jit_compile: str = "auto"
     eval_batch_size: int = 1000
 
@@ -144,9 +144,15 @@ def validate(cfg: Config) -> None:
         _check(bool(d.idx_dir), "data.idx_dir", "a folder path when data.source=idx_dir", d.idx_dir)
 
     m = cfg.model
-    _check(len(m.filters) == 3 and all(f >= 1 for f in m.filters), "model.filters",
-           "three positive filter counts (Conv2D_1..Conv2D_3)", m.filters)
-    _check(m.kernel_size in (1, 2, 3), "model.kernel_size", "1, 2 or 3 (28x28 inputs)", m.kernel_size)
+    _check(
+        len(m.filters) == 3 and all(f >= 1 for f in m.filters),
+        "model.filters",
+        "three positive filter counts (Conv2D_1..Conv2D_3)",
+        m.filters,
+    )
+    _check(
+        m.kernel_size in (1, 2, 3), "model.kernel_size", "1, 2 or 3 (28x28 inputs)", m.kernel_size
+    )
     _check(m.dense_units >= 1, "model.dense_units", "an integer >= 1", m.dense_units)
     _check(m.n_classes >= 2, "model.n_classes", "an integer >= 2", m.n_classes)
     _check(len(m.input_shape) == 3, "model.input_shape", "[height, width, channels]", m.input_shape)
@@ -159,16 +165,28 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum)
     _check(t.l2 >= 0, "train.l2", "a number >= 0", t.l2)
     _check_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
-    _check(0 < t.lr_decay_per_epoch <= 1, "train.lr_decay_per_epoch", "a number in (0, 1]",
-           t.lr_decay_per_epoch)
+    _check(
+        0 < t.lr_decay_per_epoch <= 1,
+        "train.lr_decay_per_epoch",
+        "a number in (0, 1]",
+        t.lr_decay_per_epoch,
+    )
     _check(t.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", t.warmup_steps)
-    _check(t.steps_per_execution >= 1, "train.steps_per_execution", "an integer >= 1",
-           t.steps_per_execution)
+    _check(
+        t.steps_per_execution >= 1,
+        "train.steps_per_execution",
+        "an integer >= 1",
+        t.steps_per_execution,
+    )
     _check_choice("train.jit_compile", t.jit_compile, JIT_CHOICES)
     _check(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
 
-    _check(bool(cfg.tracking.experiment), "tracking.experiment", "a non-empty name",
-           cfg.tracking.experiment)
+    _check(
+        bool(cfg.tracking.experiment),
+        "tracking.experiment",
+        "a non-empty name",
+        cfg.tracking.experiment,
+    )
 
 
 def tracking_uri(cfg: Config) -> str:

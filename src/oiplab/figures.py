@@ -36,8 +36,12 @@ def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: st
             if matrix[i, j]:
                 color = "white" if shown[i, j] > shown.max() * 0.6 else "black"
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0,
-                  ha="right" if max(map(len, class_names)) > 2 else "center")
+    ax.set_xticks(
+        range(n),
+        class_names,
+        rotation=45 if max(map(len, class_names)) > 2 else 0,
+        ha="right" if max(map(len, class_names)) > 2 else "center",
+    )
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

@@ -20,11 +20,12 @@ import numpy as np
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
-                               dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -70,7 +71,7 @@ def write_npz(target: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 
 
 def save_with(target: str | os.PathLike[str], save: Callable[[Path], Any]) -> None:
-    """Let `save(tmp_path)` write a file (a figure, a model) and move it onto `target` atomically."""
+    """Let `save(tmp_path)` write a file (figure, model), then move it onto `target` atomically."""
     with atomic_path(target) as tmp:
         save(tmp)
 

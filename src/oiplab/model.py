@@ -13,8 +13,15 @@ CONV_LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
 POOL_LAYERS = ("Max_Pool_1", "Max_Pool_2")
 DENSE_LAYERS = ("Dense_1", "Dense_2")
 # Every layer whose output is a set of maps or nodes worth looking at, in forward order.
-ANALYSED_LAYERS = ("Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Dense_1",
-                   "Dense_2")
+ANALYSED_LAYERS = (
+    "Conv2D_1",
+    "Max_Pool_1",
+    "Conv2D_2",
+    "Max_Pool_2",
+    "Conv2D_3",
+    "Dense_1",
+    "Dense_2",
+)
 ARTICLES_PARAM_COUNT = 208_982
 
 
@@ -24,8 +31,12 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     from keras import layers
 
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
-    conv = {"kernel_size": cfg.kernel_size, "activation": "relu", "padding": "valid",
-            "kernel_regularizer": reg}
+    conv = {
+        "kernel_size": cfg.kernel_size,
+        "activation": "relu",
+        "padding": "valid",
+        "kernel_regularizer": reg,
+    }
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
     x = layers.Conv2D(cfg.filters[0], name="Conv2D_1", **conv)(inputs)
     x = layers.MaxPooling2D(2, name="Max_Pool_1")(x)
@@ -34,8 +45,9 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     x = layers.Conv2D(cfg.filters[2], name="Conv2D_3", **conv)(x)
     x = layers.Flatten(name="Flatten")(x)
     x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=reg, name="Dense_1")(x)
-    outputs = layers.Dense(cfg.n_classes, activation="softmax", kernel_regularizer=reg,
-                           name="Dense_2")(x)
+    outputs = layers.Dense(
+        cfg.n_classes, activation="softmax", kernel_regularizer=reg, name="Dense_2"
+    )(x)
     return keras.Model(inputs, outputs, name="oiplab_cnn")
 
 
@@ -55,8 +67,9 @@ def load_model(path):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
-        raise ModelFileError(f"{path}: not a readable Keras model file ({type(exc).__name__}: "
-                             f"{exc})") from exc
+        raise ModelFileError(
+            f"{path}: not a readable Keras model file ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [n for n in CONV_LAYERS if n not in {layer.name for layer in model.layers}]
     if missing:
         raise ModelFileError(f"{path}: not an oiplab CNN (no layer(s) {', '.join(missing)})")

@@ -20,13 +20,25 @@ TAG_PREFIX = "oiplab."
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The checkout's HEAD commit, with `-dirty` when tracked files differ; `unknown` outside git."""
+    """HEAD commit, with `-dirty` when tracked files differ; `unknown` outside a git checkout."""
     cwd = str(root or Path.cwd())
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=10).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty.strip() else "")
@@ -55,8 +67,9 @@ def run_tags(cfg: Config, stage: str, seed: int | None) -> dict[str, str]:
     commit = git_commit()
     digest = config_digest(cfg)
     # dvc exp run exports DVC_EXP_NAME; otherwise commit + config digest identify one execution.
-    group = os.environ.get("DVC_EXP_NAME") or os.environ.get("OIPLAB_GROUP") \
-        or f"{commit[:8]}-{digest}"
+    group = (
+        os.environ.get("DVC_EXP_NAME") or os.environ.get("OIPLAB_GROUP") or f"{commit[:8]}-{digest}"
+    )
     tags = {
         "stage": stage,
         "dataset": cfg.data.name,

@@ -25,13 +25,19 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
     if cfg.lr_schedule == "cosine":
         if warmup:
             return keras.optimizers.schedules.CosineDecay(
-                0.0, decay_steps=total - warmup, warmup_target=cfg.learning_rate,
-                warmup_steps=warmup)
+                0.0,
+                decay_steps=total - warmup,
+                warmup_target=cfg.learning_rate,
+                warmup_steps=warmup,
+            )
         return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
     if cfg.lr_schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
-            cfg.learning_rate, decay_steps=steps_per_epoch, decay_rate=cfg.lr_decay_per_epoch,
-            staircase=True)
+            cfg.learning_rate,
+            decay_steps=steps_per_epoch,
+            decay_rate=cfg.lr_decay_per_epoch,
+            staircase=True,
+        )
     raise ValueError(f"train.lr_schedule={cfg.lr_schedule!r} is not known")
 
 
@@ -39,19 +45,33 @@ def compile_model(model, cfg: TrainConfig, n_train: int) -> None:
     import keras
 
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    optimizer = keras.optimizers.SGD(learning_rate(cfg, steps_per_epoch), momentum=cfg.momentum,
-                                     nesterov=cfg.nesterov)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution,
-                  jit_compile=jit_compile_arg(cfg.jit_compile))
+    optimizer = keras.optimizers.SGD(
+        learning_rate(cfg, steps_per_epoch), momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=cfg.steps_per_execution,
+        jit_compile=jit_compile_arg(cfg.jit_compile),
+    )
 
 
-def fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, callbacks=(),
-        verbose: int = 2) -> dict[str, list[float]]:
-    """Train for `cfg.epochs` epochs (shuffled per epoch from the global seed); return the history."""
-    history = model.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                        validation_data=(x_val, y_val), validation_batch_size=cfg.eval_batch_size,
-                        shuffle=True, callbacks=list(callbacks), verbose=verbose)
+def fit(
+    model, x_train, y_train, x_val, y_val, cfg: TrainConfig, callbacks=(), verbose: int = 2
+) -> dict[str, list[float]]:
+    """Train `cfg.epochs` epochs (reshuffled each epoch from the global seed); return history."""
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        validation_data=(x_val, y_val),
+        validation_batch_size=cfg.eval_batch_size,
+        shuffle=True,
+        callbacks=list(callbacks),
+        verbose=verbose,
+    )
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

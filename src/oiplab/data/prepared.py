@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oiplab.io import atomic_dir
 from oiplab.data.sources import RawSplits
+from oiplab.io import atomic_dir
 
 META_FILE = "meta.json"
 SPLIT_FILES = {"train": "train.npz", "test": "test.npz"}
@@ -56,8 +56,13 @@ def standardization_of(x_train_uint8: np.ndarray) -> Standardization:
     return Standardization(mean=float(pixels.mean()), std=float(pixels.std()))
 
 
-def save_prepared(folder: str | Path, name: str, raw: RawSplits, digests: dict[str, str],
-                  class_names: tuple[str, ...]) -> dict:
+def save_prepared(
+    folder: str | Path,
+    name: str,
+    raw: RawSplits,
+    digests: dict[str, str],
+    class_names: tuple[str, ...],
+) -> dict:
     """Write arrays and metadata into `folder`, replacing it atomically; return the metadata."""
     stats = standardization_of(raw.x_train)
     meta = {
@@ -82,8 +87,9 @@ def read_meta(folder: str | Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise PreparedDataError(f"{path} not found: run the prepare stage first "
-                                "(`dvc repro prepare`)") from exc
+        raise PreparedDataError(
+            f"{path} not found: run the prepare stage first (`dvc repro prepare`)"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise PreparedDataError(f"{path}: not valid JSON ({exc})") from exc
 
@@ -109,8 +115,10 @@ def load_prepared(folder: str | Path) -> PreparedData:
         arrays[split] = (stats.apply(images[..., None] / 255.0), labels.astype(np.int64))
     return PreparedData(
         name=meta["dataset"],
-        x_train=arrays["train"][0], y_train=arrays["train"][1],
-        x_test=arrays["test"][0], y_test=arrays["test"][1],
+        x_train=arrays["train"][0],
+        y_train=arrays["train"][1],
+        x_test=arrays["test"][0],
+        y_test=arrays["test"][1],
         standardization=stats,
         class_names=tuple(meta["class_names"]),
         meta=meta,

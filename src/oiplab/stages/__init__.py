@@ -55,8 +55,13 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = list(sys.argv[1:] if argv is None else argv)
-    expected = (ConfigError, DataSourceError, DataVerificationError, PreparedDataError,
-                ModelFileError)
+    expected = (
+        ConfigError,
+        DataSourceError,
+        DataVerificationError,
+        PreparedDataError,
+        ModelFileError,
+    )
     if args[:1] == ["--params"]:
         if len(args) < 2:
             _fail(ConfigError("--params needs a file name"))

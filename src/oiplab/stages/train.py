@@ -1,7 +1,7 @@
 """Stage `train`: train the articles' CNN for one seed, deterministically.
 
-    dvc repro train              # every seed in `seeds` (fanned out by dvc.yaml's matrix)
-    python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib
+dvc repro train              # every seed in `seeds` (fanned out by dvc.yaml's matrix)
+python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib
 """
 
 from __future__ import annotations
@@ -41,13 +41,23 @@ def run(cfg: Config) -> dict[str, Any]:
     seed_everything(seed)  # seeds initialization and the per-epoch shuffling
     model = build_model(cfg.model, l2=cfg.train.l2)
     compile_model(model, cfg.train, n_train=len(data.y_train))
-    print(f"[train] seed {seed}: {model.count_params():,} parameters, {len(data.y_train)} images, "
-          f"{cfg.train.epochs} epochs of batch {cfg.train.batch_size}", flush=True)
+    print(
+        f"[train] seed {seed}: {model.count_params():,} parameters, {len(data.y_train)} images, "
+        f"{cfg.train.epochs} epochs of batch {cfg.train.batch_size}",
+        flush=True,
+    )
 
     with tracking.stage_run(cfg, "train", seed=seed) as run_:
         start = time.perf_counter()
-        history = fit(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg.train,
-                      callbacks=[tracking.epoch_logger()] if run_ is not None else [])
+        history = fit(
+            model,
+            data.x_train,
+            data.y_train,
+            data.x_test,
+            data.y_test,
+            cfg.train,
+            callbacks=[tracking.epoch_logger()] if run_ is not None else [],
+        )
         train_seconds = time.perf_counter() - start
         result = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
         matrix = confusion_matrix(data.y_test, result["predicted"], cfg.model.n_classes)
@@ -65,17 +75,25 @@ def run(cfg: Config) -> dict[str, Any]:
             model.save(tmp / MODEL_FILE)
             write_json(tmp / "history.json", history)
             write_json(tmp / "metrics.json", metrics)
-            figures.save_figure(figures.confusion_figure(
-                matrix, data.class_names,
-                f"seed {seed}: test accuracy {metrics['test_accuracy']:.2%}"),
-                tmp / "confusion.png")
-            figures.save_figure(figures.history_figure(history, f"training, seed {seed}"),
-                                tmp / "history.png")
+            figures.save_figure(
+                figures.confusion_figure(
+                    matrix,
+                    data.class_names,
+                    f"seed {seed}: test accuracy {metrics['test_accuracy']:.2%}",
+                ),
+                tmp / "confusion.png",
+            )
+            figures.save_figure(
+                figures.history_figure(history, f"training, seed {seed}"), tmp / "history.png"
+            )
         write_json(metrics_path(cfg, seed), metrics)
         tracking.log_metrics({k: v for k, v in metrics.items() if k != "seed"})
         tracking.log_artifacts(out, "model")
-    print(f"[train] seed {seed}: test accuracy {metrics['test_accuracy']:.4f}, loss "
-          f"{metrics['test_loss']:.4f}, {train_seconds:.1f} s -> {out}", flush=True)
+    print(
+        f"[train] seed {seed}: test accuracy {metrics['test_accuracy']:.4f}, loss "
+        f"{metrics['test_loss']:.4f}, {train_seconds:.1f} s -> {out}",
+        flush=True,
+    )
     return metrics
 
 

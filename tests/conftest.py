@@ -1,0 +1,94 @@
+"""Shared fixtures: the real `conf/` composed with `experiment=smoke`, redirected under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What a copy of the project needs to run its pipeline (the package itself is installed editable).
+PROJECT_FILES = (
+    "conf",
+    "src",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (real data sets, full-size runs)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Slow and GPU tests are skipped with a reason rather than deselected, so every run lists them.
+    run_slow = config.getoption("--run-slow") or os.environ.get("OIPLAB_RUN_SLOW") == "1"
+    run_gpu = os.environ.get("OIPLAB_RUN_GPU") == "1"
+    skip_slow = pytest.mark.skip(reason="slow: run with `make test-all` (pytest --run-slow)")
+    skip_gpu = pytest.mark.skip(reason="gpu: needs a CUDA device; set OIPLAB_RUN_GPU=1 there")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not run_gpu:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+
+
+def compose_typed(*overrides: str):
+    from oiplab.config import to_typed
+    from oiplab.params import compose
+
+    return to_typed(compose(list(overrides), root=REPO_ROOT))
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The smoke experiment, run from tmp_path, logging to an sqlite store inside it."""
+    monkeypatch.chdir(tmp_path)
+    return compose_typed(
+        "experiment=smoke",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "data.n_train=200",
+        "data.n_test=50",
+    )
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's pipeline files into `dest` and make it a git repository of its own."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PROJECT_FILES:
+        src = REPO_ROOT / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env)
+    return dest

@@ -1,0 +1,77 @@
+"""Composition of conf/, the generated params.yaml, and validation errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from tests.conftest import REPO_ROOT, compose_typed
+
+from oiplab.config import ConfigError, to_typed
+from oiplab.params import compose
+from oiplab.stages import load_params
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    """params.yaml must be regenerated whenever conf/ changes: `python -m oiplab.params`."""
+    on_disk = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    composed = OmegaConf.to_container(compose([], root=REPO_ROOT))
+    assert on_disk == composed, "params.yaml is stale: run `python -m oiplab.params`"
+
+
+def test_default_config_is_the_articles_study():
+    cfg = compose_typed()
+    assert cfg.data.name == "mnist"
+    assert len(cfg.seeds) >= 5
+    assert cfg.model.filters == [32, 64, 128] and cfg.model.dense_units == 100
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose_typed(f"experiment={experiment}")
+    assert cfg.seeds
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.epochs=-1", "train.epochs"),
+        ("seeds=[]", "seeds"),
+        ("train.lr_schedule=warp", "train.lr_schedule"),
+        ("train.momentum=1.5", "train.momentum"),
+        ("data.source=torrent", "data.source"),
+        ("train.batch_size=many", "train.batch_size"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose_typed(override)
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    raw = OmegaConf.to_container(compose([], root=REPO_ROOT))
+    raw["data"]["name"] = "cifar"
+    with pytest.raises(ConfigError, match="data.name.*mnist, fashion_mnist, synthetic"):
+        to_typed(raw)
+
+
+def test_unknown_key_is_rejected_with_its_name():
+    raw = OmegaConf.to_container(compose([], root=REPO_ROOT))
+    raw["train"]["epocs"] = 3
+    with pytest.raises(ConfigError, match="epocs"):
+        to_typed(raw)
+
+
+def test_load_params_applies_typed_overrides(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text(OmegaConf.to_yaml(compose([], root=REPO_ROOT)))
+    cfg = load_params(path, ["train.seed=3", "train.l2=0.001"])
+    assert cfg.train.seed == 3 and cfg.train.l2 == pytest.approx(0.001)
+    with pytest.raises(ConfigError, match="train.sed"):
+        load_params(path, ["train.sed=3"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")

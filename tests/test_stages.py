@@ -1,0 +1,62 @@
+"""Stages called in-process (`run(cfg)`), with a real MLflow sqlite store under tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.conftest import compose_typed
+from tests.test_config import EXPERIMENTS
+
+from oiplab.stages import prepare, train
+
+
+def _runs(cfg):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
+    meta = prepare.run(smoke_cfg)
+    assert meta["n_train"] == 200 and Path(smoke_cfg.paths.prepared, "meta.json").is_file()
+    metrics = train.run(smoke_cfg)
+    out = train.model_dir(smoke_cfg, 0)
+    for name in ("model.keras", "history.json", "metrics.json", "confusion.png", "history.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads(train.metrics_path(smoke_cfg, 0).read_text()) == metrics
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+    client, runs = _runs(smoke_cfg)
+    by_stage = {r.data.tags["oiplab.stage"]: r for r in runs}
+    assert set(by_stage) == {"prepare", "train"}
+    run = by_stage["train"]
+    assert run.data.tags["oiplab.seed"] == "0"
+    assert run.data.tags["oiplab.group"] == by_stage["prepare"].data.tags["oiplab.group"]
+    assert run.data.params["train.epochs"] == "1"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    per_epoch = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in per_epoch] == [1]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/model.keras" in artifacts and "model/confusion.png" in artifacts
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
+    """Each experiment's own settings (schedule, batch, ...) run end to end, on tiny data."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_typed(
+        f"experiment={experiment}",
+        "data=synthetic",
+        "data.n_train=100",
+        "data.n_test=20",
+        "train.epochs=1",
+        "tracking.enabled=false",
+    )
+    prepare.run(cfg)
+    metrics = train.run(cfg)
+    assert train.model_path(cfg, cfg.train.seed).is_file()
+    assert metrics["epochs"] == 1
