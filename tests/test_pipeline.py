@@ -34,8 +34,6 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
             "-m",
             "oiplab.params",
             "experiment=smoke",
-            "data.n_train=200",
-            "data.n_test=50",
         ],
         project,
     )
@@ -43,11 +41,15 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare"} | {f"train@{s}" for s in params["seeds"]}
+    per_seed = {f"{stage}@{s}" for stage in ("train", "activations") for s in params["seeds"]}
+    assert set(lock["stages"]) == {"prepare", "select_images"} | per_seed
     for seed in params["seeds"]:
         assert (project / "models" / f"seed_{seed}" / "model.keras").is_file()
         metrics = json.loads((project / "metrics" / f"train_seed_{seed}.json").read_text())
         assert metrics["seed"] == seed
+        assert (
+            project / "artifacts" / "activations" / f"seed_{seed}" / "activations.npz"
+        ).is_file()
 
     status = _run(["dvc", "status"], project, env)
     assert "up to date" in status.stdout  # nothing left to re-run
@@ -58,7 +60,11 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("oiplab").experiment_id])
     stages = sorted((r.data.tags["oiplab.stage"], r.data.tags.get("oiplab.seed")) for r in runs)
-    assert stages == [("prepare", None)] + [("train", str(s)) for s in params["seeds"]]
+    seeds = [str(s) for s in params["seeds"]]
+    assert stages == sorted(
+        [("prepare", None), ("select_images", None)]
+        + [(stage, s) for stage in ("train", "activations") for s in seeds]
+    )
     assert len({r.data.tags["oiplab.group"] for r in runs}) == 1  # one pipeline execution
     commit = _run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert all(r.data.tags["oiplab.git_commit"].startswith(commit) for r in runs)
@@ -71,8 +77,6 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
             "oiplab.stages.train",
             "-m",
             "experiment=smoke",
-            "data.n_train=200",
-            "data.n_test=50",
             "train.seed=5,6",
             "paths.models=sweep_models",
             "paths.metrics=sweep_metrics",

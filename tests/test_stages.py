@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.conftest import compose_typed
 from tests.test_config import EXPERIMENTS
@@ -60,3 +61,31 @@ def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
     metrics = train.run(cfg)
     assert train.model_path(cfg, cfg.train.seed).is_file()
     assert metrics["epochs"] == 1
+
+
+def test_select_images_and_activations_stage(smoke_cfg):
+    from oiplab.stages import activations, select_images
+
+    smoke_cfg.train.epochs = 3  # 200 images: enough epochs that every seed gets 4s and 9s right
+    prepare.run(smoke_cfg)
+    for seed in smoke_cfg.seeds:
+        smoke_cfg.train.seed = seed
+        train.run(smoke_cfg)
+    selection = select_images.run(smoke_cfg)
+    names = [g["name"] for g in selection["groups"]]
+    assert names == ["clear_4", "clear_9", "ambiguous_4"]
+    assert [len(g["indices"]) for g in selection["groups"]] == [3, 3, 2]
+
+    smoke_cfg.train.seed = smoke_cfg.seeds[0]
+    metrics = activations.run(smoke_cfg)
+    out = activations.output_dir(smoke_cfg, smoke_cfg.seeds[0])
+    with np.load(out / activations.DUMP_FILE) as dump:
+        expected = [i for g in selection["groups"] for i in g["indices"]]
+        assert dump["image_indices"].tolist() == expected
+        assert dump["Conv2D_3"].shape == (8, 3, 3, 128)
+        assert list(dump["layer_names"]) == smoke_cfg.activations.layers
+    assert len(list((out / "grids").glob("*.png"))) == 8 * len(smoke_cfg.activations.layers)
+    assert len(list((out / "common").glob("*.png"))) == 2 * 3
+    common = metrics["common"]["Conv2D_3"]["clear_4_vs_clear_9"]
+    assert 0 <= common["n_distinct"] <= common["n_common"] <= common["n_elements"] == 1152
+    assert json.loads(activations.metrics_path(smoke_cfg, 0).read_text()) == metrics

@@ -16,14 +16,27 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from oiplab.errors import OiplabError
+
 # Registries of pluggable names: an unknown name fails with the list of valid ones.
 DATASETS = ("mnist", "fashion_mnist", "synthetic")
 DATA_SOURCES = ("auto", "package", "idx_dir", "keras", "synthetic")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 JIT_CHOICES = ("auto", "on", "off")
+GROUP_KINDS = ("clear", "ambiguous")
+# Layer names of the articles' CNN (oiplab.model builds them), in forward order.
+ANALYSED_LAYERS = (
+    "Conv2D_1",
+    "Max_Pool_1",
+    "Conv2D_2",
+    "Max_Pool_2",
+    "Conv2D_3",
+    "Dense_1",
+    "Dense_2",
+)
 
 
-class ConfigError(ValueError):
+class ConfigError(OiplabError, ValueError):
     """A composed configuration value is missing, of the wrong type or out of range."""
 
 
@@ -74,6 +87,38 @@ class TrainConfig:
 
 
 @dataclass
+class GroupConfig:
+    """A group of test images selected by rule (see oiplab.analysis.selection)."""
+
+    name: str = "group"
+    kind: str = "clear"  # clear | ambiguous
+    true_class: int = 0
+    count: int = 3
+    other_class: int | None = None  # ambiguous: the class these images resemble
+    indices: list[int] = field(default_factory=list)  # explicit test indices instead of the rule
+
+
+@dataclass
+class CommonPatternConfig:
+    # An element is active when above threshold x the image's maximum in that layer.
+    threshold: float = 0.5
+    layers: list[str] = field(default_factory=lambda: ["Conv2D_3", "Dense_1"])
+    # Pairs [group, other group]: elements active in all of `group` and in none of `other`.
+    comparisons: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class ActivationsConfig:
+    groups: list[GroupConfig] = field(default_factory=list)
+    layers: list[str] = field(default_factory=lambda: list(ANALYSED_LAYERS))
+    colormap: str = "jet"
+    standardize_maps: bool = False  # per-map standardization before display
+    contrast: float = 1.0  # > 1 saturates the top of the colour scale to show weak activity
+    tiles_per_row: int = 8
+    common: CommonPatternConfig = field(default_factory=CommonPatternConfig)
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins (a shared server).
     uri: str = "sqlite:///mlflow.db"
@@ -96,6 +141,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -187,6 +233,52 @@ def validate(cfg: Config) -> None:
         "a non-empty name",
         cfg.tracking.experiment,
     )
+
+
+def _check_layers(key: str, names: list[str]) -> None:
+    unknown = [n for n in names if n not in ANALYSED_LAYERS]
+    _check(not unknown, key, "layer names from " + ", ".join(ANALYSED_LAYERS), unknown or names)
+
+
+def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:
+    names = [g.name for g in a.groups]
+    _check(len(names) == len(set(names)), "activations.groups", "distinct group names", names)
+    for i, g in enumerate(a.groups):
+        key = f"activations.groups[{i}]"
+        _check_choice(f"{key}.kind", g.kind, GROUP_KINDS)
+        _check(
+            0 <= g.true_class < n_classes,
+            f"{key}.true_class",
+            f"a class in 0..{n_classes - 1}",
+            g.true_class,
+        )
+        _check(g.count >= 1 or bool(g.indices), f"{key}.count", "an integer >= 1", g.count)
+        if g.kind == "ambiguous" and not g.indices:
+            _check(
+                g.other_class is not None
+                and 0 <= g.other_class < n_classes
+                and g.other_class != g.true_class,
+                f"{key}.other_class",
+                "a class other than true_class",
+                g.other_class,
+            )
+    _check_layers("activations.layers", a.layers)
+    _check_layers("activations.common.layers", a.common.layers)
+    _check(
+        0 < a.common.threshold < 1,
+        "activations.common.threshold",
+        "a number in (0, 1)",
+        a.common.threshold,
+    )
+    for pair in a.common.comparisons:
+        _check(
+            len(pair) == 2 and all(p in names for p in pair) and pair[0] != pair[1],
+            "activations.common.comparisons",
+            "pairs of two different group names from " + ", ".join(names),
+            pair,
+        )
+    _check(a.contrast >= 1, "activations.contrast", "a number >= 1", a.contrast)
+    _check(a.tiles_per_row >= 1, "activations.tiles_per_row", "an integer >= 1", a.tiles_per_row)
 
 
 def tracking_uri(cfg: Config) -> str:

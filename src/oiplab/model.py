@@ -7,21 +7,14 @@ Layer recipe and names from the series (part VI's model summary): 28x28x1 -> Con
 
 from __future__ import annotations
 
-from oiplab.config import ModelConfig
+from oiplab.config import ANALYSED_LAYERS, ModelConfig
+from oiplab.errors import OiplabError
+
+__all__ = ["ANALYSED_LAYERS", "build_model", "load_model"]
 
 CONV_LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
 POOL_LAYERS = ("Max_Pool_1", "Max_Pool_2")
 DENSE_LAYERS = ("Dense_1", "Dense_2")
-# Every layer whose output is a set of maps or nodes worth looking at, in forward order.
-ANALYSED_LAYERS = (
-    "Conv2D_1",
-    "Max_Pool_1",
-    "Conv2D_2",
-    "Max_Pool_2",
-    "Conv2D_3",
-    "Dense_1",
-    "Dense_2",
-)
 ARTICLES_PARAM_COUNT = 208_982
 
 
@@ -51,7 +44,7 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     return keras.Model(inputs, outputs, name="oiplab_cnn")
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(OiplabError, RuntimeError):
     """A model file is missing, corrupt, or not a model this project wrote."""
 
 

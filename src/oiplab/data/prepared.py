@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from oiplab.data.sources import RawSplits
+from oiplab.errors import OiplabError
 from oiplab.io import atomic_dir
 
 META_FILE = "meta.json"
 SPLIT_FILES = {"train": "train.npz", "test": "test.npz"}
 
 
-class PreparedDataError(RuntimeError):
+class PreparedDataError(OiplabError, RuntimeError):
     """The prepared folder is missing, incomplete or unreadable."""
 
 

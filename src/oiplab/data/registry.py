@@ -16,11 +16,12 @@ import numpy as np
 
 from oiplab.data import sources
 from oiplab.data.sources import DataSourceError, RawSplits
+from oiplab.errors import OiplabError
 
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-class DataVerificationError(ValueError):
+class DataVerificationError(OiplabError, ValueError):
     """Decoded arrays are not the canonical data set (wrong order, counts or content)."""
 
 

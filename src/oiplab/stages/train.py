@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oiplab import figures, tracking
+from oiplab import tracking
 from oiplab.backend import seed_everything
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import atomic_dir, write_json
 from oiplab.model import build_model
+from oiplab.render import save_figure
+from oiplab.render.training import confusion_figure, history_figure
 from oiplab.stages import stage_main
 from oiplab.training import compile_model, confusion_matrix, evaluate, fit
 
@@ -75,17 +77,15 @@ def run(cfg: Config) -> dict[str, Any]:
             model.save(tmp / MODEL_FILE)
             write_json(tmp / "history.json", history)
             write_json(tmp / "metrics.json", metrics)
-            figures.save_figure(
-                figures.confusion_figure(
+            save_figure(
+                confusion_figure(
                     matrix,
                     data.class_names,
                     f"seed {seed}: test accuracy {metrics['test_accuracy']:.2%}",
                 ),
                 tmp / "confusion.png",
             )
-            figures.save_figure(
-                figures.history_figure(history, f"training, seed {seed}"), tmp / "history.png"
-            )
+            save_figure(history_figure(history, f"training, seed {seed}"), tmp / "history.png")
         write_json(metrics_path(cfg, seed), metrics)
         tracking.log_metrics({k: v for k, v in metrics.items() if k != "seed"})
         tracking.log_artifacts(out, "model")

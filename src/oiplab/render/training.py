@@ -1,32 +1,15 @@
-"""Figures of the training stage. Rendering only: arrays in, PNG files out (written atomically)."""
+"""Figures of the training stage: confusion matrix and learning curves."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from oiplab.io import save_with
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
-    plt = _pyplot()
-    save_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
-    plt.close(fig)
+from oiplab.render import pyplot
 
 
 def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: str):
     """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.55 * n + 2))
     shown = np.log1p(matrix)  # log scale keeps the off-diagonal errors visible
@@ -51,7 +34,7 @@ def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: st
 
 def history_figure(history: dict[str, list[float]], title: str):
     """Loss and accuracy per epoch, training vs test."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = np.arange(1, len(history["loss"]) + 1)
     for key, label in (("loss", "train"), ("val_loss", "test")):

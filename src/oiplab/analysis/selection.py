@@ -1,0 +1,79 @@
+"""Pick test images by rule, using every seed's predictions so all seeds look at the same images.
+
+The articles' image numbers index the author's own shuffled split, so they cannot be reused; the
+experiment's groups (clear 4s, clear 9s, 4s that look like 9s) are selected by these rules instead:
+
+* clear images of class c: true class c, predicted c by every seed; ranked by the lowest
+  probability of c over the seeds (every seed must be sure);
+* ambiguous images of class a that look like b: true class a; ranked by the lowest probability
+  of b over the seeds (every seed must see some b in them), whatever the prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from oiplab.errors import OiplabError
+
+
+class SelectionError(OiplabError, ValueError):
+    """A group cannot be filled (too few candidates) or its explicit indices are invalid."""
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    name: str
+    kind: str  # "clear" or "ambiguous"
+    true_class: int
+    count: int
+    other_class: int | None = None  # ambiguous only: the class the images resemble
+    indices: tuple[int, ...] = ()  # explicit test indices, used as they are when given
+
+
+def select_group(rule: GroupRule, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Select one group's test indices.
+
+    Args:
+        probs: (n_seeds, n_images, n_classes) softmax outputs of every seed on the test split.
+        labels: (n_images,) true classes.
+
+    Returns:
+        {"name", "kind", "indices", "scores"}: indices best first, with their ranking scores.
+    """
+    n_images = labels.shape[0]
+    if rule.indices:
+        bad = [i for i in rule.indices if not 0 <= i < n_images]
+        if bad:
+            raise SelectionError(f"group {rule.name}: test indices {bad} outside 0..{n_images - 1}")
+        idx = np.asarray(rule.indices, dtype=np.int64)
+        return _group(rule, idx, probs[:, idx, rule.true_class].min(axis=0))
+    if rule.kind == "clear":
+        predicted = probs.argmax(axis=2)  # (n_seeds, n_images)
+        ok = (labels == rule.true_class) & (predicted == rule.true_class).all(axis=0)
+        score = probs[:, :, rule.true_class].min(axis=0)
+    elif rule.kind == "ambiguous":
+        ok = labels == rule.true_class
+        score = probs[:, :, rule.other_class].min(axis=0)
+    else:
+        raise SelectionError(f"group {rule.name}: kind {rule.kind!r} is not clear or ambiguous")
+    candidates = np.flatnonzero(ok)
+    if len(candidates) < rule.count:
+        raise SelectionError(
+            f"group {rule.name}: only {len(candidates)} test images qualify, {rule.count} wanted"
+        )
+    # Stable sort on the negated score: ties keep the lower test index first.
+    order = candidates[np.argsort(-score[candidates], kind="stable")][: rule.count]
+    return _group(rule, order, score[order])
+
+
+def _group(rule: GroupRule, idx: np.ndarray, scores: np.ndarray) -> dict:
+    return {
+        "name": rule.name,
+        "kind": rule.kind,
+        "true_class": rule.true_class,
+        "other_class": rule.other_class,
+        "indices": [int(i) for i in idx],
+        "scores": [float(s) for s in scores],
+    }
