@@ -11,6 +11,9 @@ from pathlib import Path
 import yaml
 from tests.conftest import copy_project
 
+GLOBAL_STAGES = ("prepare", "select_images")
+PER_SEED_STAGES = ("train", "activations", "oip")
+
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(
@@ -41,8 +44,8 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    per_seed = {f"{stage}@{s}" for stage in ("train", "activations") for s in params["seeds"]}
-    assert set(lock["stages"]) == {"prepare", "select_images"} | per_seed
+    per_seed = {f"{stage}@{s}" for stage in PER_SEED_STAGES for s in params["seeds"]}
+    assert set(lock["stages"]) == set(GLOBAL_STAGES) | per_seed
     for seed in params["seeds"]:
         assert (project / "models" / f"seed_{seed}" / "model.keras").is_file()
         metrics = json.loads((project / "metrics" / f"train_seed_{seed}.json").read_text())
@@ -62,8 +65,8 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
     stages = sorted((r.data.tags["oiplab.stage"], r.data.tags.get("oiplab.seed")) for r in runs)
     seeds = [str(s) for s in params["seeds"]]
     assert stages == sorted(
-        [("prepare", None), ("select_images", None)]
-        + [(stage, s) for stage in ("train", "activations") for s in seeds]
+        [(stage, None) for stage in GLOBAL_STAGES]
+        + [(stage, s) for stage in PER_SEED_STAGES for s in seeds]
     )
     assert len({r.data.tags["oiplab.group"] for r in runs}) == 1  # one pipeline execution
     commit = _run(["git", "rev-parse", "HEAD"], project).stdout.strip()

@@ -89,3 +89,23 @@ def test_select_images_and_activations_stage(smoke_cfg):
     common = metrics["common"]["Conv2D_3"]["clear_4_vs_clear_9"]
     assert 0 <= common["n_distinct"] <= common["n_common"] <= common["n_elements"] == 1152
     assert json.loads(activations.metrics_path(smoke_cfg, 0).read_text()) == metrics
+
+
+def test_oip_stage_census_and_outputs(smoke_cfg):
+    from oiplab.stages import oip
+
+    prepare.run(smoke_cfg)
+    train.run(smoke_cfg)
+    smoke_cfg.oip.maps = [0, 5, 127]
+    metrics = oip.run(smoke_cfg)
+    assert metrics["n_maps"] == 3
+    assert metrics["n_with_oip"] + metrics["n_silent"] + metrics["n_zero_not_silent"] == 3
+    out = oip.output_dir(smoke_cfg, 0)
+    with np.load(out / oip.RESULT_FILE) as arrays:
+        assert arrays["map_index"].tolist() == [0, 5, 127]
+        assert arrays["images"].shape == (3, smoke_cfg.oip.n_starts, 28, 28)
+        assert arrays["best_snapshots"].shape[:2] == (3, len(arrays["snapshot_steps"]))
+        silent_maps = arrays["silent"].all(axis=1)
+    assert int(silent_maps.sum()) == metrics["n_silent"]
+    for name in ("gallery_plain.png", "gallery_contrast.png", "census.json"):
+        assert (out / name).stat().st_size > 0

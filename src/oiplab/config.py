@@ -24,6 +24,7 @@ DATA_SOURCES = ("auto", "package", "idx_dir", "keras", "synthetic")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 JIT_CHOICES = ("auto", "on", "off")
 GROUP_KINDS = ("clear", "ambiguous")
+OBJECTIVES = ("channel", "neuron")
 # Layer names of the articles' CNN (oiplab.model builds them), in forward order.
 ANALYSED_LAYERS = (
     "Conv2D_1",
@@ -119,6 +120,28 @@ class ActivationsConfig:
 
 
 @dataclass
+class OipConfig:
+    """Gradient ascent on the input for every map of one layer (articles VII to IX)."""
+
+    layer: str = "Conv2D_3"
+    maps: list[int] = field(default_factory=list)  # empty: every map of the layer
+    n_starts: int = 8  # start images per map
+    objective: str = "channel"  # channel (mean of the map) | neuron (one position)
+    neuron_position: list[int] = field(default_factory=list)  # [row, col]; empty: map centre
+    grids: list[int] = field(default_factory=lambda: [3, 7, 14, 28])
+    weights: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.0, 0.0])
+    smoothing: float = 0.0  # Gaussian sigma (pixels) applied to the start images
+    start_seed: int = 0  # the same starts for every model seed, so seeds are comparable
+    epsilon: float = 0.01
+    n_epochs: int = 600
+    conv_criterion: float = 2e-4
+    stop_on_convergence: bool = True
+    n_snapshots: int = 6
+    chunk_size: int = 1024
+    evolution_maps: int = 4  # evolution strips for this many maps (the strongest OIPs)
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins (a shared server).
     uri: str = "sqlite:///mlflow.db"
@@ -142,6 +165,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
+    oip: OipConfig = field(default_factory=OipConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -279,6 +303,64 @@ def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:
         )
     _check(a.contrast >= 1, "activations.contrast", "a number >= 1", a.contrast)
     _check(a.tiles_per_row >= 1, "activations.tiles_per_row", "an integer >= 1", a.tiles_per_row)
+
+
+def layer_grid(m: ModelConfig, layer: str) -> tuple[int, int, int]:
+    """(height, width, n_maps) of a layer's output for model config `m` (dense: (1, 1, n))."""
+    size, k = m.input_shape[0], m.kernel_size
+    sizes = {}
+    for i, name in enumerate(("Conv2D_1", "Conv2D_2", "Conv2D_3")):
+        size = size - k + 1
+        sizes[name] = (size, size, m.filters[i])
+        if i < 2:
+            size //= 2
+            sizes[f"Max_Pool_{i + 1}"] = (size, size, m.filters[i])
+    sizes["Dense_1"] = (1, 1, m.dense_units)
+    sizes["Dense_2"] = (1, 1, m.n_classes)
+    return sizes[layer]
+
+
+def _validate_oip(o: OipConfig, m: ModelConfig) -> None:
+    _check_layers("oip.layer", [o.layer])
+    h, w, n_maps = layer_grid(m, o.layer)
+    bad = [i for i in o.maps if not 0 <= i < n_maps]
+    _check(
+        not bad,
+        "oip.maps",
+        f"map indices in 0..{n_maps - 1} for {o.layer} (or [] for all)",
+        bad or o.maps,
+    )
+    _check(o.n_starts >= 1, "oip.n_starts", "an integer >= 1", o.n_starts)
+    _check_choice("oip.objective", o.objective, OBJECTIVES)
+    if o.neuron_position:
+        _check(
+            len(o.neuron_position) == 2
+            and 0 <= o.neuron_position[0] < h
+            and 0 <= o.neuron_position[1] < w,
+            "oip.neuron_position",
+            f"[row, col] inside the {h}x{w} map of {o.layer}",
+            o.neuron_position,
+        )
+    _check(
+        len(o.grids) == len(o.weights) and len(o.grids) > 0,
+        "oip.weights",
+        f"one weight per grid size ({len(o.grids)} grids)",
+        o.weights,
+    )
+    _check(all(1 <= g <= 28 for g in o.grids), "oip.grids", "grid sizes in 1..28", o.grids)
+    _check(
+        all(v >= 0 for v in o.weights) and sum(o.weights) > 0,
+        "oip.weights",
+        "non-negative weights, not all zero",
+        o.weights,
+    )
+    _check(o.smoothing >= 0, "oip.smoothing", "a number >= 0", o.smoothing)
+    _check(o.epsilon > 0, "oip.epsilon", "a number > 0", o.epsilon)
+    _check(o.n_epochs >= 1, "oip.n_epochs", "an integer >= 1", o.n_epochs)
+    _check(o.conv_criterion >= 0, "oip.conv_criterion", "a number >= 0", o.conv_criterion)
+    _check(o.n_snapshots >= 0, "oip.n_snapshots", "an integer >= 0", o.n_snapshots)
+    _check(o.chunk_size >= 1, "oip.chunk_size", "an integer >= 1", o.chunk_size)
+    _check(o.evolution_maps >= 0, "oip.evolution_maps", "an integer >= 0", o.evolution_maps)
 
 
 def tracking_uri(cfg: Config) -> str:

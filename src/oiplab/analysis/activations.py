@@ -17,14 +17,18 @@ class LayerNameError(OiplabError, KeyError):
 
 
 def probe_model(model, layer_names: Sequence[str]):
-    """A Keras model mapping the input to the outputs of `layer_names`, in that order."""
+    """A Keras model mapping the input to the outputs of `layer_names`, in that order.
+
+    With one name, the model's output is that layer's tensor itself (not a one-element list).
+    """
     import keras
 
     known = [layer.name for layer in model.layers]
     unknown = [n for n in layer_names if n not in known]
     if unknown:
         raise LayerNameError(f"layer(s) {unknown} not in the model; it has {known}")
-    return keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    outputs = [model.get_layer(n).output for n in layer_names]
+    return keras.Model(model.inputs, outputs[0] if len(outputs) == 1 else outputs)
 
 
 def layer_outputs(

@@ -1,0 +1,82 @@
+"""Start images: random fluctuations on several length scales, summed with weights (article IX).
+
+Each scale is a grid of uniform random values in [0, 1] (3x3, 7x7, 14x14, 28x28 by default),
+upsampled bicubically to 28x28; long-range fluctuations matter because a deep map often does not
+respond to pixel-level noise at all. The weighted sum, optionally smoothed, is put on the [0, 1]
+pixel scale and then standardized with the training data's statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+from scipy import ndimage
+
+from oiplab.data.prepared import Standardization
+
+IMAGE_SIZE = 28
+
+
+@cache
+def bicubic_matrix(g: int, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, g) matrix A with resize(v) = A @ v for PIL's bicubic resize of a length-g signal.
+
+    Bicubic resizing is linear and separable, so a (g, g) grid G resizes to A @ G @ A.T; building
+    A once from PIL's own kernel lets a whole batch of grids be upsampled in one einsum.
+    """
+    from PIL import Image
+
+    columns = []
+    for k in range(g):
+        basis = np.zeros((1, g), dtype=np.float32)
+        basis[0, k] = 1.0
+        row = Image.fromarray(basis, mode="F").resize((size, 1), Image.Resampling.BICUBIC)
+        columns.append(np.asarray(row, dtype=np.float64)[0])
+    return np.stack(columns, axis=1)
+
+
+def upsample_bicubic(grids: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Upsample (n, g, g) value grids to (n, size, size) bicubically."""
+    g = grids.shape[1]
+    if g == size:
+        return grids.astype(np.float32)
+    a = bicubic_matrix(g, size)
+    return np.einsum("ij,njk,lk->nil", a, grids, a, optimize=True).astype(np.float32)
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """Min-max each image onto [0, 1] (a constant image becomes 0.5)."""
+    lo = images.min(axis=(1, 2), keepdims=True)
+    span = images.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (images - lo) / np.where(span > 0, span, 1.0), 0.5).astype(np.float32)
+
+
+def multiscale_noise(
+    n: int, grids: Sequence[int], weights: Sequence[float], seed: int, smoothing: float = 0.0
+) -> np.ndarray:
+    """(n, 28, 28) fluctuation images on the [0, 1] pixel scale, reproducible in `seed`."""
+    if len(grids) != len(weights):
+        raise ValueError(f"{len(grids)} grid sizes but {len(weights)} weights")
+    rng = np.random.default_rng(seed)
+    total = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for g, w in zip(grids, weights, strict=True):
+        values = rng.random((n, g, g))  # drawn even for weight 0, so a seed means the same noise
+        if w:
+            total += w * upsample_bicubic(values)
+    if smoothing > 0:
+        total = ndimage.gaussian_filter(total, sigma=(0, smoothing, smoothing))
+    return to_unit_range(total)
+
+
+def start_images(
+    n: int,
+    grids: Sequence[int],
+    weights: Sequence[float],
+    seed: int,
+    stats: Standardization,
+    smoothing: float = 0.0,
+) -> np.ndarray:
+    """(n, 28, 28, 1) standardized start images for the ascent."""
+    return stats.apply(multiscale_noise(n, grids, weights, seed, smoothing))[..., None]
