@@ -12,7 +12,7 @@ import yaml
 from tests.conftest import copy_project
 
 GLOBAL_STAGES = ("prepare", "select_images")
-PER_SEED_STAGES = ("train", "activations", "oip")
+PER_SEED_STAGES = ("train", "activations", "oip", "precursor")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -109,3 +109,20 @@ def test_oip_stage_census_and_outputs(smoke_cfg):
     assert int(silent_maps.sum()) == metrics["n_silent"]
     for name in ("gallery_plain.png", "gallery_contrast.png", "census.json"):
         assert (out / name).stat().st_size > 0
+
+
+def test_precursor_stage_census(smoke_cfg):
+    from oiplab.stages import oip, precursor
+
+    prepare.run(smoke_cfg)
+    train.run(smoke_cfg)
+    smoke_cfg.oip.maps = [0, 1, 2, 3]
+    noise = oip.run(smoke_cfg)
+    smoke_cfg.precursor.target = "all"  # search every map so the search itself is exercised
+    metrics = precursor.run(smoke_cfg)
+    assert metrics["n_maps_searched"] == 128 and metrics["n_candidates"] == 16
+    assert metrics["from_noise"] == noise["n_with_oip"]
+    assert metrics["from_precursor"] + metrics["still_silent"] == noise["n_silent"]
+    with np.load(precursor.output_dir(smoke_cfg, 0) / precursor.RESULT_FILE) as arrays:
+        assert arrays["images"].shape == (128, 2, 28, 28)
+        assert arrays["top_candidates"].shape == (128, 2)

@@ -25,6 +25,7 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 JIT_CHOICES = ("auto", "on", "off")
 GROUP_KINDS = ("clear", "ambiguous")
 OBJECTIVES = ("channel", "neuron")
+PRECURSOR_TARGETS = ("silent", "all")
 # Layer names of the articles' CNN (oiplab.model builds them), in forward order.
 ANALYSED_LAYERS = (
     "Conv2D_1",
@@ -142,6 +143,21 @@ class OipConfig:
 
 
 @dataclass
+class PrecursorConfig:
+    """Coarse-pattern search for maps the oip stage left silent (article X); layer = oip.layer."""
+
+    target: str = "silent"  # silent: the maps the oip stage left silent | all: every map
+    maps: list[int] = field(default_factory=list)  # explicit maps instead of `target`
+    grid: int = 3  # cells per side of the coarse grid
+    values: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.8])  # grey levels, [0,1]
+    screen_steps: int = 10
+    top_k: int = 8
+    full_steps: int = 1200
+    prune: bool = True  # the exact shortcut (ReLU layers only)
+    chunk_size: int = 4096
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins (a shared server).
     uri: str = "sqlite:///mlflow.db"
@@ -166,6 +182,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     oip: OipConfig = field(default_factory=OipConfig)
+    precursor: PrecursorConfig = field(default_factory=PrecursorConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -361,6 +378,29 @@ def _validate_oip(o: OipConfig, m: ModelConfig) -> None:
     _check(o.n_snapshots >= 0, "oip.n_snapshots", "an integer >= 0", o.n_snapshots)
     _check(o.chunk_size >= 1, "oip.chunk_size", "an integer >= 1", o.chunk_size)
     _check(o.evolution_maps >= 0, "oip.evolution_maps", "an integer >= 0", o.evolution_maps)
+
+
+def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
+    _check_choice("precursor.target", p.target, PRECURSOR_TARGETS)
+    bad = [i for i in p.maps if not 0 <= i < n_maps]
+    _check(not bad, "precursor.maps", f"map indices in 0..{n_maps - 1} (or [])", bad or p.maps)
+    _check(1 <= p.grid <= 28, "precursor.grid", "cells per side in 1..28", p.grid)
+    _check(
+        len(p.values) >= 2 and all(0 <= v <= 1 for v in p.values),
+        "precursor.values",
+        "two or more grey levels in [0, 1]",
+        p.values,
+    )
+    _check(
+        len(p.values) ** (p.grid * p.grid) <= 5_000_000,
+        "precursor.grid",
+        "at most 5,000,000 candidates (len(values) ** (grid * grid))",
+        f"{len(p.values)}**{p.grid * p.grid}",
+    )
+    _check(p.screen_steps >= 1, "precursor.screen_steps", "an integer >= 1", p.screen_steps)
+    _check(p.top_k >= 1, "precursor.top_k", "an integer >= 1", p.top_k)
+    _check(p.full_steps >= 1, "precursor.full_steps", "an integer >= 1", p.full_steps)
+    _check(p.chunk_size >= 1, "precursor.chunk_size", "an integer >= 1", p.chunk_size)
 
 
 def tracking_uri(cfg: Config) -> str:

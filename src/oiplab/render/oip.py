@@ -60,7 +60,7 @@ def gallery_figure(
         ax.set_title(f"{map_index[k]}: {loss[k]:.3g}", fontsize=5, pad=1.5)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(
-        wspace=0.08, hspace=0.35, top=1 - 0.45 / (rows + 0.6), bottom=0.01, left=0.01, right=0.99
+        wspace=0.08, hspace=0.35, top=1 - 0.6 / (rows + 0.6), bottom=0.01, left=0.01, right=0.99
     )
     return fig
 
