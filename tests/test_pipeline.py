@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from tests.conftest import copy_project
 
-GLOBAL_STAGES = ("prepare", "select_images")
+GLOBAL_STAGES = ("prepare", "select_images", "compare")
 PER_SEED_STAGES = ("train", "activations", "oip", "precursor")
 
 
@@ -58,7 +58,9 @@ def test_smoke_pipeline_with_dvc_and_mlflow(tmp_path):
     assert "up to date" in status.stdout  # nothing left to re-run
 
     shown = _run(["dvc", "metrics", "show", "--json"], project, env)
-    assert "test_accuracy" in shown.stdout
+    assert "test_accuracy" in shown.stdout and "same_index_fraction" in shown.stdout
+    headline = json.loads((project / "metrics" / "compare.json").read_text())
+    assert 0 <= headline["Conv2D_1"]["same_index_fraction"] <= 1
 
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("oiplab").experiment_id])

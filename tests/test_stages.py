@@ -126,3 +126,33 @@ def test_precursor_stage_census(smoke_cfg):
     with np.load(precursor.output_dir(smoke_cfg, 0) / precursor.RESULT_FILE) as arrays:
         assert arrays["images"].shape == (128, 2, 28, 28)
         assert arrays["top_candidates"].shape == (128, 2)
+
+
+def test_compare_stage(smoke_cfg):
+    from oiplab.stages import compare, oip
+
+    prepare.run(smoke_cfg)
+    smoke_cfg.oip.maps = [0, 1, 2, 3]
+    for seed in smoke_cfg.seeds:
+        smoke_cfg.train.seed = seed
+        train.run(smoke_cfg)
+        oip.run(smoke_cfg)
+    summary = compare.run(smoke_cfg)
+    head = summary["headline"]
+    for layer in smoke_cfg.compare.layers:
+        assert -1 <= head[layer]["matched_corr_median"] <= 1
+        assert head[layer]["same_index_chance"] > 0
+    assert set(head["interpolation"]) >= {"barrier_naive_mean", "barrier_aligned_mean"}
+    assert summary["verdict"].startswith("Conv2D_1:")
+    out = compare.output_dir(smoke_cfg)
+    for name in (
+        "summary.png",
+        "interpolation.png",
+        "compare.json",
+        "correlations_0_1.png",
+        "aligned_filters_0_1.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    _, runs = _runs(smoke_cfg)
+    run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
+    assert len(run.data.tags["oiplab.seed_runs"].split(",")) == 2

@@ -158,6 +158,27 @@ class PrecursorConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Matching maps across seeds (Li et al. 2016; Kornblith et al. 2019; Ainsworth et al. 2023)."""
+
+    probe_images: int = 1000  # the first N test images
+    layers: list[str] = field(
+        default_factory=lambda: [
+            "Conv2D_1",
+            "Max_Pool_1",
+            "Conv2D_2",
+            "Max_Pool_2",
+            "Conv2D_3",
+            "Dense_1",
+        ]
+    )
+    baseline_seed: int = 10_000  # an untrained network of the same architecture, for chance
+    interpolation_points: int = 11
+    interpolation_images: int = 2000
+    oip_pairs_shown: int = 8  # best and worst matched pairs in the OIP gallery
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins (a shared server).
     uri: str = "sqlite:///mlflow.db"
@@ -183,6 +204,7 @@ class Config:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     oip: OipConfig = field(default_factory=OipConfig)
     precursor: PrecursorConfig = field(default_factory=PrecursorConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -401,6 +423,33 @@ def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
     _check(p.top_k >= 1, "precursor.top_k", "an integer >= 1", p.top_k)
     _check(p.full_steps >= 1, "precursor.full_steps", "an integer >= 1", p.full_steps)
     _check(p.chunk_size >= 1, "precursor.chunk_size", "an integer >= 1", p.chunk_size)
+
+
+def _validate_compare(c: CompareConfig, seeds: list[int]) -> None:
+    _check(c.probe_images >= 10, "compare.probe_images", "an integer >= 10", c.probe_images)
+    _check_layers("compare.layers", c.layers)
+    _check(
+        "Dense_2" not in c.layers, "compare.layers", "hidden layers only (not Dense_2)", c.layers
+    )
+    _check(
+        c.baseline_seed not in seeds,
+        "compare.baseline_seed",
+        "a seed not in `seeds`",
+        c.baseline_seed,
+    )
+    _check(
+        c.interpolation_points >= 2,
+        "compare.interpolation_points",
+        "an integer >= 2",
+        c.interpolation_points,
+    )
+    _check(
+        c.interpolation_images >= 10,
+        "compare.interpolation_images",
+        "an integer >= 10",
+        c.interpolation_images,
+    )
+    _check(c.oip_pairs_shown >= 0, "compare.oip_pairs_shown", "an integer >= 0", c.oip_pairs_shown)
 
 
 def tracking_uri(cfg: Config) -> str:
