@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import OmegaConf
-from tests.conftest import REPO_ROOT, compose_typed
 
 from oiplab.config import ConfigError, to_typed
 from oiplab.params import compose
 from oiplab.stages import load_params
+from tests.conftest import REPO_ROOT, compose_typed
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
 

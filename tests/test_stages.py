@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import compose_typed
-from tests.test_config import EXPERIMENTS
 
 from oiplab.stages import prepare, train
+from tests.conftest import compose_typed
+from tests.test_config import EXPERIMENTS
 
 
 def _runs(cfg):

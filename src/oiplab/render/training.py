@@ -51,3 +51,22 @@ def history_figure(history: dict[str, list[float]], title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def seeds_history_figure(histories: dict[int, dict[str, list[float]]], title: str):
+    """Test accuracy and training loss per epoch, one line per seed."""
+    plt = pyplot()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for seed, history in histories.items():
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        if "val_accuracy" in history:
+            ax_acc.plot(epochs, history["val_accuracy"], marker="o", label=f"seed {seed}")
+        ax_loss.plot(epochs, history["loss"], marker="o", label=f"seed {seed}")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (incl. L2)", title="training loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
