@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from oiplab.backend import seed_everything
 from oiplab.config import ModelConfig, TrainConfig
@@ -22,12 +23,22 @@ def _data():
     return x_train, raw.y_train.astype(np.int64), x_test, raw.y_test.astype(np.int64)
 
 
-def _train(seed: int, cfg: TrainConfig = CFG):
+def _train(seed: int, cfg: TrainConfig = CFG, checkpoint=None, callbacks=()):
     x_train, y_train, x_test, y_test = _data()
     seed_everything(seed)
     model = build_model(ModelConfig(), l2=cfg.l2)
     compile_model(model, cfg, n_train=len(y_train))
-    history = fit(model, x_train, y_train, x_test, y_test, cfg, verbose=0)
+    model, history, _ = fit(
+        model,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        cfg,
+        verbose=0,
+        checkpoint=checkpoint,
+        callbacks=callbacks,
+    )
     return model, history
 
 
@@ -43,6 +54,32 @@ def test_different_seed_gives_different_weights():
     first, _ = _train(7)
     other, _ = _train(8)
     assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path):
+    """Stopped after epoch 1 of 3, then restarted: the same weights as an uninterrupted run."""
+    import keras
+
+    cfg = TrainConfig(seed=4, epochs=3, batch_size=32, eval_batch_size=100)
+    reference, ref_history = _train(4, cfg)
+
+    class StopAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupt
+
+    checkpoint = tmp_path / "ckpt.keras"
+    with pytest.raises(Interrupt):
+        _train(4, cfg, checkpoint=checkpoint, callbacks=[StopAtEpoch2()])
+    assert checkpoint.is_file()
+    resumed, history = _train(4, cfg, checkpoint=checkpoint)  # builds a fresh model, then resumes
+    for a, b in zip(reference.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history["loss"] == ref_history["loss"]
 
 
 def test_each_schedule_trains():

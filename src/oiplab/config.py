@@ -193,6 +193,7 @@ class PathsConfig:
     metrics: str = "metrics"
     artifacts: str = "artifacts"
     reports: str = "reports"
+    checkpoints: str = ".checkpoints"  # per-epoch training state for resuming (scratch)
 
 
 @dataclass

@@ -6,12 +6,15 @@ The articles' part III names these three ingredients without values; ours are in
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from oiplab.backend import jit_compile_arg
 from oiplab.config import TrainConfig
+from oiplab.io import save_with, write_json
 
 
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
@@ -57,22 +60,68 @@ def compile_model(model, cfg: TrainConfig, n_train: int) -> None:
     )
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The training images' order in `epoch`: a function of (seed, epoch) alone, so a resumed
+    run sees exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def fit(
-    model, x_train, y_train, x_val, y_val, cfg: TrainConfig, callbacks=(), verbose: int = 2
-) -> dict[str, list[float]]:
-    """Train `cfg.epochs` epochs (reshuffled each epoch from the global seed); return history."""
-    history = model.fit(
-        x_train,
-        y_train,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_data=(x_val, y_val),
-        validation_batch_size=cfg.eval_batch_size,
-        shuffle=True,
-        callbacks=list(callbacks),
-        verbose=verbose,
-    )
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    model,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    cfg: TrainConfig,
+    callbacks=(),
+    verbose: int = 2,
+    checkpoint: Path | None = None,
+):
+    """Train to `cfg.epochs` epochs; return (model, history, epochs run in this call).
+
+    With `checkpoint` (a `.keras` path), the compiled model (weights and optimizer state) and the
+    history are saved atomically after every epoch, and a run that finds one resumes after its
+    last completed epoch: killed and restarted, it ends with the same weights as an
+    uninterrupted run.
+    """
+    history: dict[str, list[float]] = {}
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        model, history, start = load_checkpoint(checkpoint)
+        print(f"[train] resuming from {checkpoint} after epoch {start}", flush=True)
+    for epoch in range(start, cfg.epochs):
+        order = epoch_order(cfg.seed, epoch, len(y_train))
+        result = model.fit(
+            x_train[order],
+            y_train[order],
+            batch_size=cfg.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=(x_val, y_val),
+            validation_batch_size=cfg.eval_batch_size,
+            shuffle=False,
+            callbacks=list(callbacks),
+            verbose=verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, history, epoch + 1)
+    return model, history, cfg.epochs - start
+
+
+def save_checkpoint(path: Path, model, history: dict, epochs_done: int) -> None:
+    save_with(path, model.save)
+    write_json(path.with_suffix(".json"), {"epochs_done": epochs_done, "history": history})
+
+
+def load_checkpoint(path: Path):
+    """(compiled model, history, epochs done) from a checkpoint written by `save_checkpoint`."""
+    import keras
+
+    state = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    model = keras.saving.load_model(path, compile=True, safe_mode=True)
+    return model, state["history"], int(state["epochs_done"])
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:

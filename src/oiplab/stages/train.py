@@ -6,7 +6,10 @@ python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +39,19 @@ def metrics_path(cfg: Config, seed: int) -> Path:
     return Path(cfg.paths.metrics) / f"train_seed_{seed}.json"
 
 
+def checkpoint_path(cfg: Config, seed: int, data_sha: str) -> Path:
+    """Where seed `seed` keeps its per-epoch checkpoint; the name carries a fingerprint of the
+    settings, so a checkpoint of other settings is never resumed."""
+    settings = json.dumps([asdict(cfg.model), asdict(cfg.train), data_sha], sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    return Path(cfg.paths.checkpoints) / f"train_seed_{seed}_{digest}.keras"
+
+
 def run(cfg: Config) -> dict[str, Any]:
     """Train seed `cfg.train.seed`; write `models/seed_<n>/` and its metrics file."""
     seed = cfg.train.seed
     data = load_prepared(cfg.paths.prepared)
-    seed_everything(seed)  # seeds initialization and the per-epoch shuffling
+    seed_everything(seed)  # the initialization; each epoch's order comes from (seed, epoch)
     model = build_model(cfg.model, l2=cfg.train.l2)
     compile_model(model, cfg.train, n_train=len(data.y_train))
     print(
@@ -49,9 +60,10 @@ def run(cfg: Config) -> dict[str, Any]:
         flush=True,
     )
 
+    checkpoint = checkpoint_path(cfg, seed, data.meta["sha256"]["train"])
     with tracking.stage_run(cfg, "train", seed=seed) as run_:
         start = time.perf_counter()
-        history = fit(
+        model, history, epochs_run = fit(
             model,
             data.x_train,
             data.y_train,
@@ -59,6 +71,7 @@ def run(cfg: Config) -> dict[str, Any]:
             data.y_test,
             cfg.train,
             callbacks=[tracking.epoch_logger()] if run_ is not None else [],
+            checkpoint=checkpoint,
         )
         train_seconds = time.perf_counter() - start
         result = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
@@ -68,7 +81,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "test_accuracy": result["accuracy"],
             "test_loss": result["loss"],
             "train_seconds": round(train_seconds, 2),
-            "images_per_second": round(cfg.train.epochs * len(data.y_train) / train_seconds, 1),
+            "images_per_second": round(epochs_run * len(data.y_train) / train_seconds, 1),
             "epochs": cfg.train.epochs,
             "n_params": int(model.count_params()),
         }
@@ -87,6 +100,8 @@ def run(cfg: Config) -> dict[str, Any]:
             )
             save_figure(history_figure(history, f"training, seed {seed}"), tmp / "history.png")
         write_json(metrics_path(cfg, seed), metrics)
+        checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
+        checkpoint.with_suffix(".json").unlink(missing_ok=True)
         tracking.log_metrics({k: v for k, v in metrics.items() if k != "seed"})
         tracking.log_artifacts(out, "model")
     print(
