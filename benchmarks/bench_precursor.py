@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default="models/seed_0/model.keras")
     parser.add_argument("--naive-candidates", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--all-maps", action="store_true", help="also screen all maps (pruned)")
     args = parser.parse_args()
 
     from oiplab.backend import backend_name
@@ -45,6 +46,7 @@ def main() -> None:
     n = len(candidates)
     settings = AscentSettings(chunk_size=4096, n_snapshots=0)
     silent = silent_maps(probe)
+    n_maps = int(probe.output.shape[-1])
     # A responding map (not silent), so that the unpruned screen's every step is real work.
     busy_map = int(np.setdiff1d(np.arange(int(probe.output.shape[-1])), silent)[0])
     rows = []
@@ -53,6 +55,7 @@ def main() -> None:
         (f"1 map ({busy_map}), unpruned", np.array([busy_map]), False),
         (f"1 map ({busy_map}), pruned", np.array([busy_map]), True),
         (f"all {len(silent)} silent maps, pruned", silent, True),
+        *([(f"all {n_maps} maps, pruned", np.arange(n_maps), True)] if args.all_maps else []),
     ):
         if not len(maps):
             continue

@@ -78,7 +78,7 @@ def save_prepared(
     with atomic_dir(folder) as tmp:
         for split, fname in SPLIT_FILES.items():
             x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
-            np.savez(tmp / fname, images=x, labels=y)
+            np.savez_compressed(tmp / fname, images=x, labels=y)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 

@@ -1,0 +1,143 @@
+"""Training speed options on the real data: images/s and seconds to 99% test accuracy, each
+configuration beside the articles' setting, in one run; plus MLflow's logging cost per epoch.
+
+    python -m benchmarks.bench_train [--seed 0] [--epochs 5]
+    # writes benchmarks/results/train.{json,md}; needs `dvc repro prepare` (data/prepared)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import timed, write_results
+from oiplab.backend import seed_everything
+from oiplab.config import ModelConfig, TrainConfig
+from oiplab.data import load_prepared
+from oiplab.model import build_model
+from oiplab.training import compile_model, fit
+
+DEFAULT = TrainConfig()
+# (label, settings): the articles' setting is the naive reference for the ratio.
+OPTIONS = [
+    (
+        "articles (batch 64, exp. decay)",
+        replace(
+            DEFAULT,
+            batch_size=64,
+            learning_rate=0.01,
+            lr_schedule="exponential",
+            lr_decay_per_epoch=0.9,
+            l2=1e-4,
+        ),
+    ),
+    ("default (batch 128, cosine)", DEFAULT),
+    ("batch 256, lr 0.1", replace(DEFAULT, batch_size=256, learning_rate=0.1)),
+    ("batch 128, steps_per_execution 16", replace(DEFAULT, steps_per_execution=16)),
+    ("batch 128, XLA on", replace(DEFAULT, jit_compile="on")),
+]
+
+
+def measure(data, cfg: TrainConfig, save: str | None = None):
+    """Train one seed; return (images/s, seconds to 99% test accuracy or None, final accuracy)."""
+    import keras
+
+    seed_everything(cfg.seed)
+    model = build_model(ModelConfig(), l2=cfg.l2)
+    compile_model(model, cfg, n_train=len(data.y_train))
+    ends: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ends.append(time.perf_counter())
+
+    start = time.perf_counter()
+    _, history, _ = fit(
+        model,
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        cfg,
+        callbacks=[Clock()],
+        verbose=0,
+    )
+    seconds = ends[-1] - start
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        model.save(save)
+    hit = [i for i, acc in enumerate(history["val_accuracy"]) if acc >= 0.99]
+    to_99 = ends[hit[0]] - start if hit else None
+    return len(data.y_train) * cfg.epochs / seconds, to_99, history["val_accuracy"][-1], seconds
+
+
+def mlflow_overhead(n_epochs: int = 50) -> float:
+    """Milliseconds per epoch that logging one epoch's metrics costs (async, sqlite store)."""
+    import mlflow
+
+    from oiplab import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/bench.db")
+        mlflow.set_experiment("bench")
+        logs = {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9}
+        with mlflow.start_run():
+            _, seconds = timed(
+                lambda: [tracking.log_metrics(logs, step=e) for e in range(n_epochs)]
+            )
+            _, flush = timed(mlflow.flush_async_logging)
+    return (seconds + flush) / n_epochs * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=DEFAULT.epochs)
+    parser.add_argument("--only", nargs="*", help="labels to run (default: all)")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the logging overhead")
+    parser.add_argument("--save-model", help="save the first setting's first-seed model here")
+    args = parser.parse_args()
+    data = load_prepared(args.prepared)
+    rows = []
+    reference = None
+    for label, cfg in OPTIONS:
+        if args.only and label not in args.only:
+            continue
+        for seed in args.seeds:
+            cfg = replace(cfg, seed=seed, epochs=args.epochs)
+            save = args.save_model if not rows else None
+            ips, to_99, acc, seconds = measure(data, cfg, save)
+            row = {
+                "setting": label,
+                "seed": seed,
+                "images_per_s": ips,
+                "seconds": seconds,
+                "seconds_to_99pct": to_99,
+                "final_test_accuracy": acc,
+            }
+            reference = reference or row
+            row["speedup_images_per_s"] = ips / reference["images_per_s"]
+            rows.append(row)
+            print(row, flush=True)
+    if not args.no_mlflow:
+        ms = mlflow_overhead()
+        epoch_s = float(np.mean([r["seconds"] for r in rows])) / args.epochs
+        rows.append(
+            {
+                "setting": "MLflow logging, per epoch (async, sqlite)",
+                "seconds": ms / 1000,
+                "note": f"{ms / 1000 / epoch_s:.2%} of an epoch",
+            }
+        )
+    path = write_results("train", rows, {"data": data.name, "epochs": args.epochs})
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
