@@ -45,6 +45,14 @@ def test_every_experiment_composes_and_validates(experiment):
         ("train.momentum=1.5", "train.momentum"),
         ("data.source=torrent", "data.source"),
         ("train.batch_size=many", "train.batch_size"),
+        ("oip.layer=Conv2D_9", "oip.layer"),
+        ("oip.maps=[128]", "oip.maps"),
+        ("oip.weights=[1.0]", "oip.weights"),
+        ("precursor.values=[2.0]", "precursor.values"),
+        ("precursor.grid=5", "precursor.grid"),
+        ("compare.layers=[Dense_2]", "compare.layers"),
+        ("activations.common.comparisons=[[clear_4,nope]]", "activations.common.comparisons"),
+        ("activations.groups.0.true_class=12", "activations.groups[0].true_class"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -291,6 +291,10 @@ def validate(cfg: Config) -> None:
     _check_choice("train.jit_compile", t.jit_compile, JIT_CHOICES)
     _check(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
 
+    _validate_activations(cfg.activations, m.n_classes)
+    _validate_oip(cfg.oip, m)
+    _validate_precursor(cfg.precursor, layer_grid(m, cfg.oip.layer)[2])
+    _validate_compare(cfg.compare, cfg.seeds)
     _check(
         bool(cfg.tracking.experiment),
         "tracking.experiment",

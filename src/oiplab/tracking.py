@@ -15,8 +15,43 @@ from pathlib import Path
 from typing import Any
 
 from oiplab.config import Config, tracking_uri
+from oiplab.errors import OiplabError
 
 TAG_PREFIX = "oiplab."
+SERVER_PROBE_TIMEOUT_S = 5.0
+
+
+class TrackingError(OiplabError):
+    """The MLflow tracking store cannot be used (server unreachable, sqlite store locked)."""
+
+
+def check_server(uri: str, timeout: float = SERVER_PROBE_TIMEOUT_S) -> None:
+    """Fail fast, with the way out, when an http(s) tracking server does not answer.
+
+    MLflow itself retries for minutes before giving up; a probe of the server's /health
+    endpoint turns that into a clear error within `timeout` seconds.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+            if reply.status == 200:
+                return
+            problem = f"HTTP {reply.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is unreachable ({problem}). Start it, or unset "
+        "MLFLOW_TRACKING_URI to use the local store sqlite:///mlflow.db, or run with "
+        "tracking.enabled=false (nothing is logged then).")
+
+
+def _is_sqlite_lock(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return "database is locked" in text or "database table is locked" in text
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -97,13 +132,25 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
 
     from oiplab.backend import versions
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_experiment(cfg.tracking.experiment)
+    uri = tracking_uri(cfg)
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
     name = stage if seed is None else f"{stage}-seed{seed}"
     tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
-    with mlflow.start_run(run_name=name, tags=tags) as run:
-        mlflow.log_params(flatten(asdict(cfg)))
-        yield run
+    try:
+        mlflow.set_experiment(cfg.tracking.experiment)
+        with mlflow.start_run(run_name=name, tags=tags) as run:
+            mlflow.log_params(flatten(asdict(cfg)))
+            yield run
+            mlflow.flush_async_logging()  # surface logging errors here, not silently later
+    except Exception as exc:
+        if uri.startswith("sqlite") and _is_sqlite_lock(exc):
+            raise TrackingError(
+                f"the embedded MLflow store {uri} was locked by concurrent jobs, so this run's "
+                "records could not be written. For parallel jobs use a tracking server: "
+                "`mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 "
+                "--port 5000` and MLFLOW_TRACKING_URI=http://127.0.0.1:5000") from exc
+        raise
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -31,7 +31,10 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (generate it: `python -m oiplab.params`)")
-    raw = OmegaConf.load(path)
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax errors come in several types
+        raise ConfigError(f"{path}: not a readable YAML params file ({exc})") from exc
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
@@ -41,6 +44,16 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             raise ConfigError(f"override '{item}': config key '{key}' does not exist in {path}")
         OmegaConf.update(raw, key, yaml.safe_load(value) if value else value, merge=True)
     return to_typed(raw)
+
+
+def preflight(cfg: Config) -> Config:
+    """Checks worth failing on before any work: an unreachable tracking server, within seconds."""
+    if cfg.tracking.enabled:
+        from oiplab.config import tracking_uri
+        from oiplab.tracking import check_server
+
+        check_server(tracking_uri(cfg))
+    return cfg
 
 
 def _fail(exc: Exception) -> None:
@@ -57,7 +70,7 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
         if len(args) < 2:
             _fail(ConfigError("--params needs a file name"))
         try:
-            run(load_params(args[1], args[2:]))
+            run(preflight(load_params(args[1], args[2:])))
         except OiplabError as exc:
             _fail(exc)
         return
@@ -73,7 +86,7 @@ def _hydra_main(run: RunFn) -> None:
     @hydra.main(version_base="1.3", config_path=str(conf_dir().resolve()), config_name="config")
     def app(raw: DictConfig) -> None:
         try:
-            run(to_typed(raw))
+            run(preflight(to_typed(raw)))
         except OiplabError as exc:
             _fail(exc)
 
