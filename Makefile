@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install pipeline test test-all params lint mlflow-ui
+.PHONY: install pipeline test test-slow test-all params lint mlflow-ui
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ pipeline: install  ## the default study end to end
 test: install  ## the default suite (fast; slow and gpu tests are listed as skipped)
 	python -m pytest
 
-test-all: install  ## also the slow tests (real MNIST, full-size runs)
+test-slow: install  ## only the slow tests: faults, parallel and cluster sweeps, JAX stages, browser
+	python -m pytest --run-slow -m slow
+
+test-all: install  ## the default and the slow tests
 	python -m pytest --run-slow
 
 params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")

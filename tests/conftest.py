@@ -92,3 +92,80 @@ def copy_project(dest: Path) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env)
     return dest
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts in a folder), for tests."""
+
+    def __init__(self, folder: Path):
+        import sys
+
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = open(folder / "server.log", "w")  # noqa: SIM115 (closed in stop)
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        self.proc = subprocess.Popen(
+            [
+                str(mlflow_bin),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder}/server.db",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait(self, timeout: float = 120.0) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"mlflow server did not answer within {timeout} s")
+
+    def api(self, path: str, body: dict | None = None) -> dict:
+        """Call the REST API: POST `body` as JSON, or GET when there is none."""
+        import json
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.uri + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read())
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()

@@ -32,10 +32,10 @@ def _stage(name: str, cwd: Path, *overrides: str, env: dict | None = None, wait:
     cmd = [sys.executable, "-m", f"oiplab.stages.{name}", "--params", "params.yaml", *overrides]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 def _weights(model_file: Path) -> list[np.ndarray]:
@@ -47,6 +47,7 @@ def _weights(model_file: Path) -> list[np.ndarray]:
 TRAIN = ("train.epochs=4", "train.batch_size=16", "train.seed=0")
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     straight = _workdir(tmp_path / "straight")
     assert _stage("prepare", straight).returncode == 0
@@ -69,14 +70,16 @@ def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_p
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "models" / "seed_0").exists()  # no half-written stage output
-    assert not list((killed / "models").glob(".seed_0*")) if (killed / "models").exists() \
-        else True
+    assert not list((killed / "models").glob(".seed_0*")) if (killed / "models").exists() else True
 
     resumed = _stage("train", killed, *TRAIN)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {state['epochs_done']}" in resumed.stdout
-    for a, b in zip(_weights(straight / "models/seed_0/model.keras"),
-                    _weights(killed / "models/seed_0/model.keras"), strict=True):
+    for a, b in zip(
+        _weights(straight / "models/seed_0/model.keras"),
+        _weights(killed / "models/seed_0/model.keras"),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
     assert not list((killed / ".checkpoints").glob("*.keras"))  # cleaned up after success
 
@@ -90,8 +93,9 @@ def _closed_port() -> int:
 def test_unreachable_tracking_server_fails_within_seconds(tmp_path):
     work = _workdir(tmp_path, "tracking.enabled=true")
     start = time.time()
-    proc = _stage("prepare", work,
-                  env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"})
+    proc = _stage(
+        "prepare", work, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"}
+    )
     elapsed = time.time() - start
     assert proc.returncode == 2
     assert "unreachable" in proc.stderr and "MLFLOW_TRACKING_URI" in proc.stderr

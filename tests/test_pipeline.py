@@ -1,5 +1,6 @@
-"""The real thing: `dvc repro` of the smoke experiment in a project copy, checked through DVC,
-the MLflow client, a Hydra sweep, and the report page (in headless Chromium when installed)."""
+"""The real thing: `dvc repro` of the smoke experiment in a project copy, logging to a real
+`mlflow server`, checked through DVC, the server's REST API, a DVC remote, Hydra sweeps (joblib
+and submitit), and the report page (in headless Chromium when installed)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_project
+from tests.conftest import MlflowServer, copy_project
 
 GLOBAL_STAGES = ("prepare", "select_images", "compare", "report")
 PER_SEED_STAGES = ("train", "activations", "oip", "precursor")
@@ -40,28 +41,49 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """A project copy on which `dvc repro` of the smoke experiment has run."""
-    project = copy_project(tmp_path_factory.mktemp("smoke") / "project")
-    env = {
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    _run([sys.executable, "-m", "oiplab.params", "experiment=smoke"], project)
-    _run(["dvc", "repro"], project, env)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    return project, env, params
+    """A project copy on which `dvc repro` of the smoke experiment ran against an MLflow server."""
+    root = tmp_path_factory.mktemp("smoke")
+    project = copy_project(root / "project")
+    server = MlflowServer(root)
+    try:
+        server.wait()
+        env = {
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MLFLOW_TRACKING_URI": server.uri,
+        }
+        _run([sys.executable, "-m", "oiplab.params", "experiment=smoke"], project)
+        _run(["dvc", "repro"], project, env)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        yield {"project": project, "env": env, "params": params, "server": server}
+    finally:
+        server.stop()
 
 
-def _client(project: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    return client, client.get_experiment_by_name("oiplab").experiment_id
+def search_runs(server: MlflowServer, filter_string: str = "") -> list[dict]:
+    """Runs of experiment `oiplab`, through the server's REST API, as {tags, metrics, run_id}."""
+    exp = server.api("/api/2.0/mlflow/experiments/get-by-name?experiment_name=oiplab")
+    found = server.api(
+        "/api/2.0/mlflow/runs/search",
+        {
+            "experiment_ids": [exp["experiment"]["experiment_id"]],
+            "filter": filter_string,
+            "max_results": 1000,
+        },
+    )
+    return [
+        {
+            "run_id": r["info"]["run_id"],
+            "status": r["info"]["status"],
+            "tags": {t["key"]: t["value"] for t in r["data"].get("tags", [])},
+            "metrics": {m["key"]: m["value"] for m in r["data"].get("metrics", [])},
+        }
+        for r in found.get("runs", [])
+    ]
 
 
 def test_dvc_repro_produces_every_stage_output(smoke):
-    project, env, params = smoke
+    project, env, params = smoke["project"], smoke["env"], smoke["params"]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     per_seed = {f"{stage}@{s}" for stage in PER_SEED_STAGES for s in params["seeds"]}
     assert set(lock["stages"]) == set(GLOBAL_STAGES) | per_seed
@@ -86,38 +108,62 @@ def test_dvc_repro_produces_every_stage_output(smoke):
     assert 0 <= headline["Conv2D_1"]["same_index_fraction"] <= 1
 
 
-def test_every_stage_run_is_in_mlflow_with_its_tags(smoke):
-    project, _, params = smoke
-    client, experiment = _client(project)
-    runs = client.search_runs([experiment])
-    stages = sorted((r.data.tags["oiplab.stage"], r.data.tags.get("oiplab.seed", "")) for r in runs)
+def test_every_stage_run_reached_the_tracking_server(smoke):
+    project, params, server = smoke["project"], smoke["params"], smoke["server"]
+    runs = search_runs(server)
+    stages = sorted((r["tags"]["oiplab.stage"], r["tags"].get("oiplab.seed", "")) for r in runs)
     seeds = [str(s) for s in params["seeds"]]
     assert stages == sorted(
         [(stage, "") for stage in GLOBAL_STAGES]
         + [(stage, s) for stage in PER_SEED_STAGES for s in seeds]
     )
-    assert len({r.data.tags["oiplab.group"] for r in runs}) == 1  # one pipeline execution
+    assert all(r["status"] == "FINISHED" for r in runs)
+    assert len({r["tags"]["oiplab.group"] for r in runs}) == 1  # one pipeline execution
     commit = _run(["git", "rev-parse", "HEAD"], project).stdout.strip()
-    assert all(r.data.tags["oiplab.git_commit"].startswith(commit) for r in runs)
-    report = next(r for r in runs if r.data.tags["oiplab.stage"] == "report")
-    assert [a.path for a in client.list_artifacts(report.info.run_id, "report")] == [
-        "report/index.html"
-    ]
+    assert all(r["tags"]["oiplab.git_commit"].startswith(commit) for r in runs)
+    train = next(r for r in runs if r["tags"]["oiplab.stage"] == "train")
+    history = server.api(
+        f"/api/2.0/mlflow/metrics/get-history?run_id={train['run_id']}&metric_key=val_accuracy"
+    )
+    assert [m["step"] for m in history["metrics"]] == list(range(1, params["train"]["epochs"] + 1))
+    report = next(r for r in runs if r["tags"]["oiplab.stage"] == "report")
+    listed = server.api(f"/api/2.0/mlflow/artifacts/list?run_id={report['run_id']}&path=report")
+    assert [f["path"] for f in listed["files"]] == ["report/index.html"]
 
 
 def test_report_page_has_every_section_and_embedded_figure(smoke):
-    project, _, _ = smoke
-    html = (project / "reports" / "index.html").read_text()
+    html = (smoke["project"] / "reports" / "index.html").read_text()
     for anchor in ("setup", "training", "activations", "oip", "precursor", "compare"):
         assert f'<section id="{anchor}">' in html, anchor
     assert "figure missing" not in html
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 20
     assert "Answer, from the numbers:" in html
     assert 'src="http' not in html  # nothing to fetch: the page works offline
+    assert smoke["server"].uri + "/#/experiments/" in html  # sections link their runs
 
 
-def test_hydra_multirun_with_the_joblib_launcher(smoke):
-    project, env, _ = smoke
+def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_run(smoke, tmp_path):
+    project, env = smoke["project"], smoke["env"]
+    _run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], project, env)
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], project)
+    _run(["dvc", "push"], project, env)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _run(["dvc", "pull"], clone, env)
+    assert (clone / "models" / "seed_0" / "model.keras").is_file()
+    status = _run(["dvc", "status"], clone, env)
+    assert "up to date" in status.stdout, status.stdout
+    repro = _run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in repro.stdout, repro.stdout
+
+
+@pytest.mark.slow
+def test_four_parallel_jobs_on_the_embedded_store_lose_nothing(smoke):
+    """joblib launcher, 4 processes, all logging to one sqlite:///mlflow.db."""
+    project = smoke["project"]
+    env = {**smoke["env"], "MLFLOW_TRACKING_URI": ""}  # empty: the config's sqlite store
+    seeds = ["10", "11", "12", "13"]
     _run(
         [
             sys.executable,
@@ -125,20 +171,67 @@ def test_hydra_multirun_with_the_joblib_launcher(smoke):
             "oiplab.stages.train",
             "-m",
             "experiment=smoke",
-            "train.seed=5,6",
-            "paths.models=sweep_models",
-            "paths.metrics=sweep_metrics",
+            f"train.seed={','.join(seeds)}",
+            "paths.models=par_models",
+            "paths.metrics=par_metrics",
             "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
+            "hydra.launcher.n_jobs=4",
         ],
         project,
         env,
     )
-    for seed in (5, 6):
-        assert (project / "sweep_models" / f"seed_{seed}" / "model.keras").is_file()
-    client, experiment = _client(project)
-    runs = client.search_runs([experiment], filter_string="tags.`oiplab.stage` = 'train'")
-    assert {r.data.tags["oiplab.seed"] for r in runs} >= {"5", "6"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    exp = client.get_experiment_by_name("oiplab").experiment_id
+    runs = client.search_runs([exp], filter_string="tags.`oiplab.stage` = 'train'")
+    assert sorted(r.data.tags["oiplab.seed"] for r in runs) == seeds
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert "test_accuracy" in r.data.metrics
+        assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
+        files = {a.path for a in client.list_artifacts(r.info.run_id, "model")}
+        assert "model/model.keras" in files
+        assert (project / "par_models" / f"seed_{r.data.tags['oiplab.seed']}").is_dir()
+
+
+@pytest.mark.slow
+def test_submitit_sweep_then_compare_and_gather_without_dvc(smoke):
+    project, env, server = smoke["project"], smoke["env"], smoke["server"]
+    common = [
+        "experiment=smoke",
+        "seeds=[20,21]",
+        "paths.models=sub_models",
+        "paths.metrics=sub_metrics",
+        "paths.artifacts=sub_artifacts",
+    ]
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "oiplab.stages.train",
+            "-m",
+            *common,
+            "train.seed=20,21",
+            "hydra/launcher=local",
+            "hydra.sweep.dir=multirun/submitit",
+        ],
+        project,
+        env,
+    )
+    logs = list((project / "multirun" / "submitit").rglob("*_log.out"))
+    assert len(logs) >= 2  # each job ran as its own submitit process
+    _run([sys.executable, "-m", "oiplab.stages.compare", *common], project, env)
+    assert (project / "sub_artifacts" / "compare" / "summary.png").is_file()
+    runs = search_runs(server, "tags.`oiplab.stage` = 'train'")
+    assert {"20", "21"} <= {r["tags"].get("oiplab.seed") for r in runs}
+    gathered = _run(
+        [sys.executable, "-m", "oiplab.gather", "--uri", server.uri, "--json", "gathered.json"],
+        project,
+        env,
+    )
+    rows = json.loads((project / "gathered.json").read_text())
+    assert {row["seed"] for row in rows} >= {"20", "21"}, gathered.stdout
 
 
 @pytest.mark.slow
@@ -147,8 +240,7 @@ def test_report_renders_in_headless_chromium(smoke, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed: apt-get install chromium chromium-driver")
-    project, _, _ = smoke
-    page = (project / "reports" / "index.html").as_uri()
+    page = (smoke["project"] / "reports" / "index.html").as_uri()
     flags = CHROMIUM_FLAGS + [
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=15000",

@@ -1,7 +1,7 @@
 """Gather a sweep's results from MLflow, without DVC: one row per run of a stage.
 
-    python -m oiplab.gather                         # latest group's train runs, as a table
-    python -m oiplab.gather --stage oip --group G --json results.json
+python -m oiplab.gather                         # latest group's train runs, as a table
+python -m oiplab.gather --stage oip --group G --json results.json
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from oiplab.io import write_json
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
-def gather(uri: str, experiment: str = "oiplab", stage: str = "train",
-           group: str | None = None) -> list[dict[str, Any]]:
+def gather(
+    uri: str, experiment: str = "oiplab", stage: str = "train", group: str | None = None
+) -> list[dict[str, Any]]:
     """Rows {run_id, seed, group, metrics...} of the stage's finished runs, by seed.
 
     Without `group`, the group of the most recent run of that stage is used.
@@ -28,14 +29,25 @@ def gather(uri: str, experiment: str = "oiplab", stage: str = "train",
     if exp is None:
         return []
     query = f"tags.`oiplab.stage` = '{stage}' and attributes.status = 'FINISHED'"
-    runs = client.search_runs([exp.experiment_id], filter_string=query,
-                              order_by=["attributes.start_time DESC"], max_results=5000)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
     if not runs:
         return []
     group = group or runs[0].data.tags.get("oiplab.group")
-    rows = [{"run_id": r.info.run_id, "seed": r.data.tags.get("oiplab.seed"),
-             "group": r.data.tags.get("oiplab.group"), **r.data.metrics}
-            for r in runs if r.data.tags.get("oiplab.group") == group]
+    rows = [
+        {
+            "run_id": r.info.run_id,
+            "seed": r.data.tags.get("oiplab.seed"),
+            "group": r.data.tags.get("oiplab.group"),
+            **r.data.metrics,
+        }
+        for r in runs
+        if r.data.tags.get("oiplab.group") == group
+    ]
     return sorted(rows, key=lambda row: int(row["seed"]) if row["seed"] else -1)
 
 
@@ -54,8 +66,12 @@ def main() -> None:
     print(f"group {rows[0]['group']}: {len(rows)} {args.stage} runs")
     print("  ".join(keys))
     for row in rows:
-        print("  ".join(f"{row.get(k, ''):.4g}" if isinstance(row.get(k), float)
-                        else str(row.get(k, "")) for k in keys))
+        print(
+            "  ".join(
+                f"{row.get(k, ''):.4g}" if isinstance(row.get(k), float) else str(row.get(k, ""))
+                for k in keys
+            )
+        )
     if args.json:
         write_json(args.json, rows)
 

@@ -46,7 +46,25 @@ def check_server(uri: str, timeout: float = SERVER_PROBE_TIMEOUT_S) -> None:
     raise TrackingError(
         f"MLflow tracking server {uri} is unreachable ({problem}). Start it, or unset "
         "MLFLOW_TRACKING_URI to use the local store sqlite:///mlflow.db, or run with "
-        "tracking.enabled=false (nothing is logged then).")
+        "tracking.enabled=false (nothing is logged then)."
+    )
+
+
+@contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """Serialize the creation of an sqlite store and its experiment across processes.
+
+    Parallel jobs that all find no `mlflow.db` would otherwise run MLflow's schema migrations at
+    the same time and fail; the first job creates the store, the others then find it ready.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    with FileLock(str(db) + ".lock", timeout=300):
+        yield
 
 
 def _is_sqlite_lock(exc: BaseException) -> bool:
@@ -138,7 +156,8 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
     name = stage if seed is None else f"{stage}-seed{seed}"
     tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
     try:
-        mlflow.set_experiment(cfg.tracking.experiment)
+        with _store_setup_lock(uri):
+            mlflow.set_experiment(cfg.tracking.experiment)
         with mlflow.start_run(run_name=name, tags=tags) as run:
             mlflow.log_params(flatten(asdict(cfg)))
             yield run
@@ -149,7 +168,8 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
                 f"the embedded MLflow store {uri} was locked by concurrent jobs, so this run's "
                 "records could not be written. For parallel jobs use a tracking server: "
                 "`mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 "
-                "--port 5000` and MLFLOW_TRACKING_URI=http://127.0.0.1:5000") from exc
+                "--port 5000` and MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
+            ) from exc
         raise
 
 
