@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_every_experiment_composes_and_validates(experiment):
     ],
 )
 def test_bad_values_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
         compose_typed(override)
 
 
@@ -83,3 +84,22 @@ def test_load_params_applies_typed_overrides(tmp_path: Path):
         load_params(path, ["train.sed=3"])
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ],
+)
+def test_launcher_configs_compose(launcher, target):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(
+            "config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True
+        )
+    assert cfg.hydra.launcher._target_ == target

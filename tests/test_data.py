@@ -179,7 +179,7 @@ def test_save_prepared_failure_keeps_previous_output(tmp_path, tiny, monkeypatch
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", broken)
+    monkeypatch.setattr(np, "savez_compressed", broken)
     with pytest.raises(OSError, match="disk full"):
         save_prepared(folder, "tiny", tiny, {"train": "a", "test": "b"}, tuple("0123456789"))
     assert sorted(p.name for p in folder.iterdir()) == before
