@@ -20,14 +20,15 @@ from oiplab.render import save_figure
 from oiplab.render.maps import activation_figure, common_pattern_figure, mosaic
 
 
-def _probs(rows):
-    """(n_seeds, n_images, 3) from per-seed lists of per-image probability rows."""
-    return np.asarray(rows, dtype=np.float64)
+def _logits(rows):
+    """(n_seeds, n_images, 3) logits whose softmax is the given per-seed probability rows."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(rows, dtype=np.float64))
 
 
 LABELS = np.array([0, 0, 0, 1, 0])
 # Two seeds, five images, three classes.
-PROBS = _probs(
+LOGITS = _logits(
     [
         [[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.99, 0.01, 0.0], [0.1, 0.9, 0.0], [0.3, 0.7, 0.0]],
         [[0.95, 0.05, 0.0], [0.7, 0.3, 0.0], [0.4, 0.6, 0.0], [0.2, 0.8, 0.0], [0.45, 0.55, 0.0]],
@@ -36,24 +37,32 @@ PROBS = _probs(
 
 
 def test_clear_images_must_be_right_in_every_seed_and_rank_by_the_least_sure_seed():
-    group = select_group(GroupRule("clear_0", "clear", 0, 2), PROBS, LABELS)
+    group = select_group(GroupRule("clear_0", "clear", 0, 2), LOGITS, LABELS)
     # image 2 is wrong in seed 1; image 4 wrong in both; image 0 (min 0.9) beats image 1 (min 0.6)
     assert group["indices"] == [0, 1]
-    assert group["scores"] == pytest.approx([0.9, 0.6])
+    # the least sure seed's logit margin: log(0.9 / 0.1) and log(0.6 / 0.4)
+    assert group["scores"] == pytest.approx([np.log(9.0), np.log(1.5)])
+
+
+def test_clear_ranking_does_not_saturate_where_probabilities_do():
+    # float32 softmax would give 1.0 for both; the margins still order them
+    logits = np.array([[[30.0, 0.0], [40.0, 0.0]]])
+    group = select_group(GroupRule("clear_0", "clear", 0, 2), logits, np.array([0, 0]))
+    assert group["indices"] == [1, 0]
 
 
 def test_ambiguous_images_rank_by_the_least_probability_of_the_other_class():
-    group = select_group(GroupRule("amb_0", "ambiguous", 0, 2, other_class=1), PROBS, LABELS)
+    group = select_group(GroupRule("amb_0", "ambiguous", 0, 2, other_class=1), LOGITS, LABELS)
     # min P(class 1) over seeds: img4 0.55, img1 0.3, img2 0.01, img0 0.05; img3 is a 1
     assert group["indices"] == [4, 1]
 
 
 def test_selection_errors_and_explicit_indices():
     with pytest.raises(SelectionError, match="only 2 test images qualify"):
-        select_group(GroupRule("clear_0", "clear", 0, 3), PROBS, LABELS)
+        select_group(GroupRule("clear_0", "clear", 0, 3), LOGITS, LABELS)
     with pytest.raises(SelectionError, match=r"\[7\] outside 0..4"):
-        select_group(GroupRule("mine", "clear", 0, 1, indices=(1, 7)), PROBS, LABELS)
-    assert select_group(GroupRule("mine", "clear", 0, 1, indices=(3, 1)), PROBS, LABELS)[
+        select_group(GroupRule("mine", "clear", 0, 1, indices=(1, 7)), LOGITS, LABELS)
+    assert select_group(GroupRule("mine", "clear", 0, 1, indices=(3, 1)), LOGITS, LABELS)[
         "indices"
     ] == [3, 1]
 

@@ -162,16 +162,8 @@ class CompareConfig:
     """Matching maps across seeds (Li et al. 2016; Kornblith et al. 2019; Ainsworth et al. 2023)."""
 
     probe_images: int = 1000  # the first N test images
-    layers: list[str] = field(
-        default_factory=lambda: [
-            "Conv2D_1",
-            "Max_Pool_1",
-            "Conv2D_2",
-            "Max_Pool_2",
-            "Conv2D_3",
-            "Dense_1",
-        ]
-    )
+    # Hidden layers only: Dense_2's nodes are the classes, already in the same order.
+    layers: list[str] = field(default_factory=lambda: list(ANALYSED_LAYERS[:-1]))
     baseline_seed: int = 10_000  # an untrained network of the same architecture, for chance
     interpolation_points: int = 11
     interpolation_images: int = 2000

@@ -3,8 +3,10 @@
 The articles' image numbers index the author's own shuffled split, so they cannot be reused; the
 experiment's groups (clear 4s, clear 9s, 4s that look like 9s) are selected by these rules instead:
 
-* clear images of class c: true class c, predicted c by every seed; ranked by the lowest
-  probability of c over the seeds (every seed must be sure);
+* clear images of class c: true class c, predicted c by every seed; ranked by the smallest
+  logit margin of c (its logit minus the largest other one) over the seeds: every seed must be
+  sure. (Margins, not probabilities: thousands of test images reach a softmax of exactly 1.0 in
+  float32, which would leave the ranking to the image index.)
 * ambiguous images of class a that look like b: true class a; ranked by the lowest probability
   of b over the seeds (every seed must see some b in them), whatever the prediction.
 """
@@ -32,17 +34,25 @@ class GroupRule:
     indices: tuple[int, ...] = ()  # explicit test indices, used as they are when given
 
 
-def select_group(rule: GroupRule, probs: np.ndarray, labels: np.ndarray) -> dict:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def select_group(rule: GroupRule, logits: np.ndarray, labels: np.ndarray) -> dict:
     """Select one group's test indices.
 
     Args:
-        probs: (n_seeds, n_images, n_classes) softmax outputs of every seed on the test split.
+        logits: (n_seeds, n_images, n_classes) pre-softmax outputs of every seed on the test split.
         labels: (n_images,) true classes.
 
     Returns:
         {"name", "kind", "indices", "scores"}: indices best first, with their ranking scores.
     """
     n_images = labels.shape[0]
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = softmax(logits)
     if rule.indices:
         bad = [i for i in rule.indices if not 0 <= i < n_images]
         if bad:
@@ -52,7 +62,8 @@ def select_group(rule: GroupRule, probs: np.ndarray, labels: np.ndarray) -> dict
     if rule.kind == "clear":
         predicted = probs.argmax(axis=2)  # (n_seeds, n_images)
         ok = (labels == rule.true_class) & (predicted == rule.true_class).all(axis=0)
-        score = probs[:, :, rule.true_class].min(axis=0)
+        others = np.delete(logits, rule.true_class, axis=2).max(axis=2)
+        score = (logits[:, :, rule.true_class] - others).min(axis=0)
     elif rule.kind == "ambiguous":
         ok = labels == rule.true_class
         score = probs[:, :, rule.other_class].min(axis=0)

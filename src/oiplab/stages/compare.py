@@ -19,7 +19,7 @@ from oiplab.backend import seed_everything
 from oiplab.compare.cka import centered_gram, cka_matrix
 from oiplab.compare.study import compare_pair, consistency_table, match_layers
 from oiplab.compare.weights import HIDDEN, cosine_rows, interpolate, permute
-from oiplab.config import Config, layer_grid
+from oiplab.config import Config, ConfigError, layer_grid
 from oiplab.data import load_prepared
 from oiplab.io import atomic_dir, write_json
 from oiplab.model import build_model, load_model
@@ -55,7 +55,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds (and each seed against an untrained network)."""
     c, seeds = cfg.compare, list(cfg.seeds)
     if len(seeds) < 2:
-        raise ValueError("compare needs at least two seeds in `seeds`")
+        raise ConfigError(f"config key 'seeds': compare needs at least two seeds, got {seeds}")
     data = load_prepared(cfg.paths.prepared)
     probe_x = data.x_test[: c.probe_images]
     cka_layers = list(c.layers) + list(CKA_LAYERS_EXTRA)

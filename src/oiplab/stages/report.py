@@ -44,6 +44,16 @@ def _metrics(cfg: Config, name: str) -> dict | None:
     return _json(Path(cfg.paths.metrics) / f"{name}.json")
 
 
+def _seed_rows(cfg: Config, stage: str, keys: tuple[str, ...]) -> list[tuple]:
+    """One table row per seed from `metrics/<stage>_seed_<n>.json`: the seed, then `keys`."""
+    rows = []
+    for s in cfg.seeds:
+        m = _metrics(cfg, f"{stage}_seed_{s}")
+        if m:
+            rows.append((s, *(m.get(k) for k in keys)))
+    return rows
+
+
 class RunLinks:
     """The latest MLflow run of each (stage, seed), as links into the tracking UI."""
 
@@ -225,27 +235,16 @@ def _activations(cfg: Config, links: RunLinks) -> str:
 
 
 def _oip(cfg: Config, links: RunLinks) -> str:
-    rows, figs = [], []
-    for s in cfg.seeds:
-        m = _metrics(cfg, f"oip_seed_{s}")
-        if m:
-            rows.append(
-                (
-                    s,
-                    m["layer"],
-                    m["n_maps"],
-                    m["n_with_oip"],
-                    m["n_silent"],
-                    m["converged_fraction"],
-                    m["seconds"],
-                )
-            )
-        figs.append(
-            figure(
-                oip_dir(cfg, s) / "gallery_contrast.png",
-                f"seed {s}: OIP per map of {cfg.oip.layer} (contrast-enhanced)",
-            )
+    rows = _seed_rows(
+        cfg, "oip", ("layer", "n_maps", "n_with_oip", "n_silent", "converged_fraction", "seconds")
+    )
+    figs = [
+        figure(
+            oip_dir(cfg, s) / "gallery_contrast.png",
+            f"seed {s}: OIP per map of {cfg.oip.layer} (contrast-enhanced)",
         )
+        for s in cfg.seeds
+    ]
     o = cfg.oip
     body = (
         f"<p>Gradient ascent on the input, {o.n_starts} noise starts per map (grids "
@@ -263,21 +262,18 @@ def _oip(cfg: Config, links: RunLinks) -> str:
 
 
 def _precursor(cfg: Config, links: RunLinks) -> str:
-    rows = []
-    for s in cfg.seeds:
-        m = _metrics(cfg, f"precursor_seed_{s}")
-        if m:
-            rows.append(
-                (
-                    s,
-                    m["from_noise"],
-                    m["from_precursor"],
-                    m["still_silent"],
-                    m["variant_similarity_mean"],
-                    m["screen_seconds"],
-                    m["full_seconds"],
-                )
-            )
+    rows = _seed_rows(
+        cfg,
+        "precursor",
+        (
+            "from_noise",
+            "from_precursor",
+            "still_silent",
+            "variant_similarity_mean",
+            "screen_seconds",
+            "full_seconds",
+        ),
+    )
     p = cfg.precursor
     body = (
         f"<p>{len(p.values)} grey levels on a {p.grid}x{p.grid} grid = "

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from oiplab import tracking
+from oiplab.analysis.activations import layer_outputs
 from oiplab.analysis.selection import GroupRule, select_group
 from oiplab.config import Config
 from oiplab.data import load_prepared
@@ -33,29 +34,31 @@ def read_selection(cfg: Config) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_probabilities(cfg: Config, x_test: np.ndarray) -> np.ndarray:
-    """(n_seeds, n_test, n_classes) softmax outputs of every seed's model on the test split."""
+def test_logits(cfg: Config, x_test: np.ndarray) -> np.ndarray:
+    """(n_seeds, n_test, n_classes) pre-softmax outputs of every seed's model on the test split.
+
+    Computed from Dense_1's output and Dense_2's weights, since the model ends in a softmax.
+    """
     batch = cfg.train.eval_batch_size
-    return np.stack(
-        [
-            np.asarray(
-                load_model(model_path(cfg, seed)).predict(x_test, batch_size=batch, verbose=0)
-            )
-            for seed in cfg.seeds
-        ]
-    )
+    out = []
+    for seed in cfg.seeds:
+        model = load_model(model_path(cfg, seed))
+        hidden = layer_outputs(model, x_test, ["Dense_1"], batch_size=batch)["Dense_1"]
+        kernel, bias = model.get_layer("Dense_2").get_weights()
+        out.append(hidden.astype(np.float64) @ kernel + bias)
+    return np.stack(out)
 
 
 def run(cfg: Config) -> dict[str, Any]:
     """Write `artifacts/selection.json`: each group's indices, scores and per-seed predictions."""
     data = load_prepared(cfg.paths.prepared)
-    probs = test_probabilities(cfg, data.x_test)
+    logits = test_logits(cfg, data.x_test)
     groups = []
     for g in cfg.activations.groups:
         rule = GroupRule(g.name, g.kind, g.true_class, g.count, g.other_class, tuple(g.indices))
-        group = select_group(rule, probs, data.y_test)
+        group = select_group(rule, logits, data.y_test)
         group["predicted"] = {
-            str(seed): probs[k, group["indices"]].argmax(1).tolist()
+            str(seed): logits[k, group["indices"]].argmax(1).tolist()
             for k, seed in enumerate(cfg.seeds)
         }
         groups.append(group)
