@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Slow and GPU tests are skipped with a reason rather than deselected, so every run lists them.
     run_slow = config.getoption("--run-slow") or os.environ.get("OIPLAB_RUN_SLOW") == "1"
     run_gpu = os.environ.get("OIPLAB_RUN_GPU") == "1"
-    skip_slow = pytest.mark.skip(reason="slow: run with `make test-all` (pytest --run-slow)")
+    skip_slow = pytest.mark.skip(reason="slow: run with `make test-slow` (pytest --run-slow)")
     skip_gpu = pytest.mark.skip(reason="gpu: needs a CUDA device; set OIPLAB_RUN_GPU=1 there")
     for item in items:
         if "slow" in item.keywords and not run_slow:

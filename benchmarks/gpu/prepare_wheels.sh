@@ -11,7 +11,7 @@ pip_download() {
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$@"
 }
-pip_download keras==3.15.1 namex==0.1.0 optree==0.19.0 omegaconf==2.3.1 hydra-core==1.3.8
+pip_download keras==3.15.1 namex==0.1.0 optree==0.20.0 omegaconf==2.3.1 hydra-core==1.3.8
 # antlr4 4.9.3 (Hydra's pin) ships as an sdist only: build its wheel here.
 python3 -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
 du -sh .whl && ls .whl

@@ -65,11 +65,6 @@ def write_json(target: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(target, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
-def write_npz(target: str | os.PathLike[str], **arrays: np.ndarray) -> None:
-    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
 def save_with(target: str | os.PathLike[str], save: Callable[[Path], Any]) -> None:
     """Let `save(tmp_path)` write a file (figure, model), then move it onto `target` atomically."""
     with atomic_path(target) as tmp:

@@ -13,8 +13,6 @@ from oiplab.errors import OiplabError
 __all__ = ["ANALYSED_LAYERS", "build_model", "load_model"]
 
 CONV_LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
-POOL_LAYERS = ("Max_Pool_1", "Max_Pool_2")
-DENSE_LAYERS = ("Dense_1", "Dense_2")
 ARTICLES_PARAM_COUNT = 208_982
 
 
