@@ -179,6 +179,9 @@ def _matched_oips(cfg: Config, pairs: dict, seeds: list[int]) -> dict:
             "matched_corr": matched_corr,
             "random_pair_similarity": rand,
             "spearman_corr_vs_similarity": float(rho),
+            # the matched pairs' OIP images, for the gallery (kept out of compare.json)
+            "images_a": ia[maps],
+            "images_b": ib[perm[maps]],
         }
     return out
 
@@ -330,12 +333,6 @@ def _render(folder: Path, cfg, pairs, summary, weights, curves, alphas, oip_matc
         order = np.argsort(-m["matched_corr"], kind="stable")
         pick = np.concatenate([order[: c.oip_pairs_shown], order[::-1][: c.oip_pairs_shown]])
         pick = list(dict.fromkeys(pick.tolist()))
-        full = {}
-        for s in (a, b):
-            with np.load(oip_stage.output_dir(cfg, s) / oip_stage.RESULT_FILE) as arrays:
-                full[s] = dict(
-                    zip(arrays["map_index"].tolist(), arrays["best_images"], strict=True)
-                )
         labels = [
             f"{m['maps'][k]}->{m['partners'][k]} r {m['matched_corr'][k]:.2f} "
             f"s {m['oip_similarity'][k]:.2f}"
@@ -343,8 +340,8 @@ def _render(folder: Path, cfg, pairs, summary, weights, curves, alphas, oip_matc
         ]
         save_figure(
             matched_oip_figure(
-                np.stack([full[a][int(m["maps"][k])] for k in pick]),
-                np.stack([full[b][int(m["partners"][k])] for k in pick]),
+                m["images_a"][pick],
+                m["images_b"][pick],
                 labels,
                 f"{cfg.oip.layer} OIPs of matched maps, seed {a} (upper) vs {b} (lower); best and "
                 f"worst matched (r: activation corr, s: OIP similarity)",
@@ -372,7 +369,8 @@ def _details(pairs, baseline, cka_layers, curves, alphas, summary, oip_match) ->
         },
         "interpolation": {"alphas": alphas, "curves": curves, "barrier": summary["barrier"]},
         "matched_oips": {
-            f"{a}-{b}": {k: v for k, v in m.items()} for (a, b), m in oip_match.items()
+            f"{a}-{b}": {k: v for k, v in m.items() if not k.startswith("images_")}
+            for (a, b), m in oip_match.items()
         },
         "headline": summary["headline"],
         "verdict": summary["verdict"],

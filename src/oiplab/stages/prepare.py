@@ -29,12 +29,14 @@ def run(cfg: Config) -> dict[str, Any]:
             "test": content_sha256(raw.x_test, raw.y_test),
         }
         class_names = tuple(str(c) for c in range(cfg.model.n_classes))
+        checked = "generated"
     else:
         raw, digests = load_verified(d.name, d.source, d.idx_dir, d.allow_download)
         class_names = SPECS[d.name].class_names
+        checked = "content verified"
     print(
         f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
-        f"{raw.origin}; content verified",
+        f"{raw.origin}; {checked}",
         flush=True,
     )
     meta = save_prepared(cfg.paths.prepared, d.name, raw, digests, class_names)
