@@ -20,11 +20,11 @@ install: $(STAMP)
 pipeline: install  ## the default study end to end
 	dvc repro
 
-test: install  ## the default suite (fast; slow and gpu tests are listed as skipped)
+test: install  ## the default suite (fast; slow and integration tests are listed as skipped)
 	python -m pytest
 
-test-slow: install  ## only the slow tests: faults, parallel and cluster sweeps, JAX stages, browser
-	python -m pytest --run-slow -m slow
+test-slow: install  ## only the slow and integration tests: dvc repro, mlflow server, sweeps, browser
+	python -m pytest --run-slow -m "slow or integration"
 
 test-all: install  ## the default and the slow tests
 	python -m pytest --run-slow

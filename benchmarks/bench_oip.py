@@ -13,12 +13,13 @@ import argparse
 
 import numpy as np
 
-from benchmarks.common import load_model_or_untrained, timed, write_results
+from benchmarks.common import load_model_or_untrained, model_cfg, timed, write_results
 from oiplab.analysis.activations import probe_model
 from oiplab.data.prepared import Standardization
+from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import start_images
-from oiplab.oip.objectives import channel_objectives, layer_grid
+from oiplab.oip.objectives import channel_objectives
 
 LAYER = "Conv2D_3"
 MNIST_STATS = Standardization(mean=0.1307, std=0.3081)
@@ -52,7 +53,7 @@ def main() -> None:
 
     model, source = load_model_or_untrained(args.model)
     probe = probe_model(model, [LAYER])
-    grid = layer_grid(tuple(probe.output.shape[1:]))
+    grid = layer_shapes(model_cfg())[LAYER]
     rng = np.random.default_rng(0)
     # Pick pairs that respond (non-silent), so both engines do every step.
     starts = start_images(64, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)

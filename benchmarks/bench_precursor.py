@@ -12,8 +12,9 @@ import argparse
 import numpy as np
 
 from benchmarks.bench_oip import LAYER, MNIST_STATS, naive_ascent
-from benchmarks.common import load_model_or_untrained, timed, write_results
+from benchmarks.common import load_model_or_untrained, model_cfg, timed, write_results
 from oiplab.analysis.activations import probe_model
+from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import start_images
 from oiplab.oip.objectives import channel_objectives
@@ -46,9 +47,10 @@ def main() -> None:
     n = len(candidates)
     settings = AscentSettings(chunk_size=4096, n_snapshots=0)
     silent = silent_maps(probe)
-    n_maps = int(probe.output.shape[-1])
+    grid = layer_shapes(model_cfg())[LAYER]
+    n_maps = grid[2]
     # A responding map (not silent), so that the unpruned screen's every step is real work.
-    busy_map = int(np.setdiff1d(np.arange(int(probe.output.shape[-1])), silent)[0])
+    busy_map = int(np.setdiff1d(np.arange(n_maps), silent)[0])
     rows = []
 
     for label, maps, prune in (
@@ -61,7 +63,7 @@ def main() -> None:
             continue
         result, seconds = timed(
             lambda m=maps, p=prune: screen(
-                probe, candidates, m, args.steps, 8, settings, prune=p, progress=None
+                probe, candidates, m, args.steps, 8, settings, grid=grid, prune=p, progress=None
             )
         )
         rows.append(

@@ -10,37 +10,41 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import timed, write_results
+from benchmarks.common import default_config, model_cfg, timed, write_results
 from oiplab.backend import seed_everything
-from oiplab.config import ModelConfig, TrainConfig
+from oiplab.config import TrainConfig
 from oiplab.data import load_prepared
 from oiplab.model import build_model
 from oiplab.training import compile_model, fit
 
-DEFAULT = TrainConfig()
-# (label, settings): the articles' setting is the naive reference for the ratio.
-OPTIONS = [
-    (
-        "articles (batch 64, exp. decay)",
-        replace(
-            DEFAULT,
-            batch_size=64,
-            learning_rate=0.01,
-            lr_schedule="exponential",
-            lr_decay_per_epoch=0.9,
-            l2=1e-4,
+
+def replace(cfg: TrainConfig, **changes) -> TrainConfig:
+    return cfg.model_copy(update=changes)
+
+
+def options(default: TrainConfig) -> list[tuple[str, TrainConfig]]:
+    """(label, settings): the articles' setting first, the naive reference for the ratio."""
+    return [
+        (
+            "articles (batch 64, exp. decay)",
+            replace(
+                default,
+                batch_size=64,
+                learning_rate=0.01,
+                lr_schedule="exponential",
+                lr_decay_per_epoch=0.9,
+                l2=1e-4,
+            ),
         ),
-    ),
-    ("default (batch 128, cosine)", DEFAULT),
-    ("batch 256, lr 0.1", replace(DEFAULT, batch_size=256, learning_rate=0.1)),
-    ("batch 128, steps_per_execution 16", replace(DEFAULT, steps_per_execution=16)),
-    ("batch 128, XLA on", replace(DEFAULT, jit_compile="on")),
-]
+        ("default (batch 128, cosine)", default),
+        ("batch 256, lr 0.1", replace(default, batch_size=256, learning_rate=0.1)),
+        ("batch 128, steps_per_execution 16", replace(default, steps_per_execution=16)),
+        ("batch 128, XLA on", replace(default, jit_compile="on")),
+    ]
 
 
 def measure(data, cfg: TrainConfig, save: str | None = None):
@@ -48,7 +52,7 @@ def measure(data, cfg: TrainConfig, save: str | None = None):
     import keras
 
     seed_everything(cfg.seed)
-    model = build_model(ModelConfig(), l2=cfg.l2)
+    model = build_model(model_cfg(), l2=cfg.l2)
     compile_model(model, cfg, n_train=len(data.y_train))
     ends: list[float] = []
 
@@ -98,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", default="data/prepared")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=DEFAULT.epochs)
+    default = default_config().train
+    parser.add_argument("--epochs", type=int, default=default.epochs)
     parser.add_argument("--only", nargs="*", help="labels to run (default: all)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the logging overhead")
     parser.add_argument("--save-model", help="save the first setting's first-seed model here")
@@ -106,7 +111,7 @@ def main() -> None:
     data = load_prepared(args.prepared)
     rows = []
     reference = None
-    for label, cfg in OPTIONS:
+    for label, cfg in options(default):
         if args.only and label not in args.only:
             continue
         for seed in args.seeds:

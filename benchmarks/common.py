@@ -51,15 +51,26 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
+def default_config():
+    """The default study's configuration, composed from conf/ (the only source of defaults)."""
+    from oiplab.config import to_typed
+    from oiplab.params import compose
+
+    return to_typed(compose([], root=Path(__file__).resolve().parents[1]))
+
+
+def model_cfg():
+    return default_config().model
+
+
 def load_model_or_untrained(path: str | Path):
     """The trained model at `path` if the pipeline made one, else an untrained CNN (same cost)."""
-    from oiplab.config import ModelConfig
     from oiplab.model import build_model, load_model
 
     path = Path(path)
     if path.is_file():
         return load_model(path), str(path)
-    return build_model(ModelConfig()), "untrained CNN (run the pipeline for a trained one)"
+    return build_model(model_cfg()), "untrained CNN (run the pipeline for a trained one)"
 
 
 def write_results(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:

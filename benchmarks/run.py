@@ -1,6 +1,6 @@
 """Run every benchmark in one go and write benchmarks/results/summary.md.
 
-python -m benchmarks.run            # training, OIP and precursor (needs `dvc repro train`)
+python -m benchmarks.run            # training, OIP, precursor, rescue, compare (needs `dvc repro`)
 python -m benchmarks.run --pipeline # also times the default `dvc repro` in a fresh copy
 """
 
@@ -52,7 +52,10 @@ def main() -> None:
     _module("benchmarks.bench_train")
     _module("benchmarks.bench_oip", "--full")
     _module("benchmarks.bench_precursor")
-    parts = [(RESULTS / f"{n}.md").read_text() for n in ("train", "oip", "precursor")]
+    _module("benchmarks.bench_rescue")
+    _module("benchmarks.bench_compare")
+    names = ("train", "oip", "precursor", "rescue", "compare")
+    parts = [(RESULTS / f"{n}.md").read_text() for n in names]
     if args.pipeline:
         seconds = pipeline_wall_time()
         parts.append(f"# pipeline\n\ndefault `dvc repro` from scratch: {seconds:.0f} s\n")

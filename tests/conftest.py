@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ PROJECT_FILES = (
     "params.yaml",
     "pyproject.toml",
     ".dvc/config",
+    ".dvc/plots",
     ".dvcignore",
     ".gitignore",
 )
@@ -28,21 +30,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-slow",
         action="store_true",
         default=False,
-        help="also run tests marked slow (real data sets, full-size runs)",
+        help="also run the tests marked slow or integration (`make test-slow`)",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Slow and GPU tests are skipped with a reason rather than deselected, so every run lists them.
-    run_slow = config.getoption("--run-slow") or os.environ.get("OIPLAB_RUN_SLOW") == "1"
-    run_gpu = os.environ.get("OIPLAB_RUN_GPU") == "1"
-    skip_slow = pytest.mark.skip(reason="slow: run with `make test-slow` (pytest --run-slow)")
-    skip_gpu = pytest.mark.skip(reason="gpu: needs a CUDA device; set OIPLAB_RUN_GPU=1 there")
+    # Skipped with a reason rather than deselected, so every default run lists them.
+    if config.getoption("--run-slow") or os.environ.get("OIPLAB_RUN_SLOW") == "1":
+        return
+    reasons = {
+        "slow": "slow: run with `make test-slow` (pytest --run-slow)",
+        "integration": "integration (real dvc/mlflow/browser): run with `make test-slow`",
+    }
     for item in items:
-        if "slow" in item.keywords and not run_slow:
-            item.add_marker(skip_slow)
-        if "gpu" in item.keywords and not run_gpu:
-            item.add_marker(skip_gpu)
+        for marker, reason in reasons.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +63,21 @@ def compose_typed(*overrides: str):
     return to_typed(compose(list(overrides), root=REPO_ROOT))
 
 
+@functools.cache
+def _default_cfg():
+    return compose_typed()
+
+
+def model_cfg():
+    """The default study's `model` section (conf/ is the only source of defaults)."""
+    return _default_cfg().model.model_copy(deep=True)
+
+
+def train_cfg(**changes):
+    """The default study's `train` section with `changes`."""
+    return _default_cfg().train.model_copy(update=changes)
+
+
 @pytest.fixture
 def smoke_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The smoke experiment, run from tmp_path, logging to an sqlite store inside it."""
@@ -67,7 +86,7 @@ def smoke_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "experiment=smoke",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         "data.n_train=200",
-        "data.n_test=50",
+        "data.n_test=160",
     )
 
 

@@ -14,10 +14,10 @@ from oiplab.analysis.common import (
     mean_pairwise_jaccard,
 )
 from oiplab.analysis.selection import GroupRule, SelectionError, select_group
-from oiplab.config import ANALYSED_LAYERS, ModelConfig
-from oiplab.model import build_model
+from oiplab.model import LAYERS, build_model
 from oiplab.render import save_figure
 from oiplab.render.maps import activation_figure, common_pattern_figure, mosaic
+from tests.conftest import model_cfg
 
 
 def _logits(rows):
@@ -102,10 +102,10 @@ def test_compare_groups_counts():
 
 
 def test_layer_dump_shapes_and_names():
-    model = build_model(ModelConfig())
+    model = build_model(model_cfg())
     images = np.random.default_rng(0).normal(size=(3, 28, 28, 1)).astype(np.float32)
-    outputs = layer_outputs(model, images, ANALYSED_LAYERS)
-    assert list(outputs) == list(ANALYSED_LAYERS)
+    outputs = layer_outputs(model, images, LAYERS)
+    assert list(outputs) == list(LAYERS)
     assert outputs["Conv2D_1"].shape == (3, 26, 26, 32)
     assert outputs["Max_Pool_2"].shape == (3, 5, 5, 64)
     assert outputs["Dense_1"].shape == (3, 100)

@@ -1,5 +1,6 @@
-"""Cross-seed matching proven on cases with a known answer: a network against itself, against a
-copy with permuted maps (same function), CKA invariances, and dead maps."""
+"""Cross-seed matching and the answer built on it, proven on cases with a known answer: a network
+against itself, against a copy with permuted maps (same function), two untrained networks; CKA
+invariances, dead maps, weight matching and the interpolation check."""
 
 from __future__ import annotations
 
@@ -10,25 +11,39 @@ from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
 from oiplab.compare.cka import centered_gram, cka_matrix, linear_cka
 from oiplab.compare.correlation import cross_correlation, dead_maps
-from oiplab.compare.matching import consistency, hungarian, match_stats, semi_matching
-from oiplab.compare.study import match_layers
-from oiplab.compare.weights import HIDDEN, interpolate, permute, weight_matching
-from oiplab.config import ModelConfig
-from oiplab.model import build_model
+from oiplab.compare.interpolation import barriers
+from oiplab.compare.matching import consistency
+from oiplab.compare.pairs import match_layer
+from oiplab.compare.study import compare_networks
+from oiplab.compare.weights import interpolate, permute, weight_matching
+from oiplab.model import MATCHED, PERMUTABLE, PERMUTATION_OF, build_model
+from tests.conftest import compose_typed, model_cfg
 
-LAYERS = ["Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Dense_1"]
+LAYERS = list(MATCHED)
+
+
+def _net(seed: int):
+    seed_everything(seed)
+    return build_model(model_cfg())
+
+
+def _derangements(model, rng) -> dict[str, np.ndarray]:
+    """A permutation of every permutable layer's units with no unit left in place."""
+    out = {}
+    for name, bias in zip(PERMUTABLE, model.get_weights()[1:8:2], strict=True):
+        n = len(bias)
+        out[name] = np.roll(np.arange(n), 1 + int(rng.integers(n - 1)))  # a cyclic shift
+    return out
 
 
 @pytest.fixture(scope="module")
 def net_and_copy():
     """A network, a copy with every hidden layer's units permuted, and those permutations."""
-    seed_everything(3)
-    model = build_model(ModelConfig())
+    model = _net(3)
     rng = np.random.default_rng(0)
-    q = {
-        n: rng.permutation(len(w)) for n, w in zip(HIDDEN, model.get_weights()[1:8:2], strict=True)
-    }
-    copy = build_model(ModelConfig())
+    biases = model.get_weights()[1:8:2]
+    q = {n: rng.permutation(len(w)) for n, w in zip(PERMUTABLE, biases, strict=True)}
+    copy = build_model(model_cfg())
     copy.set_weights(permute(model.get_weights(), q))
     images = rng.normal(size=(64, 28, 28, 1)).astype(np.float32)
     return model, copy, q, images
@@ -41,38 +56,32 @@ def test_permuted_copy_computes_the_same_function(net_and_copy):
     )
 
 
-def test_network_against_itself_is_the_identity_with_correlation_one(net_and_copy):
+def test_network_against_itself_matches_every_live_map_to_itself(net_and_copy):
     model, _, _, images = net_and_copy
     out = layer_outputs(model, images, LAYERS)
-    for layer, m in match_layers(out, out, LAYERS).items():
-        live = m["stats"]["n_live"]
-        assert live > 0, layer
-        assert m["stats"]["matched_corr_median"] == pytest.approx(1.0), layer
-        assert m["stats"]["same_index_fraction"] == 1.0, layer
-        assert np.array_equal(m["perm"], np.arange(len(m["perm"]))) or m["stats"]["n_dead_a"]
+    for layer in LAYERS:
+        m = match_layer(out[layer], out[layer])
+        assert len(m.matched) == m.live_a.sum() > 0, layer
+        np.testing.assert_array_equal(m.partner[m.matched], m.matched)
+        np.testing.assert_allclose(m.r, 1.0)
 
 
 def test_permuted_copy_recovers_the_permutation(net_and_copy):
     model, copy, q, images = net_and_copy
     out_a = layer_outputs(model, images, LAYERS)
     out_b = layer_outputs(copy, images, LAYERS)
-    matched = match_layers(out_a, out_b, LAYERS)
     for layer in LAYERS:
-        source = layer.replace("Max_Pool", "Conv2D")  # a pool shares its conv's permutation
-        expected = np.argsort(q[source])  # b's unit i is a's unit q[i]: a's j sits at q^-1[j]
-        live = ~dead_maps(out_a[layer].reshape(-1, out_a[layer].shape[-1]))
-        np.testing.assert_array_equal(matched[layer]["perm"][live], expected[live], layer)
-        fixed_points = float((expected[live] == np.flatnonzero(live)).mean())
-        assert matched[layer]["stats"]["same_index_fraction"] == pytest.approx(fixed_points)
-        assert matched[layer]["stats"]["matched_corr_median"] == pytest.approx(1.0, abs=1e-6)
+        m = match_layer(out_a[layer], out_b[layer])
+        expected = np.argsort(q[PERMUTATION_OF[layer]])  # b's unit i is a's q[i]
+        np.testing.assert_array_equal(m.partner[m.matched], expected[m.matched], layer)
+        np.testing.assert_allclose(m.r, 1.0, atol=1e-6)
 
 
 def test_weight_matching_recovers_the_permutation(net_and_copy):
     model, copy, q, _ = net_and_copy
     found = weight_matching(model.get_weights(), copy.get_weights())
-    for layer in HIDDEN:
+    for layer in PERMUTABLE:
         np.testing.assert_array_equal(found[layer], np.argsort(q[layer]), layer)
-    # and aligning the copy with it gives back the original weights
     for wa, wb in zip(model.get_weights(), permute(copy.get_weights(), found), strict=True):
         np.testing.assert_array_equal(wa, wb)
 
@@ -99,21 +108,77 @@ def test_dead_maps_give_no_nan_and_are_left_out():
     a[:, 2] = 0.0  # a dead map
     b = a[:, [4, 3, 2, 1, 0]] + 0.01 * rng.normal(size=(200, 5))
     b[:, 2] = 1.5  # dead too (constant, not zero)
-    corr = cross_correlation(a, b)
-    assert np.isfinite(corr).all()
+    assert np.isfinite(cross_correlation(a, b)).all()
     assert dead_maps(a).tolist() == [False, False, True, False, False]
-    perm, best = hungarian(corr), semi_matching(corr)
-    stats = match_stats(corr, perm, best, ~dead_maps(a))
-    assert stats["n_live"] == 4
-    assert all(np.isfinite(v) for v in stats.values())
-    assert [perm[i] for i in (0, 1, 3, 4)] == [4, 3, 1, 0]
+    m = match_layer(a, b)
+    assert m.partner.tolist() == [4, 3, -1, 1, 0]  # the dead map is matched to nothing
+    assert len(m.r) == 4 and np.isfinite(m.r).all()
 
 
 def test_consistency_and_interpolation_endpoints():
     rng = np.random.default_rng(3)
     p_ab, p_bc = rng.permutation(10), rng.permutation(10)
-    assert consistency(p_ab, p_bc, p_bc[p_ab]) == 1.0
-    assert consistency(p_ab, p_bc, np.roll(p_bc[p_ab], 1)) == 0.0
+    maps = np.arange(10)
+    assert consistency(p_ab, p_bc, p_bc[p_ab], maps) == 1.0
+    assert consistency(p_ab, p_bc, np.roll(p_bc[p_ab], 1), maps) == 0.0
     wa, wb = [np.zeros(3), np.ones((2, 2))], [np.ones(3), np.zeros((2, 2))]
     assert np.array_equal(interpolate(wa, wb, 0.0)[0], wa[0])
     assert np.array_equal(interpolate(wa, wb, 1.0)[1], wb[1])
+    alphas = np.linspace(0, 1, 5)
+    flat = barriers({"loss": [0.1] * 5, "accuracy": [0.9] * 5}, alphas)
+    assert flat == {"loss_barrier": 0.0, "accuracy_barrier": 0.0}
+    bump = barriers({"loss": [0.1, 0.5, 1.1, 0.5, 0.3], "accuracy": [1, 0.8, 0.5, 0.8, 1]}, alphas)
+    assert bump["loss_barrier"] == pytest.approx(0.9) and bump["accuracy_barrier"] == 0.5
+
+
+# Known answers of the whole study (and its verdict), on untrained networks and random images.
+STUDY = compose_typed(
+    "experiment=smoke",
+    "compare.null_networks=4",
+    "compare.permutation_draws=2000",
+    "compare.bootstrap_draws=200",
+).compare
+
+
+def _study(trained: dict) -> dict:
+    rng = np.random.default_rng(7)
+    probe = rng.normal(size=(120, 28, 28, 1)).astype(np.float32)
+    x = rng.normal(size=(30, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 30)
+    nulls = [_net(100 + k) for k in range(STUDY.null_networks)]
+    return compare_networks(trained, nulls, probe, {"test": (x, y)}, STUDY, progress=None).answers
+
+
+@pytest.fixture(scope="module")
+def known_answers():
+    net, rng = _net(3), np.random.default_rng(11)
+    copy = build_model(model_cfg())
+    copy.set_weights(permute(net.get_weights(), _derangements(net, rng)))
+    return {
+        "self": _study({0: net, 1: net}),
+        "copy": _study({0: net, 1: copy}),
+        "untrained": _study({0: net, 1: _net(4)}),
+    }
+
+
+def test_a_network_against_itself_is_partnered_in_the_same_order(known_answers):
+    for layer, a in known_answers["self"].items():
+        assert a.partnered.value == 1.0, layer
+        assert a.order.observed == a.order.n_tested > 0 and a.order.p_value < 0.01, layer
+        assert "most maps have a partner" in a.verdict and "same order" in a.verdict, layer
+
+
+def test_a_permuted_copy_is_partnered_but_its_order_is_at_chance(known_answers):
+    for layer, a in known_answers["copy"].items():
+        assert a.partnered.value == 1.0 and a.matched_r.value == pytest.approx(1.0), layer
+        assert a.order.observed == 0 and a.order.p_value == 1.0, layer
+        assert "most maps have a partner" in a.verdict and "order at chance" in a.verdict, layer
+        # a map that happens to be constant on one half of the 120 images has no partner there
+        assert a.stable.value >= 0.9, layer
+
+
+def test_two_untrained_networks_are_not_more_than_chance_on_any_layer(known_answers):
+    for layer, a in known_answers["untrained"].items():
+        assert "no more maps have a partner than between untrained networks" in a.verdict, layer
+        assert "order at chance" in a.verdict and a.order.p_value >= STUDY.alpha, layer
+        assert a.order_null.p_value > 0.01, layer  # the null's own order test is at chance too

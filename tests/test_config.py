@@ -49,9 +49,9 @@ def test_every_experiment_composes_and_validates(experiment):
         ("oip.layer=Conv2D_9", "oip.layer"),
         ("oip.maps=[128]", "oip.maps"),
         ("oip.weights=[1.0]", "oip.weights"),
-        ("precursor.values=[2.0]", "precursor.values"),
+        ("precursor.values=[2.0]", "precursor.values[0]"),
         ("precursor.grid=5", "precursor.grid"),
-        ("compare.layers=[Dense_2]", "compare.layers"),
+        ("compare.layers=[Dense_2]", "compare.layers[0]"),
         ("activations.common.comparisons=[[clear_4,nope]]", "activations.common.comparisons"),
         ("activations.groups.0.true_class=12", "activations.groups[0].true_class"),
     ],
@@ -64,7 +64,7 @@ def test_bad_values_name_the_key(override, key):
 def test_unknown_dataset_lists_the_known_ones():
     raw = OmegaConf.to_container(compose([], root=REPO_ROOT))
     raw["data"]["name"] = "cifar"
-    with pytest.raises(ConfigError, match="data.name.*mnist, fashion_mnist, synthetic"):
+    with pytest.raises(ConfigError, match="data.name.*'mnist', 'fashion_mnist' or 'synthetic'"):
         to_typed(raw)
 
 
@@ -73,6 +73,67 @@ def test_unknown_key_is_rejected_with_its_name():
     raw["train"]["epocs"] = 3
     with pytest.raises(ConfigError, match="epocs"):
         to_typed(raw)
+
+
+def test_a_missing_key_is_an_error_not_a_default():
+    raw = OmegaConf.to_container(compose([], root=REPO_ROOT))
+    del raw["train"]["epochs"]
+    with pytest.raises(ConfigError, match=r"'train.epochs': missing.*regenerate params.yaml"):
+        to_typed(raw)
+
+
+def test_the_schema_has_no_defaults_of_its_own():
+    """conf/ is the only source of values: no field of the schema may carry a default."""
+    from oiplab.config import Config, Section
+
+    todo, with_default = [Config], []
+    while todo:
+        model = todo.pop()
+        for name, field in model.model_fields.items():
+            if not field.is_required():
+                with_default.append(f"{model.__name__}.{name}")
+            todo += [
+                t
+                for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
+                if isinstance(t, type) and issubclass(t, Section)
+            ]
+    assert with_default == []
+
+
+def test_params_module_validates_before_writing_and_names_bad_overrides(tmp_path):
+    import shutil
+
+    from oiplab.params import main, write_params
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    with pytest.raises(ConfigError, match="'train.epochs': expected a valid integer, got 'abc'"):
+        write_params(["train.epochs=abc"], root=tmp_path)
+    assert not (tmp_path / "params.yaml").exists()
+    with pytest.raises(ConfigError, match="Could not find 'experiment/smok'.*smoke"):
+        write_params(["experiment=smok"], root=tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["seeds=0,1"])
+    assert exit_info.value.code == 2
+
+
+def test_params_drift_from_conf_is_caught(tmp_path, monkeypatch):
+    """params.yaml must stay the composition of conf/ with the overrides it records."""
+    import shutil
+
+    from oiplab.params import write_params
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    path = write_params(["experiment=smoke"], root=tmp_path)
+    assert load_params(path).train.epochs == 1  # consistent: accepted
+    conf = tmp_path / "conf" / "train" / "default.yaml"
+    original = conf.read_text()
+    conf.write_text(original.replace("\nbatch_size: 128\n", "\nbatch_size: 100\n"))
+    path = write_params([], root=tmp_path)
+    conf.write_text(original)
+    with pytest.raises(ConfigError, match="differs from conf/ .* at train.batch_size; regenerate"):
+        load_params(path)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-1")  # inside `dvc exp run`, DVC composed it itself
+    assert load_params(path).train.batch_size == 100
 
 
 def test_load_params_applies_typed_overrides(tmp_path: Path):

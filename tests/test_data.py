@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from oiplab.data import registry, sources
-from oiplab.data.prepared import PreparedDataError, load_prepared, save_prepared
+from oiplab.data.prepared import load_prepared, save_prepared
 from oiplab.data.registry import DatasetSpec, DataVerificationError, SplitSpec, content_sha256
 from oiplab.data.sources import DataSourceError, make_synthetic
+from oiplab.errors import MissingInputError
+from oiplab.io import staged
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -152,10 +154,13 @@ def test_unknown_fashion_source_hint(monkeypatch, tmp_path):
         registry.load_verified("fashion_mnist", source="package")
 
 
+def _save(folder, tiny):
+    with staged(folder) as (tmp,):
+        return save_prepared(tmp, "tiny", tiny, {"train": "a", "test": "b"}, tuple("0123456789"))
+
+
 def test_prepared_round_trip_standardizes_with_train_statistics(tmp_path, tiny):
-    meta = save_prepared(
-        tmp_path / "prep", "tiny", tiny, {"train": "a", "test": "b"}, tuple("0123456789")
-    )
+    meta = _save(tmp_path / "prep", tiny)
     data = load_prepared(tmp_path / "prep")
     assert data.x_train.shape == (60, 28, 28, 1) and data.x_train.dtype == np.float32
     assert abs(float(data.x_train.mean())) < 1e-4 and abs(float(data.x_train.std()) - 1) < 1e-3
@@ -167,22 +172,22 @@ def test_prepared_round_trip_standardizes_with_train_statistics(tmp_path, tiny):
 
 
 def test_prepared_missing_folder_tells_what_to_run(tmp_path):
-    with pytest.raises(PreparedDataError, match="prepare"):
+    with pytest.raises(MissingInputError, match="dvc repro prepare"):
         load_prepared(tmp_path / "absent")
 
 
 def test_save_prepared_failure_keeps_previous_output(tmp_path, tiny, monkeypatch):
     folder = tmp_path / "prep"
-    save_prepared(folder, "tiny", tiny, {"train": "a", "test": "b"}, tuple("0123456789"))
-    before = sorted(p.name for p in folder.iterdir())
+    _save(folder, tiny)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez_compressed", broken)
     with pytest.raises(OSError, match="disk full"):
-        save_prepared(folder, "tiny", tiny, {"train": "a", "test": "b"}, tuple("0123456789"))
-    assert sorted(p.name for p in folder.iterdir()) == before
+        _save(folder, tiny)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["prep"]  # no temporary folder left behind
 
 

@@ -1,15 +1,26 @@
-"""Faults and bad input, through the real command line: a training job killed with SIGKILL and
-restarted, an unreachable tracking server, and a tour of wrong configs and files."""
+"""Faults and bad input, through the real command line.
+
+The tour: a finished smoke study, copied once per case, then broken in one way (a config mistake,
+a damaged or missing file, a locked or corrupt store, an output path that cannot be written);
+every case must end with a non-zero exit, one line naming the key or file, no traceback, and the
+study's files byte-identical. Then the races and kills: two processes swapping one folder, a
+stage stopped by SIGTERM, a training killed and resumed, a tracking server that dies mid-stage.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,71 +28,81 @@ import pytest
 from omegaconf import OmegaConf
 
 from oiplab.params import compose
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, MlflowServer
+
+SMOKE = ["experiment=smoke", "data.n_train=200", "data.n_test=160", "train.epochs=3", "oip.maps=[0,1,2,3]"]
 
 
-def _workdir(path: Path, *overrides: str) -> Path:
-    """A folder with params.yaml = the smoke study (tracking off unless overridden)."""
-    path.mkdir(parents=True, exist_ok=True)
-    cfg = compose(["experiment=smoke", "tracking.enabled=false", *overrides], root=REPO_ROOT)
-    (path / "params.yaml").write_text(OmegaConf.to_yaml(cfg))
-    return path
+def _params(folder: Path, *overrides: str, tracking: bool = True) -> Path:
+    cfg = compose([*SMOKE, f"tracking.enabled={str(tracking).lower()}", *overrides], REPO_ROOT)
+    (folder / "params.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return folder / "params.yaml"
 
 
-def _stage(name: str, cwd: Path, *overrides: str, env: dict | None = None, wait: bool = True):
-    cmd = [sys.executable, "-m", f"oiplab.stages.{name}", "--params", "params.yaml", *overrides]
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+def _cli(cwd: Path, *args: str, env: dict | None = None, wait: bool = True, module=None):
+    cmd = [sys.executable, "-m", module or f"oiplab.stages.{args[0]}"]
+    cmd += list(args if module else ["--params", "params.yaml", *args[1:]])
+    # mlflow.set_tracking_uri (run in-process by the fixture) exports MLFLOW_TRACKING_URI: keep
+    # it from the children, whose store is their own folder's unless a case sets one.
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env |= {"TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if not wait:
         return subprocess.Popen(
-            cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
-def _weights(model_file: Path) -> list[np.ndarray]:
-    from oiplab.model import load_model
+def _hashes(folder: Path) -> dict[str, str]:
+    """Every stored file of the study (the MLflow store aside: a failed run is recorded there)."""
+    skip = ("mlflow.db", "mlruns")
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not str(p.relative_to(folder)).startswith(skip)
+    }
 
-    return load_model(model_file).get_weights()
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A finished smoke study (prepare, train, oip, precursor, compare for seeds 0 and 1), run
+    in-process from its params.yaml (what the command line reads too)."""
+    from oiplab.stages import compare, load_params, oip, precursor, prepare, select_images, train
+
+    folder = tmp_path_factory.mktemp("study")
+    _params(folder)
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        cfg = load_params(folder / "params.yaml")
+        prepare.run(cfg)
+        for seed in (0, 1):
+            cfg.train.seed = seed
+            for stage in (train, oip, precursor):
+                stage.run(cfg)
+        select_images.run(cfg)
+        compare.run(cfg)
+    finally:
+        os.chdir(old)
+    return folder
 
 
-TRAIN = ("train.epochs=4", "train.batch_size=16", "train.seed=0")
+def _truncate(path: Path, keep: int = 200) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
 
 
-@pytest.mark.slow
-def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
-    straight = _workdir(tmp_path / "straight")
-    assert _stage("prepare", straight).returncode == 0
-    assert _stage("train", straight, *TRAIN).returncode == 0
+def _npz_without(path: Path, key: str) -> None:
+    with np.load(path) as arrays:
+        kept = {k: arrays[k] for k in arrays.files if k != key}
+    with open(path, "wb") as fh:
+        np.savez(fh, **kept)
 
-    killed = _workdir(tmp_path / "killed")
-    assert _stage("prepare", killed).returncode == 0
-    proc = _stage("train", killed, *TRAIN, wait=False)
-    deadline = time.time() + 300
-    state = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list((killed / ".checkpoints").glob("*.json"))
-        if found:
-            state = json.loads(found[0].read_text())
-            if 1 <= state["epochs_done"] < 4:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "models" / "seed_0").exists()  # no half-written stage output
-    assert not list((killed / "models").glob(".seed_0*")) if (killed / "models").exists() else True
 
-    resumed = _stage("train", killed, *TRAIN)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"after epoch {state['epochs_done']}" in resumed.stdout
-    for a, b in zip(
-        _weights(straight / "models/seed_0/model.keras"),
-        _weights(killed / "models/seed_0/model.keras"),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
-    assert not list((killed / ".checkpoints").glob("*.keras"))  # cleaned up after success
+def _edit_params(folder: Path, edit) -> None:
+    path = folder / "params.yaml"
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    edit(raw)
+    path.write_text(OmegaConf.to_yaml(raw))
 
 
 def _closed_port() -> int:
@@ -90,54 +111,379 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_unreachable_tracking_server_fails_within_seconds(tmp_path):
-    work = _workdir(tmp_path, "tracking.enabled=true")
-    start = time.time()
-    proc = _stage(
-        "prepare", work, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"}
+def _drift(folder: Path) -> None:
+    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
+    subprocess.run(
+        [sys.executable, "-m", "oiplab.params", *SMOKE], cwd=folder, check=True, capture_output=True
     )
-    elapsed = time.time() - start
-    assert proc.returncode == 2
-    assert "unreachable" in proc.stderr and "MLFLOW_TRACKING_URI" in proc.stderr
-    assert elapsed < 20, elapsed
-    assert not (work / "data").exists()  # it stopped before doing any work
+    conf = folder / "conf/train/default.yaml"
+    conf.write_text(conf.read_text().replace("\nmomentum: 0.9\n", "\nmomentum: 0.8\n"))
 
 
-BAD_CONFIGS = [
-    ("train.epochs=-1", "train.epochs"),
-    ("oip.layer=Conv2D_9", "oip.layer"),
-    ("oip.maps=[500]", "oip.maps"),
-    ("seeds=[]", "seeds"),
-    ("data.name=cifar", "data.name"),
-    ("train.epocs=3", "train.epocs"),
+def _lock_store(folder: Path):
+    """Hold an exclusive lock on the study's sqlite store (released when the case ends)."""
+    connection = sqlite3.connect(folder / "mlflow.db", timeout=1, isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    return connection
+
+
+def _with_conf(folder: Path) -> None:
+    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
+
+
+# (id, how to break the copy, the command, the text the one-line error must contain)
+CASES = [
+    ("epochs negative", None, ("train", "train.epochs=-1"), "'train.epochs'"),
+    ("epochs not a number", None, ("train", "train.epochs=abc"), "'train.epochs'"),
+    ("unknown layer", None, ("oip", "oip.layer=Conv2D_9"), "'oip.layer'"),
+    ("map out of range", None, ("oip", "oip.maps=[500]"), "'oip.maps'"),
+    ("unknown key", None, ("train", "train.epocs=3"), "train.epocs"),
+    ("override without =", None, ("train", "train.seed"), "key=value"),
+    ("schedule name", None, ("train", "train.lr_schedule=warp"), "'train.lr_schedule'"),
+    ("grey level above 1", None, ("precursor", "precursor.values=[2.0]"), "'precursor.values[0]'"),
+    ("weights per grid", None, ("oip", "oip.weights=[1.0]"), "'oip.weights'"),
+    ("null seed among seeds", None, ("compare", "compare.null_seed=0"), "'compare.null_seed'"),
+    ("more images than data", None, ("compare", "compare.eval_images=5000"), "compare.eval_images"),
+    (
+        "key deleted from params",
+        lambda f: _edit_params(f, lambda r: r["train"].pop("epochs")),
+        ("train",),
+        "'train.epochs': missing",
+    ),
+    ("no seeds", lambda f: _edit_params(f, lambda r: r.update(seeds=[])), ("prepare",), "'seeds'"),
+    (
+        "one seed fails at the first stage",
+        lambda f: _edit_params(f, lambda r: r.update(seeds=[0])),
+        ("prepare",),
+        "at least two seeds",
+    ),
+    (
+        "unknown data set",
+        lambda f: _edit_params(f, lambda r: r["data"].update(name="cifar")),
+        ("prepare",),
+        "'data.name'",
+    ),
+    (
+        "params not YAML",
+        lambda f: (f / "params.yaml").write_text("seeds: [0\n"),
+        ("train",),
+        "YAML",
+    ),
+    ("params missing", lambda f: (f / "params.yaml").unlink(), ("train",), "params.yaml"),
+    ("params a list", lambda f: (f / "params.yaml").write_text("- 1\n"), ("train",), "mapping"),
+    ("params drifted from conf", _drift, ("train",), "differs from conf/"),
+    (
+        "meta.json broken",
+        lambda f: (f / "data/prepared/meta.json").write_text("{broken"),
+        ("train",),
+        "meta.json",
+    ),
+    (
+        "train.npz truncated",
+        lambda f: _truncate(f / "data/prepared/train.npz"),
+        ("train", "train.seed=5"),
+        "train.npz",
+    ),
+    (
+        "test.npz without labels",
+        lambda f: _npz_without(f / "data/prepared/test.npz", "labels"),
+        ("compare",),
+        "test.npz",
+    ),
+    (
+        "model.keras truncated",
+        lambda f: _truncate(f / "models/seed_0/model.keras", 5000),
+        ("oip", "train.seed=0"),
+        "model.keras: exists but is not a readable Keras model",
+    ),
+    (
+        "model.keras missing",
+        lambda f: (f / "models/seed_1/model.keras").unlink(),
+        ("compare",),
+        "model.keras: model file not found",
+    ),
+    (
+        "oip.npz truncated",
+        lambda f: _truncate(f / "artifacts/oip/seed_0/oip.npz"),
+        ("precursor", "train.seed=0"),
+        "oip.npz: OIP survey is unreadable",
+    ),
+    (
+        "oip.npz without losses",
+        lambda f: _npz_without(f / "artifacts/oip/seed_0/oip.npz", "loss"),
+        ("precursor", "train.seed=0"),
+        "oip.npz: OIP survey lacks array(s) loss",
+    ),
+    (
+        "a seed's metrics truncated",
+        lambda f: _truncate(f / "models/seed_1/metrics.json", 10),
+        ("compare",),
+        "models/seed_1/metrics.json",
+    ),
+    (
+        "selection missing",
+        lambda f: (f / "artifacts/selection.json").unlink(),
+        ("activations", "train.seed=0"),
+        "selection.json: image selection not found",
+    ),
+    (
+        "trajectory missing",
+        lambda f: (f / "models/seed_0/trajectory.npz").unlink(),
+        ("alignment",),
+        "trajectory.npz",
+    ),
+    (
+        "mlflow.db corrupt",
+        lambda f: (f / "mlflow.db").write_bytes(b"not a database" * 100),
+        ("select_images",),
+        "mlflow.db",
+    ),
+    (
+        "a file where the models folder should be",
+        lambda f: (f / "elsewhere").write_text("x"),
+        ("train", "paths.models=elsewhere/models"),
+        "'paths.models'",
+    ),
+    (
+        "tracking server unreachable",
+        None,
+        ("prepare",),
+        "unreachable",
+    ),
+    ("unknown experiment", _with_conf, ("experiment=smok",), "Could not find 'experiment/smok'"),
+    ("ambiguous list override", _with_conf, ("seeds=0,1",), "Ambiguous value"),
+    ("params value checked before writing", _with_conf, ("train.epochs=abc",), "'train.epochs'"),
+] + [
+    (f"locked store: {stage}", _lock_store, (stage, *extra), "locked")
+    for stage, *extra in (
+        ("prepare",),
+        ("train", "train.seed=0"),
+        ("select_images",),
+        ("oip", "train.seed=0"),
+        ("precursor", "train.seed=0"),
+        ("compare",),
+    )
 ]
+PARAMS_CASES = {
+    "unknown experiment",
+    "ambiguous list override",
+    "params value checked before writing",
+}
 
 
-@pytest.mark.parametrize(("override", "key"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
-def test_bad_config_gives_a_clear_error(tmp_path, override, key):
-    proc = _stage("train", _workdir(tmp_path), override)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error:") and key in proc.stderr, proc.stderr
+def _with_conf(folder: Path) -> None:
+    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
+
+
+def _case(study: Path, root: Path, case) -> dict:
+    name, breaker, args, _ = case
+    folder = root / name.replace(" ", "_").replace(":", "")
+    shutil.copytree(study, folder)
+    held = breaker(folder) if breaker else None
+    before = _hashes(folder)
+    env = {}
+    if name == "tracking server unreachable":
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{_closed_port()}"
+    started = time.time()
+    if name in PARAMS_CASES:
+        proc = _cli(folder, *args, module="oiplab.params")
+    else:
+        proc = _cli(folder, *args, env=env)
+    seconds = time.time() - started
+    if isinstance(held, sqlite3.Connection):
+        held.close()
+    return {"proc": proc, "seconds": seconds, "before": before, "after": _hashes(folder)}
+
+
+@pytest.fixture(scope="module")
+def tour(study, tmp_path_factory) -> dict[str, dict]:
+    """Every case, run two at a time (each in its own copy of the study)."""
+    root = tmp_path_factory.mktemp("tour")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda case: (case[0], _case(study, root, case)), CASES)
+        return dict(found)
+
+
+def test_the_tour_has_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_line_and_changes_nothing(tour, case):
+    name, _, _, expected = case
+    found = tour[name]
+    proc = found["proc"]
+    assert proc.returncode != 0, proc.stdout[-1500:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
+    assert found["after"] == found["before"]  # no stored file changed, none half-written
 
 
-def test_bad_files_give_clear_errors(tmp_path):
-    work = _workdir(tmp_path)
-    proc = _stage("train", work)
-    assert proc.returncode == 2 and "run the prepare stage first" in proc.stderr
+def test_the_tour_table(tour, capsys):
+    """Prints the table the issue note quotes: case, exit code, seconds, message."""
+    with capsys.disabled():
+        for name, found in tour.items():
+            proc = found["proc"]
+            message = next((ln for ln in proc.stderr.splitlines() if ln.startswith("error:")), "")
+            print(f"| {name} | {proc.returncode} | {found['seconds']:.1f} | {message[:140]} |")
 
-    (work / "params.yaml").write_text("seeds: [0\ntrain: {")
-    proc = _stage("train", work)
-    assert proc.returncode == 2 and "not a readable YAML params file" in proc.stderr
 
-    work = _workdir(tmp_path / "again")
-    assert _stage("prepare", work).returncode == 0
-    model = work / "models" / "seed_0" / "model.keras"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b"PK\x03\x04 truncated archive")
-    proc = _stage("oip", work)
-    assert proc.returncode == 2 and "not a readable Keras model" in proc.stderr
+def test_a_full_disk_is_reported_and_leaves_the_old_output(tmp_path, monkeypatch):
+    from oiplab.io import OutputError, staged
 
-    (work / "data" / "prepared" / "meta.json").write_text("{broken")
-    proc = _stage("train", work)
-    assert proc.returncode == 2 and "meta.json: not valid JSON" in proc.stderr
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    error = "out: cannot write .No space left on device"
+    with pytest.raises(OutputError, match=error), staged(target) as (folder,):
+        np.save(folder / "b.npy", np.zeros(3))
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
+    folder = tmp_path / "ro"
+    shutil.copytree(study, folder)
+    (folder / "models").chmod(0o555)
+    proc = _cli(folder, "train", "train.seed=7")
+    assert (
+        proc.returncode == 2 and "'paths.models'" in proc.stderr and "not writable" in proc.stderr
+    )
+
+
+SWAPPER = """
+import sys
+from pathlib import Path
+from oiplab.io import atomic_dir
+target, n, tag = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for k in range(n):
+    with atomic_dir(target) as tmp:
+        (tmp / "who").write_text(f"{tag} {k}")
+        (tmp / "check").write_text(f"{tag} {k}")
+"""
+
+
+def test_two_processes_swapping_one_folder_never_fail_nor_leave_temporaries(tmp_path):
+    target = tmp_path / "seed_0"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SWAPPER, str(target), "400", tag])
+        for tag in ("a", "b")
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert (target / "who").read_text() == (target / "check").read_text()  # one writer's whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next(tmp_path):
+    from oiplab.io import atomic_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    stale = tmp_path / f".seed_0.{dead}-deadbeef.tmp"
+    stale.mkdir()
+    with atomic_dir(tmp_path / "seed_0") as tmp:
+        (tmp / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0"]
+
+
+def _runs(folder: Path, stage: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("oiplab")
+    return client, client.search_runs(
+        [experiment.experiment_id], f"tags.`oiplab.stage` = '{stage}'"
+    )
+
+
+def _wait_for(predicate, proc, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None and not predicate():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the stage finished before it could be stopped"
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_stage_killed_and_its_run_closed(study, tmp_path):
+    folder = tmp_path / "term"
+    shutil.copytree(study, folder)
+    proc = _cli(folder, "train", "train.seed=3", "train.epochs=30", wait=False)
+    _wait_for(lambda: any(folder.glob(".checkpoints/*/state.json")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped by SIGTERM" in stderr, stderr[-1500:]
+    _, runs = _runs(folder, "train")
+    killed = [r for r in runs if r.data.tags.get("oiplab.seed") == "3"]
+    assert [r.info.status for r in killed] == ["KILLED"]
+    assert not (folder / "models" / "seed_3").exists()
+
+
+TRAIN = ("train", "train.epochs=4", "train.batch_size=16", "train.seed=0")
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(study, tmp_path):
+    from oiplab.model import load_model
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        shutil.copytree(study, folder)
+        shutil.rmtree(folder / "models" / "seed_0")
+    assert _cli(straight, *TRAIN).returncode == 0
+
+    proc = _cli(killed, *TRAIN, wait=False)
+
+    def epochs_done() -> int:
+        found = list(killed.glob(".checkpoints/*/state.json"))
+        return json.loads(found[0].read_text())["epochs_done"] if found else 0
+
+    _wait_for(lambda: 1 <= epochs_done() < 4, proc)
+    done = epochs_done()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "models" / "seed_0").exists()  # no half-written stage output
+    resumed = _cli(killed, *TRAIN)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"after epoch {done}" in resumed.stdout
+    for a, b in zip(
+        load_model(straight / "models/seed_0/model.keras").get_weights(),
+        load_model(killed / "models/seed_0/model.keras").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert not list((killed / ".checkpoints").iterdir())  # cleaned up after success
+    client, runs = _runs(killed, "train")
+    mine = sorted((r for r in runs if r.data.tags.get("oiplab.seed") == "0"),
+                  key=lambda r: r.info.start_time)  # fmt: skip
+    assert mine[-2].info.status == "KILLED" and mine[-1].info.status == "FINISHED"
+    curve = client.get_metric_history(mine[-1].info.run_id, "val_accuracy")
+    assert sorted(m.step for m in curve) == [1, 2, 3, 4]  # the whole curve, resumed or not
+
+
+@pytest.mark.integration
+def test_a_tracking_server_dying_mid_stage_gives_a_clear_error_within_seconds(study, tmp_path):
+    folder = tmp_path / "server"
+    shutil.copytree(study, folder)
+    server = MlflowServer(tmp_path)
+    try:
+        server.wait()
+        proc = _cli(folder, "train", "train.seed=4", "train.epochs=40",
+                    env={"MLFLOW_TRACKING_URI": server.uri}, wait=False)  # fmt: skip
+        _wait_for(lambda: any(folder.glob(".checkpoints/*/state.json")), proc)
+    finally:
+        server.stop()
+    died = time.time()
+    _, stderr = proc.communicate(timeout=300)
+    seconds = time.time() - died
+    print(f"clear error {seconds:.1f} s after the server died")
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: MLflow store http"), stderr[-1500:]
+    assert seconds < 45
+    assert not (folder / "models" / "seed_4").exists()  # outputs untouched: only a checkpoint

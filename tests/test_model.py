@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from oiplab.config import ModelConfig
-from oiplab.model import ARTICLES_PARAM_COUNT, ModelFileError, build_model, load_model
+from oiplab.errors import MissingInputError
+from oiplab.model import (
+    ARTICLES_PARAM_COUNT,
+    LAYERS,
+    PERMUTABLE,
+    PERMUTATION_OF,
+    ModelFileError,
+    build_model,
+    layer_shapes,
+    load_model,
+)
+from tests.conftest import model_cfg
 
 
 def test_articles_architecture():
-    model = build_model(ModelConfig())
+    model = build_model(model_cfg())
     assert model.count_params() == ARTICLES_PARAM_COUNT == 208_982
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
     assert shapes["Conv2D_1"] == (26, 26, 32)
@@ -21,8 +31,24 @@ def test_articles_architecture():
     assert shapes["Dense_2"] == (10,)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"filters": [8, 16, 24], "dense_units": 30}, {"kernel_size": 2}, {"n_classes": 3}],
+    ids=["articles", "narrow", "kernel2", "classes3"],
+)
+def test_layer_shapes_are_the_built_models_shapes(changes):
+    """The one arithmetic the project uses for layer shapes agrees with Keras' own."""
+    cfg = model_cfg().model_copy(update=changes)
+    model = build_model(cfg)
+    for name, (h, w, c) in layer_shapes(cfg).items():
+        built = tuple(model.get_layer(name).output.shape[1:])
+        assert built == ((c,) if name.startswith("Dense") else (h, w, c)), name
+    assert [layer.name for layer in model.layers if layer.name in LAYERS] == list(LAYERS)
+    assert set(PERMUTATION_OF.values()) == set(PERMUTABLE)
+
+
 def test_saved_model_loads_in_safe_mode(tmp_path):
-    model = build_model(ModelConfig())
+    model = build_model(model_cfg())
     model.save(tmp_path / "m.keras")
     loaded = load_model(tmp_path / "m.keras")
     assert loaded.count_params() == model.count_params()
@@ -38,5 +64,5 @@ def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path):
     foreign.save(tmp_path / "foreign.keras")
     with pytest.raises(ModelFileError, match="not an oiplab CNN"):
         load_model(tmp_path / "foreign.keras")
-    with pytest.raises(ModelFileError, match="not found"):
+    with pytest.raises(MissingInputError, match="not found"):
         load_model(tmp_path / "absent.keras")

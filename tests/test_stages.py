@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oiplab.layout import (
+    METRICS,
+    RUN,
+    ActivationsFiles,
+    AlignmentFiles,
+    CompareFiles,
+    Layout,
+    OipCompareFiles,
+    OipFiles,
+    PrecursorFiles,
+)
+from oiplab.oip.census import CAUSES
 from oiplab.stages import prepare, train
 from tests.conftest import compose_typed
 from tests.test_config import EXPERIMENTS
@@ -21,33 +33,44 @@ def _runs(cfg):
     return client, client.search_runs([experiment.experiment_id])
 
 
+def _record(folder: Path) -> tuple[dict, dict]:
+    return json.loads((folder / METRICS).read_text()), json.loads((folder / RUN).read_text())
+
+
 def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
     meta = prepare.run(smoke_cfg)
     assert meta["n_train"] == 200 and Path(smoke_cfg.paths.prepared, "meta.json").is_file()
+    assert meta["image_target"]["std"] > 0
     metrics = train.run(smoke_cfg)
-    out = train.model_dir(smoke_cfg, 0)
-    for name in ("model.keras", "history.json", "metrics.json", "confusion.png", "history.png"):
+    out = Layout.of(smoke_cfg).model_dir(0)
+    for name in ("model.keras", "history.json", "confusion.png", "history.png", "trajectory.npz"):
         assert (out / name).stat().st_size > 0, name
-    assert json.loads(train.metrics_path(smoke_cfg, 0).read_text()) == metrics
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    written, run_record = _record(out)
+    assert written == metrics and 0.0 <= metrics["test_accuracy"] <= 1.0
 
     client, runs = _runs(smoke_cfg)
     by_stage = {r.data.tags["oiplab.stage"]: r for r in runs}
     assert set(by_stage) == {"prepare", "train"}
     run = by_stage["train"]
-    assert run.data.tags["oiplab.seed"] == "0"
-    assert run.data.tags["oiplab.group"] == by_stage["prepare"].data.tags["oiplab.group"]
+    assert run.info.run_id == run_record["run_id"]  # the output names its producing run
+    assert run.info.status == "FINISHED" and run.info.end_time > run.info.start_time
+    assert run.data.tags["oiplab.seed"] == "0" and run.data.tags["oiplab.study"] == "smoke"
     assert run.data.params["train.epochs"] == "1"
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    per_epoch = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert [m.step for m in per_epoch] == [1]
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/model.keras" in artifacts and "model/confusion.png" in artifacts
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
+    assert "outputs/model.keras" in artifacts and "outputs/confusion.png" in artifacts
+    logged = client.get_logged_model(run.outputs.model_outputs[0].model_id)
+    assert logged.name == "keras_model" and logged.source_run_id == run.info.run_id
+    versions = client.search_model_versions("name = 'oiplab-synthetic-cnn'")
+    assert [v.run_id for v in versions] == [run.info.run_id]  # sqlite has a registry
+    inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert inputs == {"synthetic-train": meta["sha256"]["train"][:16]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
-    """Each experiment's own settings (schedule, batch, ...) run end to end, on tiny data."""
+    """Each experiment's own settings (schedule, batch, seeds, ...) train, on tiny data."""
     monkeypatch.chdir(tmp_path)
     cfg = compose_typed(
         f"experiment={experiment}",
@@ -56,103 +79,160 @@ def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
         "data.n_test=20",
         "train.epochs=1",
         "tracking.enabled=false",
+        "compare.probe_images=10",
+        "compare.eval_images=10",
     )
     prepare.run(cfg)
     metrics = train.run(cfg)
-    assert train.model_path(cfg, cfg.train.seed).is_file()
+    assert Layout.of(cfg).model_file(cfg.train.seed).is_file()
     assert metrics["epochs"] == 1
 
 
-def test_select_images_and_activations_stage(smoke_cfg):
-    from oiplab.stages import activations, select_images
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The smoke study run stage by stage in-process, once for the tests below: (cfg, results)."""
+    import os
 
-    smoke_cfg.train.epochs = 3  # 200 images: enough epochs that every seed gets 4s and 9s right
-    prepare.run(smoke_cfg)
-    for seed in smoke_cfg.seeds:
-        smoke_cfg.train.seed = seed
-        train.run(smoke_cfg)
-    selection = select_images.run(smoke_cfg)
-    names = [g["name"] for g in selection["groups"]]
-    assert names == ["clear_4", "clear_9", "ambiguous_4"]
+    from oiplab.stages import (
+        activations,
+        alignment,
+        compare,
+        oip,
+        oip_compare,
+        precursor,
+        report,
+        select_images,
+    )
+
+    root = tmp_path_factory.mktemp("pipeline")
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        cfg = compose_typed(
+            "experiment=smoke", f"tracking.uri=sqlite:///{root}/mlflow.db", "data.n_train=200",
+            "data.n_test=160", "train.epochs=3",
+        )  # fmt: skip
+        out = {"prepare": prepare.run(cfg)}
+        for seed in cfg.seeds:
+            cfg.train.seed = seed
+            out[f"train{seed}"] = train.run(cfg)
+        out["selection"] = select_images.run(cfg)
+        for seed in cfg.seeds:
+            cfg.train.seed = seed
+            out[f"activations{seed}"] = activations.run(cfg)
+            out[f"oip{seed}"] = oip.run(cfg)
+            out[f"precursor{seed}"] = precursor.run(cfg)
+        cfg.train.seed = cfg.seeds[0]
+        for name, stage in (
+            ("compare", compare), ("alignment", alignment), ("oip_compare", oip_compare),
+            ("report", report),
+        ):  # fmt: skip
+            out[name] = stage.run(cfg)
+        cfg.paths = cfg.paths.model_copy(
+            update={k: str(root / getattr(cfg.paths, k)) for k in type(cfg.paths).model_fields}
+        )
+        cfg.tracking.uri = f"sqlite:///{root}/mlflow.db"
+        yield cfg, out
+    finally:
+        os.chdir(old)
+
+
+def test_select_images_and_activations_stage(pipeline):
+    cfg, out = pipeline
+    selection = out["selection"]
+    assert [g["name"] for g in selection["groups"]] == ["clear_4", "clear_9", "ambiguous_4"]
     assert [len(g["indices"]) for g in selection["groups"]] == [3, 3, 2]
-
-    smoke_cfg.train.seed = smoke_cfg.seeds[0]
-    metrics = activations.run(smoke_cfg)
-    out = activations.output_dir(smoke_cfg, smoke_cfg.seeds[0])
-    with np.load(out / activations.DUMP_FILE) as dump:
+    metrics = out["activations0"]
+    folder = Layout.of(cfg).activations_dir(0)
+    with np.load(folder / ActivationsFiles.dump) as dump:
         expected = [i for g in selection["groups"] for i in g["indices"]]
         assert dump["image_indices"].tolist() == expected
         assert dump["Conv2D_3"].shape == (8, 3, 3, 128)
-        assert list(dump["layer_names"]) == smoke_cfg.activations.layers
-    assert len(list((out / "grids").glob("*.png"))) == 8 * len(smoke_cfg.activations.layers)
-    assert len(list((out / "common").glob("*.png"))) == 2 * 3
+        assert list(dump["layer_names"]) == cfg.activations.layers
+    assert len(list((folder / "grids").glob("*.png"))) == 8 * len(cfg.activations.layers)
+    assert len(list((folder / "common").glob("*.png"))) == 2 * 3
     common = metrics["common"]["Conv2D_3"]["clear_4_vs_clear_9"]
     assert 0 <= common["n_distinct"] <= common["n_common"] <= common["n_elements"] == 1152
-    assert json.loads(activations.metrics_path(smoke_cfg, 0).read_text()) == metrics
+    assert _record(folder)[0] == metrics
 
 
-def test_oip_stage_census_and_outputs(smoke_cfg):
-    from oiplab.stages import oip
+def test_oip_stage_outputs_and_one_standardization_of_the_starts(pipeline):
+    cfg, out = pipeline
+    metrics = out["oip0"]
+    assert metrics["n_maps"] == 128
+    assert metrics["n_with_oip"] + metrics["n_silent"] + metrics["n_zero_not_silent"] == 128
+    folder = Layout.of(cfg).oip_dir(0)
+    with np.load(folder / OipFiles.arrays) as arrays:
+        assert arrays["images"].shape == (128, cfg.oip.n_starts, 28, 28)
+        assert arrays["best_snapshots"].shape[:2] == (128, len(arrays["snapshot_steps"]))
+        starts = arrays["start_images"]
+        assert int(arrays["silent"].all(axis=1).sum()) == metrics["n_silent"]
+    target = out["prepare"]["image_target"]
+    np.testing.assert_allclose(starts.mean(axis=(1, 2)), target["mean"], atol=1e-5)
+    np.testing.assert_allclose(starts.std(axis=(1, 2)), target["std"], rtol=1e-4)
+    assert metrics["start_std_spread"] < 1e-4
+    for name in (OipFiles.gallery_plain, OipFiles.gallery_contrast, METRICS, RUN):
+        assert (folder / name).stat().st_size > 0
 
-    prepare.run(smoke_cfg)
-    train.run(smoke_cfg)
-    smoke_cfg.oip.maps = [0, 5, 127]
-    metrics = oip.run(smoke_cfg)
-    assert metrics["n_maps"] == 3
-    assert metrics["n_with_oip"] + metrics["n_silent"] + metrics["n_zero_not_silent"] == 3
-    out = oip.output_dir(smoke_cfg, 0)
-    with np.load(out / oip.RESULT_FILE) as arrays:
-        assert arrays["map_index"].tolist() == [0, 5, 127]
-        assert arrays["images"].shape == (3, smoke_cfg.oip.n_starts, 28, 28)
-        assert arrays["best_snapshots"].shape[:2] == (3, len(arrays["snapshot_steps"]))
-        silent_maps = arrays["silent"].all(axis=1)
-    assert int(silent_maps.sum()) == metrics["n_silent"]
-    for name in ("gallery_plain.png", "gallery_contrast.png", "census.json"):
-        assert (out / name).stat().st_size > 0
 
-
-def test_precursor_stage_census(smoke_cfg):
-    from oiplab.stages import oip, precursor
-
-    prepare.run(smoke_cfg)
-    train.run(smoke_cfg)
-    smoke_cfg.oip.maps = [0, 1, 2, 3]
-    noise = oip.run(smoke_cfg)
-    smoke_cfg.precursor.target = "all"  # search every map so the search itself is exercised
-    metrics = precursor.run(smoke_cfg)
-    assert metrics["n_maps_searched"] == 128 and metrics["n_candidates"] == 16
+def test_precursor_stage_rescues_and_gives_every_map_one_cause(pipeline):
+    cfg, out = pipeline
+    noise, metrics = out["oip0"], out["precursor0"]
+    assert sum(metrics[c] for c in CAUSES) == 128
     assert metrics["from_noise"] == noise["n_with_oip"]
-    assert metrics["from_precursor"] + metrics["still_silent"] == noise["n_silent"]
-    with np.load(precursor.output_dir(smoke_cfg, 0) / precursor.RESULT_FILE) as arrays:
-        assert arrays["images"].shape == (128, 2, 28, 28)
-        assert arrays["top_candidates"].shape == (128, 2)
+    assert metrics["n_maps_searched"] == 128 - noise["n_with_oip"]
+    tried = metrics["n_maps_searched"] - metrics["found_among_searched"]
+    assert metrics["rescue_tried"] == tried
+    with np.load(Layout.of(cfg).precursor_dir(0) / PrecursorFiles.arrays) as arrays:
+        assert arrays["cause"].shape == (128,)
+        assert np.bincount(arrays["cause"], minlength=5).tolist() == [metrics[c] for c in CAUSES]
+        assert arrays["rescue_loss"].shape == (tried, cfg.oip.n_starts)
 
 
-def test_compare_stage(smoke_cfg):
-    from oiplab.stages import compare, oip
-
-    prepare.run(smoke_cfg)
-    smoke_cfg.oip.maps = [0, 1, 2, 3]
-    for seed in smoke_cfg.seeds:
-        smoke_cfg.train.seed = seed
-        train.run(smoke_cfg)
-        oip.run(smoke_cfg)
-    summary = compare.run(smoke_cfg)
-    head = summary["headline"]
-    for layer in smoke_cfg.compare.layers:
-        assert -1 <= head[layer]["matched_corr_median"] <= 1
-        assert head[layer]["same_index_chance"] > 0
-    assert set(head["interpolation"]) >= {"barrier_naive_mean", "barrier_aligned_mean"}
-    assert summary["verdict"].startswith("Conv2D_1:")
-    out = compare.output_dir(smoke_cfg)
+def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
+    cfg, out = pipeline
+    head, lay = out["compare"], Layout.of(cfg)
+    assert set(head) == {"accuracy", "loss_barrier", *cfg.compare.layers}
+    answers = json.loads((lay.compare_dir() / CompareFiles.headline).read_text())
+    for layer in cfg.compare.layers:
+        a = answers[layer]
+        assert a["partnered"]["low"] <= a["partnered"]["value"] <= a["partnered"]["high"]
+        assert 0 <= a["partnered"]["null"] <= 1 and 0 < a["order"]["p_value"] <= 1
+        assert a["verdict"].startswith(f"{layer}: ") and "p = " in a["verdict"]
+        assert set(a["dead"]) == {str(s) for s in cfg.seeds}
+    assert json.loads(lay.headline().read_text()) == head
     for name in (
-        "summary.png",
-        "interpolation.png",
-        "compare.json",
-        "correlations_0_1.png",
-        "aligned_filters_0_1.png",
+        CompareFiles.answer("Conv2D_3"),
+        CompareFiles.interpolation,
+        CompareFiles.details,
+        CompareFiles.correlations(0, 1),
+        CompareFiles.aligned_filters(0, 1),
     ):
-        assert (out / name).stat().st_size > 0, name
-    _, runs = _runs(smoke_cfg)
+        assert (lay.compare_dir() / name).stat().st_size > 0, name
+    curves = json.loads(lay.plot_data("learning_curves").read_text())
+    assert {(r["seed"], r["epoch"]) for r in curves} == {(s, e) for s in "01" for e in (1, 2, 3)}
+    client, runs = _runs(cfg)
     run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
+    assert run.data.tags["mlflow.note.content"].startswith("Conv2D_1: ")  # the verdict
     assert len(run.data.tags["oiplab.seed_runs"].split(",")) == 2
+
+
+def test_alignment_tracks_every_snapshot_and_ends_at_the_final_network(pipeline):
+    cfg, _ = pipeline
+    records = json.loads((Layout.of(cfg).alignment_dir() / AlignmentFiles.records).read_text())
+    steps = sorted({r["step"] for r in records})
+    assert steps[0] == 0 and len(steps) >= 4  # the start, batches of epoch 1, each epoch's end
+    final = [r for r in records if r["step"] == steps[-1]]
+    assert all(r["final_partnered"] == 1.0 and r["final_same_index"] == 1.0 for r in final)
+
+
+def test_oip_compare_and_the_report(pipeline):
+    cfg, out = pipeline
+    lay = Layout.of(cfg)
+    summary = out["oip_compare"]
+    assert 0 <= summary["all"]["top1"] <= 1 and summary["all"]["top1_chance"] > 0
+    assert (lay.oip_compare_dir() / OipCompareFiles.galleries(0, 1)).stat().st_size > 0
+    html = lay.report().read_text()
+    for section in ("silent", "compare", "oip_compare", "why"):
+        assert f'<section id="{section}">' in html
+    assert "figure missing" not in html and "Not run yet" in html  # no seed-split studies yet

@@ -1,96 +1,212 @@
-"""Training is deterministic per seed and learns the synthetic task."""
+"""Training: deterministic per seed, two seeds (initialization, data order), one `fit` that a
+killed job resumes exactly from a checkpoint that is written as one unit."""
 
 from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from oiplab import training
 from oiplab.backend import seed_everything
-from oiplab.config import ModelConfig, TrainConfig
+from oiplab.config import TrainConfig
 from oiplab.data import make_synthetic
 from oiplab.data.prepared import standardization_of
 from oiplab.model import build_model
-from oiplab.training import compile_model, confusion_matrix, evaluate, fit
+from oiplab.training import (
+    CHECKPOINT_STATE,
+    compile_model,
+    confusion_matrix,
+    epoch_order,
+    evaluate,
+    train,
+)
+from tests.conftest import model_cfg, train_cfg
 
-CFG = TrainConfig(epochs=1, batch_size=32, eval_batch_size=100)
+CFG = train_cfg(epochs=1, batch_size=32, eval_batch_size=100, trajectory_every=2)
 
 
 def _data():
     raw = make_synthetic(192, 64, seed=1)
     stats = standardization_of(raw.x_train)
-    x_train = stats.apply(raw.x_train[..., None] / 255.0)
-    x_test = stats.apply(raw.x_test[..., None] / 255.0)
-    return x_train, raw.y_train.astype(np.int64), x_test, raw.y_test.astype(np.int64)
-
-
-def _train(seed: int, cfg: TrainConfig = CFG, checkpoint=None, callbacks=()):
-    x_train, y_train, x_test, y_test = _data()
-    seed_everything(seed)
-    model = build_model(ModelConfig(), l2=cfg.l2)
-    compile_model(model, cfg, n_train=len(y_train))
-    model, history, _ = fit(
-        model,
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        cfg,
-        verbose=0,
-        checkpoint=checkpoint,
-        callbacks=callbacks,
+    return SimpleNamespace(
+        x_train=stats.apply(raw.x_train[..., None] / 255.0),
+        y_train=raw.y_train.astype(np.int64),
+        x_test=stats.apply(raw.x_test[..., None] / 255.0),
+        y_test=raw.y_test.astype(np.int64),
     )
-    return model, history
+
+
+def _train(cfg: TrainConfig = CFG, checkpoint=None, callbacks=()):
+    return train(_data(), model_cfg(), cfg, checkpoint, "fp", callbacks, verbose=0)
+
+
+def _same(a, b) -> None:
+    for x, y in zip(a.model.get_weights(), b.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.history == b.history
+    assert a.trajectory.steps == b.trajectory.steps
 
 
 def test_same_seed_gives_bit_identical_weights():
-    first, h1 = _train(7)
-    second, h2 = _train(7)
-    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert h1 == h2
+    _same(_train(CFG.model_copy(update={"seed": 7})), _train(CFG.model_copy(update={"seed": 7})))
 
 
-def test_different_seed_gives_different_weights():
-    first, _ = _train(7)
-    other, _ = _train(8)
-    assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
+def test_one_fit_equals_the_per_epoch_fits_of_earlier_versions():
+    """Today's results are unchanged: one `fit` over epoch-ordered batches gives, bit for bit,
+    the weights of the former loop of one `fit` per epoch on arrays in the epoch's order."""
+    cfg = CFG.model_copy(update={"seed": 5, "epochs": 2})
+    data = _data()
+    seed_everything(5)
+    reference = build_model(model_cfg(), l2=cfg.l2)
+    compile_model(reference, cfg, n_train=len(data.y_train))
+    for epoch in range(cfg.epochs):
+        order = epoch_order(5, epoch, len(data.y_train))
+        reference.fit(
+            data.x_train[order], data.y_train[order], batch_size=cfg.batch_size,
+            epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0,
+            validation_data=(data.x_test, data.y_test), validation_batch_size=cfg.eval_batch_size,
+        )  # fmt: skip
+    for x, y in zip(reference.get_weights(), _train(cfg).model.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_init_and_data_seeds_split_the_two_sources_of_randomness():
+    base = CFG.model_copy(update={"seed": 3})
+    default = _train(base)
+    explicit = _train(base.model_copy(update={"init_seed": 3, "data_seed": 3}))
+    _same(default, explicit)  # null means "the run's seed"
+    same_init = _train(base.model_copy(update={"seed": 4, "init_seed": 3}))
+    same_order = _train(base.model_copy(update={"seed": 4, "data_seed": 3}))
+    for x, y in zip(default.trajectory.weights[0], same_init.trajectory.weights[0], strict=True):
+        np.testing.assert_array_equal(x, y)  # one initialization ...
+    assert not np.array_equal(default.model.get_weights()[0], same_init.model.get_weights()[0])
+    assert not np.array_equal(default.trajectory.weights[0][0], same_order.trajectory.weights[0][0])
+
+
+def test_trajectory_keeps_the_start_every_few_batches_of_epoch_one_and_each_epoch_end():
+    result = _train(CFG.model_copy(update={"epochs": 2}))
+    assert result.trajectory.steps == [0, 2, 4, 6, 12]  # 192 images / 32 = 6 batches an epoch
+    np.testing.assert_array_equal(result.trajectory.weights[-1][0], result.model.get_weights()[0])
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path):
-    """Stopped after epoch 1 of 3, then restarted: the same weights as an uninterrupted run."""
+def _stop_at(epoch_to_stop: int):
     import keras
 
-    cfg = TrainConfig(seed=4, epochs=3, batch_size=32, eval_batch_size=100)
-    reference, ref_history = _train(4, cfg)
-
-    class StopAtEpoch2(keras.callbacks.Callback):
+    class Stop(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == epoch_to_stop:
                 raise Interrupt
 
-    checkpoint = tmp_path / "ckpt.keras"
+    return Stop()
+
+
+RESUME = CFG.model_copy(update={"seed": 4, "epochs": 3})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return _train(RESUME)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, uninterrupted, capsys):
+    checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
-        _train(4, cfg, checkpoint=checkpoint, callbacks=[StopAtEpoch2()])
-    assert checkpoint.is_file()
-    resumed, history = _train(4, cfg, checkpoint=checkpoint)  # builds a fresh model, then resumes
-    for a, b in zip(reference.get_weights(), resumed.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert history["loss"] == ref_history["loss"]
+        _train(RESUME, checkpoint, [_stop_at(1)])
+    assert (checkpoint / CHECKPOINT_STATE).is_file()
+    resumed = _train(RESUME, checkpoint)  # a fresh process would start exactly like this
+    assert "resuming" in capsys.readouterr().out
+    _same(uninterrupted, resumed)
+    assert resumed.resumed_from["epochs_done"] == 1
+
+
+@pytest.mark.parametrize("boundary", ["model", "trajectory", "state", "swap"])
+def test_a_kill_at_any_write_boundary_never_changes_the_result(
+    tmp_path, uninterrupted, monkeypatch, boundary
+):
+    """The checkpoint after epoch 2 dies at `boundary`; the next run ends as if nothing happened."""
+    checkpoint = tmp_path / "ckpt"
+    real_save = training.save_checkpoint
+    calls = {"n": 0}
+
+    def dying_save(folder, model, state, trajectory):
+        calls["n"] += 1
+        if calls["n"] < 2:
+            return real_save(folder, model, state, trajectory)
+        if boundary == "swap":
+            monkeypatch.setattr(training, "atomic_dir", _dying_swap)
+            return real_save(folder, model, state, trajectory)
+        with training.atomic_dir(folder) as tmp:  # a partial write into the temporary folder
+            model.save(tmp / training.CHECKPOINT_MODEL)
+            if boundary in ("trajectory", "state"):
+                trajectory.save(tmp / training.CHECKPOINT_TRAJECTORY)
+            if boundary == "state":
+                (tmp / CHECKPOINT_STATE).write_text("{")
+            raise Interrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", dying_save)
+    with pytest.raises(Interrupt):
+        _train(RESUME, checkpoint)
+    monkeypatch.undo()
+    _same(uninterrupted, _train(RESUME, checkpoint))
+
+
+def _dying_swap(target):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def swap():
+        from oiplab.io import atomic_dir
+
+        with atomic_dir(target) as tmp:
+            yield tmp
+            raise Interrupt  # killed just before the rename
+
+    return swap()
+
+
+@pytest.mark.parametrize("damage", ["no state", "truncated model", "state of another epoch"])
+def test_a_torn_checkpoint_is_discarded_with_a_message(tmp_path, uninterrupted, capsys, damage):
+    checkpoint = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        _train(RESUME, checkpoint, [_stop_at(2)])  # a checkpoint after epoch 2
+    if damage == "no state":
+        (checkpoint / CHECKPOINT_STATE).unlink()
+    elif damage == "truncated model":
+        model = checkpoint / training.CHECKPOINT_MODEL
+        model.write_bytes(model.read_bytes()[:5000])
+    else:  # an epoch-2 model beside an epoch-1 state: the worst case of a non-atomic write
+        earlier = tmp_path / "earlier"
+        with pytest.raises(Interrupt):
+            _train(RESUME, earlier, [_stop_at(1)])
+        shutil.copy(earlier / CHECKPOINT_STATE, checkpoint / CHECKPOINT_STATE)
+    result = _train(RESUME, checkpoint)
+    assert "discarding checkpoint" in capsys.readouterr().out
+    _same(uninterrupted, result)
 
 
 def test_each_schedule_trains():
-    x_train, y_train, x_test, y_test = _data()
+    data = _data()
     for schedule in ("constant", "cosine", "exponential"):
-        cfg = TrainConfig(
-            epochs=2, batch_size=32, lr_schedule=schedule, warmup_steps=2, eval_batch_size=100
-        )
-        model, history = _train(0, cfg)
-        assert history["loss"][-1] < history["loss"][0], schedule
-        assert evaluate(model, x_test, y_test, 100)["accuracy"] > 0.5, schedule
+        cfg = CFG.model_copy(update={"epochs": 2, "lr_schedule": schedule, "warmup_steps": 2})
+        result = _train(cfg)
+        assert result.history["loss"][-1] < result.history["loss"][0], schedule
+        assert evaluate(result.model, data.x_test, data.y_test, 100)["accuracy"] > 0.5, schedule
+
+
+def test_progress_counts_epochs_of_the_whole_run(tmp_path, capsys):
+    checkpoint = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        train(_data(), model_cfg(), RESUME, checkpoint, "fp", [_stop_at(1)], verbose=2)
+    train(_data(), model_cfg(), RESUME, checkpoint, "fp", verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 1/3" in out and "Epoch 2/3" in out and "Epoch 3/3" in out
 
 
 def test_confusion_matrix_counts():

@@ -8,3 +8,16 @@ class OiplabError(Exception):
 
 class MissingInputError(OiplabError, FileNotFoundError):
     """A stage's input (an earlier stage's output) does not exist yet."""
+
+
+def missing_input(path, what: str, stage: str = "") -> MissingInputError:
+    """The error for a stage input that does not exist: the file, what it is, where it was
+    looked for (paths are relative to the working directory), and what makes it."""
+    from pathlib import Path
+
+    where = Path.cwd()
+    make = f"`dvc repro {stage}`" if stage else "`dvc repro`"
+    return MissingInputError(
+        f"{path}: {what} not found (paths are relative to {where}): run {make} in the project "
+        "root, the folder holding dvc.yaml"
+    )

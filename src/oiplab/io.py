@@ -1,58 +1,183 @@
-"""Crash-safe file output: every artifact is written to a temporary sibling and renamed into place.
+"""Crash-safe output: everything is written under a temporary name beside its target and moved
+into place only when complete, so an interrupted or failed stage never leaves a half-written
+output, and never replaces a good one.
 
-An interrupted stage therefore never leaves a half-written file that DVC or a later stage would
-take for a finished one.
+Temporaries are named `.<target name>.<pid>-<random>.tmp` (kept out of DVC's hashes by
+`.dvcignore`); the next writer of the same target removes those left by dead processes. Folders
+are swapped in with Linux's atomic `renameat2(RENAME_EXCHANGE)`, so two processes writing the
+same folder never see "Directory not empty" and a reader never finds the folder missing.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from oiplab.errors import OiplabError, missing_input
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+
+
+class OutputError(OiplabError, OSError):
+    """An output cannot be written (read-only folder, a file in the way, disk full)."""
+
+
+class InputError(OiplabError, ValueError):
+    """A stage input exists but is corrupt, truncated or incomplete."""
+
+
+def _temporary(target: Path) -> Path:
+    """A unique name beside `target`, ending in the target's suffix (savers look at it)."""
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return target.with_name(f".{target.name}.{unique}.tmp{target.suffix}")
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Fail before any work when an output folder could not be written: a file is in its place
+    (or in its parents'), or it (or the folder it would be made in) is read-only."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"config key '{key}': {probe} is a file, expected a folder for outputs")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"config key '{key}': {probe} is not writable")
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of `target` whose writing process no longer runs."""
+    if not target.parent.is_dir():
+        return
+    for tmp in target.parent.glob(f".{target.name}.*.tmp*"):
+        pid = tmp.name.removeprefix(f".{target.name}.").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _prepare_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise OutputError(f"{target.parent}: a file is in the way of output folder") from exc
+    except OSError as exc:
+        raise OutputError(f"{target.parent}: cannot create output folder ({exc.strerror})") from exc
+    if not os.access(target.parent, os.W_OK):
+        raise OutputError(f"{target.parent}: output folder is not writable")
+    remove_stale_temporaries(target)
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Put folder `tmp` at `target` atomically; the old `target`, if any, ends up at `tmp`."""
+    while True:
+        try:
+            _renameat2(tmp, target, _RENAME_NOREPLACE)
+            return
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            _swap_portably(tmp, target)  # a file system without renameat2 flags
+            return
+        try:
+            _renameat2(tmp, target, _RENAME_EXCHANGE)
+            return
+        except FileNotFoundError:
+            continue  # `target` vanished between the two calls: try again
+
+
+def _swap_portably(tmp: Path, target: Path) -> None:
+    old = _temporary(target)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        os.replace(old, tmp)
+
+
+@contextmanager
+def _reported(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise OutputError(f"{target}: cannot write ({exc.strerror})") from exc
+        raise
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    _prepare_parent(target)
+    tmp = _temporary(target)
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        with _reported(target):
+            yield tmp
+            os.replace(tmp, target)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; swap it in for `target` on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _prepare_parent(target)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: is a file, but this output is a folder (remove the file)")
+    tmp = _temporary(target)
     try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old.{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _reported(target):
+            tmp.mkdir()
+            yield tmp
+            swap_in(tmp, target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """Temporary stand-ins for several outputs (folders, or files when the name has a suffix),
+    all moved into place together only if the block succeeds: a failure anywhere in the block
+    (the work, logging, a full disk) leaves every previous output byte-identical."""
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(atomic_path(t) if Path(t).suffix else atomic_dir(t))
+            for t in targets
+        ]
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
@@ -62,7 +187,57 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
 
 def write_json(target: str | os.PathLike[str], data: Any) -> None:
     """Write `data` as indented JSON (numpy scalars and arrays converted), atomically."""
-    atomic_write_text(target, json.dumps(data, indent=2, default=_json_default) + "\n")
+    atomic_write_text(target, to_json(data))
+
+
+def to_json(data: Any) -> str:
+    """Indented JSON; NaN and infinities become null (JSON has no NaN; DVC and browsers agree)."""
+    return json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {(str(k) if not isinstance(k, str) else k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def read_json(path: str | os.PathLike[str], what: str = "stage output") -> Any:
+    """Read a JSON file another stage wrote; a missing or broken file is an error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise missing_input(path, what) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: {what} is not valid JSON ({exc}); rerun its stage") from exc
+
+
+def load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The arrays `keys` of an `.npz` another stage wrote; errors name the file and the problem."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise missing_input(path, what)
+    try:
+        with np.load(path) as arrays:
+            found = {k: arrays[k] for k in keys if k in arrays.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{path}: {what} is unreadable ({type(exc).__name__}); rerun its stage"
+        ) from exc
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise InputError(f"{path}: {what} lacks array(s) {', '.join(missing)}; rerun its stage")
+    return found
 
 
 def save_with(target: str | os.PathLike[str], save: Callable[[Path], Any]) -> None:

@@ -1,19 +1,55 @@
-"""The articles' CNN, in backend-neutral Keras 3.
+"""The articles' CNN and every fact about it the rest of the project needs, in one place.
 
 Layer recipe and names from the series (part VI's model summary): 28x28x1 -> Conv2D_1 (32, 3x3)
 -> Max_Pool_1 -> Conv2D_2 (64, 3x3) -> Max_Pool_2 -> Conv2D_3 (128, 3x3) -> Flatten -> Dense 100
 -> Dense 10 (softmax); 208,982 trainable parameters with the default sizes.
+
+`LAYERS` names the analysable layers in forward order; `MATCHED` the hidden ones the comparison
+matches across seeds (Dense_2's nodes are the classes, already in the same order); `PERMUTABLE`
+the chain of layers whose units can be re-ordered without changing the function (a pool shares
+the permutation of the convolution before it: `PERMUTATION_OF`). `layer_shapes` gives each
+layer's output shape; a test checks it against the built Keras model.
 """
 
 from __future__ import annotations
 
-from oiplab.config import ANALYSED_LAYERS, ModelConfig
-from oiplab.errors import OiplabError
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ANALYSED_LAYERS", "build_model", "load_model"]
+from oiplab.errors import OiplabError, missing_input
+
+if TYPE_CHECKING:
+    from oiplab.config import ModelConfig
 
 CONV_LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
+POOL_LAYERS = ("Max_Pool_1", "Max_Pool_2")
+DENSE_LAYERS = ("Dense_1", "Dense_2")
+LAYERS = ("Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Dense_1", "Dense_2")
+MATCHED = LAYERS[:-1]
+PERMUTABLE = ("Conv2D_1", "Conv2D_2", "Conv2D_3", "Dense_1")
+# The permutable layer whose unit order a layer's maps follow.
+PERMUTATION_OF = {n: n for n in PERMUTABLE} | {"Max_Pool_1": "Conv2D_1", "Max_Pool_2": "Conv2D_2"}
 ARTICLES_PARAM_COUNT = 208_982
+
+Shape = tuple[int, int, int]  # (height, width, n_maps); a dense layer is (1, 1, n_nodes)
+
+
+class ModelFileError(OiplabError, RuntimeError):
+    """A model file is missing, corrupt, or not a model this project wrote."""
+
+
+def layer_shapes(cfg: ModelConfig) -> dict[str, Shape]:
+    """Output shape of every layer in `LAYERS` for model settings `cfg` (valid convs, 2x2 pools)."""
+    size, shapes = cfg.input_shape[0], {}
+    for i, conv in enumerate(CONV_LAYERS):
+        size = size - cfg.kernel_size + 1
+        shapes[conv] = (size, size, cfg.filters[i])
+        if i < len(POOL_LAYERS):
+            size //= 2
+            shapes[POOL_LAYERS[i]] = (size, size, cfg.filters[i])
+    shapes["Dense_1"] = (1, 1, cfg.dense_units)
+    shapes["Dense_2"] = (1, 1, cfg.n_classes)
+    return {name: shapes[name] for name in LAYERS}
 
 
 def build_model(cfg: ModelConfig, l2: float = 0.0):
@@ -22,18 +58,12 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     from keras import layers
 
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
-    conv = {
-        "kernel_size": cfg.kernel_size,
-        "activation": "relu",
-        "padding": "valid",
-        "kernel_regularizer": reg,
-    }
-    inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
-    x = layers.Conv2D(cfg.filters[0], name="Conv2D_1", **conv)(inputs)
-    x = layers.MaxPooling2D(2, name="Max_Pool_1")(x)
-    x = layers.Conv2D(cfg.filters[1], name="Conv2D_2", **conv)(x)
-    x = layers.MaxPooling2D(2, name="Max_Pool_2")(x)
-    x = layers.Conv2D(cfg.filters[2], name="Conv2D_3", **conv)(x)
+    conv = {"kernel_size": cfg.kernel_size, "activation": "relu", "kernel_regularizer": reg}
+    x = inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
+    for i, name in enumerate(CONV_LAYERS):
+        x = layers.Conv2D(cfg.filters[i], name=name, **conv)(x)
+        if i < len(POOL_LAYERS):
+            x = layers.MaxPooling2D(2, name=POOL_LAYERS[i])(x)
     x = layers.Flatten(name="Flatten")(x)
     x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=reg, name="Dense_1")(x)
     outputs = layers.Dense(
@@ -42,24 +72,20 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     return keras.Model(inputs, outputs, name="oiplab_cnn")
 
 
-class ModelFileError(OiplabError, RuntimeError):
-    """A model file is missing, corrupt, or not a model this project wrote."""
-
-
-def load_model(path):
+def load_model(path: str | Path):
     """Load a saved `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
-    from pathlib import Path
-
     import keras
 
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found (run `dvc repro train` first)")
+        raise missing_input(path, "model file", "train")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise ModelFileError(
-            f"{path}: not a readable Keras model file ({type(exc).__name__}: {exc})"
+            f"{path}: exists but is not a readable Keras model archive "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); delete it and rerun "
+            "`dvc repro train`"
         ) from exc
     missing = [n for n in CONV_LAYERS if n not in {layer.name for layer in model.layers}]
     if missing:

@@ -1,24 +1,32 @@
-"""Compose `conf/` into a plain parameter tree, and write `params.yaml` from it.
+"""Compose `conf/` into the parameter tree stages read, write it to `params.yaml`, and check that a
+`params.yaml` still is what `conf/` composes to.
 
-This is the same composition DVC performs for `dvc exp run -S ...` when Hydra composition is on
+This is the composition DVC performs for `dvc exp run` when Hydra composition is on
 (`.dvc/config`: `hydra.enabled`), so `params.yaml` never needs editing by hand:
 
     python -m oiplab.params                      # default study -> params.yaml
-    python -m oiplab.params experiment=smoke     # any Hydra overrides
+    python -m oiplab.params experiment=smoke     # any Hydra overrides (recorded in the file)
+    python -m oiplab.params --check              # exit 2 unless params.yaml matches conf/
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from oiplab.config import project_root
+from oiplab.config import ConfigError, to_typed
+from oiplab.errors import OiplabError
 from oiplab.io import atomic_write_text
+from oiplab.layout import project_root
 
 PARAMS_FILE = "params.yaml"
+RECORD = "# overrides: "  # the line of params.yaml that records its Hydra overrides (JSON list)
 
 
 def conf_dir(root: Path | None = None) -> Path:
@@ -27,30 +35,98 @@ def conf_dir(root: Path | None = None) -> Path:
 
 
 def compose(overrides: Sequence[str] = (), root: Path | None = None) -> DictConfig:
-    """Compose `conf/config.yaml` with Hydra overrides and resolve every interpolation."""
+    """Compose `conf/config.yaml` with Hydra overrides and resolve every interpolation.
+
+    Raises:
+        ConfigError: an override names no option or key of `conf/` (one line, with the options).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     # version_base=None matches the call DVC makes, so both produce the same tree.
-    with initialize_config_dir(str(conf_dir(root).resolve()), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    OmegaConf.resolve(cfg)
+    try:
+        with initialize_config_dir(str(conf_dir(root).resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        text = str(exc).split("Config search path")[0]  # Hydra appends its search path
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        raise ConfigError(f"conf/ with overrides {list(overrides)}: {' '.join(lines)}") from None
     return cfg
 
 
 def write_params(overrides: Sequence[str] = (), root: Path | None = None) -> Path:
-    """Write the composition of `conf/` (with overrides) to `params.yaml`, atomically."""
+    """Validate the composition of `conf/` (with overrides), then write it to `params.yaml`."""
+    cfg = compose(overrides, root)
+    to_typed(cfg)  # a bad value fails here, not at the stage that reads it
     target = (root or project_root()) / PARAMS_FILE
-    header = "# Generated from conf/ by `python -m oiplab.params"
-    header += (" " + " ".join(overrides) if overrides else "") + "` (or `dvc exp run -S`).\n"
-    header += "# Do not edit: change conf/ and regenerate.\n"
-    atomic_write_text(target, header + OmegaConf.to_yaml(compose(overrides, root)))
+    shown = " ".join(overrides)
+    header = (
+        f"# Generated from conf/ by `python -m oiplab.params{' ' + shown if shown else ''}`; "
+        "do not edit: change conf/ and regenerate.\n"
+        f"{RECORD}{json.dumps(list(overrides))}\n"
+    )
+    atomic_write_text(target, header + OmegaConf.to_yaml(cfg))
     return target
 
 
+def recorded_overrides(text: str) -> list[str] | None:
+    """The overrides a `params.yaml` was generated with, or None when it records none."""
+    for line in text.splitlines():
+        if line.startswith(RECORD):
+            return list(json.loads(line.removeprefix(RECORD)))
+    return None
+
+
+def check_params(path: Path, raw: dict[str, Any], root: Path | None = None) -> None:
+    """Stop when `params.yaml` is not the composition of the current `conf/`.
+
+    Inside `dvc exp run` DVC has just composed the file itself, so there is nothing to check.
+    Otherwise the file must equal `conf/` composed with the overrides it records.
+    """
+    if os.environ.get("DVC_EXP_NAME"):
+        return
+    root = root or path.resolve().parent
+    if not conf_dir(root).is_dir():
+        return  # a params file outside a project (tests, a copied run): nothing to compare with
+    overrides = recorded_overrides(path.read_text(encoding="utf-8")) or []
+    expected = OmegaConf.to_container(compose(overrides, root))
+    differ = sorted(_diff(expected, raw))
+    if differ:
+        shown = ", ".join(differ[:5]) + (", ..." if len(differ) > 5 else "")
+        command = " ".join(["python -m oiplab.params", *overrides])
+        raise ConfigError(
+            f"{path}: differs from conf/ composed with {overrides} at {shown}; regenerate "
+            f"params.yaml (`{command}`) or run `dvc exp run`, which composes conf/ itself"
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key, _MISSING), b.get(key, _MISSING), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+_MISSING = object()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    path = write_params(list(sys.argv[1:] if argv is None else argv))
-    print(f"wrote {path}")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["--check"]:
+            path = project_root() / PARAMS_FILE
+            check_params(path, OmegaConf.to_container(OmegaConf.load(path)), project_root())
+            print(f"{path}: matches conf/")
+            return
+        print(f"wrote {write_params(args)}")
+    except OiplabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,20 +1,43 @@
-"""Compile and fit the CNN: SGD with momentum, an L2 penalty (in the model) and an LR schedule.
+"""Train the CNN: SGD with momentum, an L2 penalty (in the model) and a learning-rate schedule, in
+one Keras `fit` that a killed job resumes exactly, keeping the weights along the way.
 
 The articles' part III names these three ingredients without values; ours are in
 `conf/train/default.yaml` and documented in README.
+
+Two seeds drive a training: `init_seed` the initial weights, `data_seed` the order of the images
+(epoch e's order is a function of (data_seed, e) alone, so a resumed run sees exactly the batches
+an uninterrupted one would). Both default to the run's `seed`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from oiplab.backend import jit_compile_arg
-from oiplab.config import TrainConfig
-from oiplab.io import save_with, write_json
+from oiplab.backend import jit_compile_arg, seed_everything
+from oiplab.config import ModelConfig, TrainConfig
+from oiplab.io import InputError, atomic_dir, load_npz, to_json
+from oiplab.model import build_model
+
+CHECKPOINT_MODEL = "model.keras"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_TRAJECTORY = "trajectory.npz"
+
+
+def init_seed(cfg: TrainConfig) -> int:
+    return cfg.init_seed if cfg.init_seed is not None else cfg.seed
+
+
+def data_seed(cfg: TrainConfig) -> int:
+    return cfg.data_seed if cfg.data_seed is not None else cfg.seed
 
 
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
@@ -34,14 +57,13 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
                 warmup_steps=warmup,
             )
         return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    if cfg.lr_schedule == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(
-            cfg.learning_rate,
-            decay_steps=steps_per_epoch,
-            decay_rate=cfg.lr_decay_per_epoch,
-            staircase=True,
-        )
-    raise ValueError(f"train.lr_schedule={cfg.lr_schedule!r} is not known")
+    # exponential (the schema allows no other name)
+    return keras.optimizers.schedules.ExponentialDecay(
+        cfg.learning_rate,
+        decay_steps=steps_per_epoch,
+        decay_rate=cfg.lr_decay_per_epoch,
+        staircase=True,
+    )
 
 
 def compile_model(model, cfg: TrainConfig, n_train: int) -> None:
@@ -61,67 +83,237 @@ def compile_model(model, cfg: TrainConfig, n_train: int) -> None:
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The training images' order in `epoch`: a function of (seed, epoch) alone, so a resumed
-    run sees exactly the batches an uninterrupted one would."""
+    """The training images' order in `epoch`: a function of (seed, epoch) alone."""
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def fit(
-    model,
-    x_train,
-    y_train,
-    x_val,
-    y_val,
-    cfg: TrainConfig,
-    callbacks=(),
-    verbose: int = 2,
-    checkpoint: Path | None = None,
-):
-    """Train to `cfg.epochs` epochs; return (model, history, epochs run in this call).
-
-    With `checkpoint` (a `.keras` path), the compiled model (weights and optimizer state) and the
-    history are saved atomically after every epoch, and a run that finds one resumes after its
-    last completed epoch: killed and restarted, it ends with the same weights as an
-    uninterrupted run.
-    """
-    history: dict[str, list[float]] = {}
-    start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        model, history, start = load_checkpoint(checkpoint)
-        print(f"[train] resuming from {checkpoint} after epoch {start}", flush=True)
-    for epoch in range(start, cfg.epochs):
-        order = epoch_order(cfg.seed, epoch, len(y_train))
-        result = model.fit(
-            x_train[order],
-            y_train[order],
-            batch_size=cfg.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            validation_data=(x_val, y_val),
-            validation_batch_size=cfg.eval_batch_size,
-            shuffle=False,
-            callbacks=list(callbacks),
-            verbose=verbose,
-        )
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, history, epoch + 1)
-    return model, history, cfg.epochs - start
-
-
-def save_checkpoint(path: Path, model, history: dict, epochs_done: int) -> None:
-    save_with(path, model.save)
-    write_json(path.with_suffix(".json"), {"epochs_done": epochs_done, "history": history})
-
-
-def load_checkpoint(path: Path):
-    """(compiled model, history, epochs done) from a checkpoint written by `save_checkpoint`."""
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """A Keras dataset whose epoch e serves the images in `epoch_order(seed, e)`, and the
+    callback that tells it which epoch the `fit` is in (so one `fit` sees every epoch's order,
+    from whatever epoch it starts)."""
     import keras
 
-    state = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    model = keras.saving.load_model(path, compile=True, safe_mode=True)
-    return model, state["history"], int(state["epochs_done"])
+    class EpochOrdered(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.set_epoch(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch, self.order = epoch, epoch_order(seed, epoch, len(y))
+
+        @property
+        def num_batches(self) -> int:
+            return math.ceil(len(y) / batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            return x[rows], y[rows]
+
+    class FollowEpochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            dataset.set_epoch(epoch)  # before the epoch's first batch is read
+
+    dataset = EpochOrdered()
+    return dataset, FollowEpochs()
+
+
+@dataclass
+class Trajectory:
+    """The weights along training: at the start, every `every` batches of the first epoch, and
+    at the end of every epoch (for the alignment-over-training study)."""
+
+    steps: list[int] = field(default_factory=list)  # optimizer steps taken at each snapshot
+    weights: list[list[np.ndarray]] = field(default_factory=list)
+
+    def add(self, step: int, weights: list[np.ndarray]) -> None:
+        self.steps.append(int(step))
+        self.weights.append([np.array(w, copy=True) for w in weights])
+
+    def save(self, path: Path) -> None:
+        arrays = {
+            f"w{k}": np.stack([w[k] for w in self.weights]) for k in range(len(self.weights[0]))
+        }
+        np.savez(path, steps=np.asarray(self.steps, dtype=np.int64), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Trajectory:
+        with np.load(path) as arrays:
+            n = len([k for k in arrays.files if k.startswith("w")])
+            stacked = [arrays[f"w{k}"] for k in range(n)]
+            steps = arrays["steps"].tolist()
+        return cls(steps, [[w[i] for w in stacked] for i in range(len(steps))])
+
+    @classmethod
+    def load_checked(cls, path: Path) -> Trajectory:
+        """Load a stage output; a missing or unreadable file is an error naming it."""
+        load_npz(path, ("steps", "w0"), "weight trajectory")  # raises with the file named
+        return cls.load(path)
+
+    @staticmethod
+    def common_steps(trajectories: dict[int, Trajectory]) -> list[int]:
+        """The snapshot steps every seed shares (they are equal when trained alike)."""
+        steps = {seed: t.steps for seed, t in trajectories.items()}
+        first = next(iter(steps.values()))
+        if any(s != first for s in steps.values()):
+            raise InputError(f"the seeds' weight trajectories differ in their snapshots: {steps}")
+        return first
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is torn, inconsistent or unreadable (it is then discarded)."""
+
+
+def save_checkpoint(folder: Path, model, state: dict, trajectory: Trajectory) -> None:
+    """Write model (with optimizer), state and trajectory as one folder, swapped in atomically:
+    a kill at any moment leaves either the previous checkpoint or this one, never a mix."""
+    with atomic_dir(folder) as tmp:
+        model.save(tmp / CHECKPOINT_MODEL)
+        trajectory.save(tmp / CHECKPOINT_TRAJECTORY)
+        (tmp / CHECKPOINT_STATE).write_text(to_json(state))
+
+
+def load_checkpoint(folder: Path, fingerprint: str, epochs: int):
+    """(compiled model, state, trajectory) from `folder`, validated.
+
+    Raises:
+        CheckpointError: a file is missing or unreadable, or the parts do not agree.
+    """
+    import keras
+
+    try:
+        state = json.loads((folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        done = int(state["epochs_done"])
+        if state.get("fingerprint") != fingerprint:
+            raise CheckpointError("it belongs to other settings")
+        if not 1 <= done <= epochs or any(len(v) != done for v in state["history"].values()):
+            raise CheckpointError(f"its state says {done} epochs with a history that disagrees")
+        trajectory = Trajectory.load(folder / CHECKPOINT_TRAJECTORY)
+        if len(trajectory.steps) != state["snapshots"]:
+            raise CheckpointError("its trajectory does not match its state")
+        model = keras.saving.load_model(folder / CHECKPOINT_MODEL, compile=True, safe_mode=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a missing or truncated file: many exception types
+        raise CheckpointError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
+    if int(model.optimizer.iterations.numpy()) != state["optimizer_steps"]:
+        raise CheckpointError("its model's optimizer step count disagrees with its state")
+    return model, state, trajectory
+
+
+def checkpoint_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, data_sha: str) -> str:
+    """A digest of the settings a checkpoint belongs to: one of other settings is never resumed."""
+    settings = json.dumps(
+        [model_cfg.model_dump(), train_cfg.model_dump(), data_sha], sort_keys=True
+    )
+    return hashlib.sha256(settings.encode()).hexdigest()[:12]
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    confusion: np.ndarray  # (n_classes, n_classes) test-set counts, rows: true class
+    trajectory: Trajectory
+    resumed_from: dict | None  # the state of the checkpoint this run resumed, if any
+
+
+def _resume(checkpoint: Path | None, fingerprint: str, epochs: int):
+    """The checkpoint to resume, or None (a bad one is discarded with a one-line message)."""
+    if checkpoint is None or not checkpoint.exists():
+        return None
+    try:
+        return load_checkpoint(checkpoint, fingerprint, epochs)
+    except CheckpointError as exc:
+        print(f"[train] discarding checkpoint {checkpoint} ({exc}); starting from epoch 0")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        return None
+
+
+def train(
+    data,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    checkpoint: Path | None,
+    fingerprint: str = "",
+    callbacks=(),
+    extra_state: dict | None = None,
+    verbose: int = 2,
+) -> TrainResult:
+    """Train the CNN on prepared `data` (resuming `checkpoint` if valid); evaluate it on the test
+    split. `extra_state` is stored in every checkpoint (e.g. the tracking run's id)."""
+    import keras
+
+    n = len(data.y_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    found = _resume(checkpoint, fingerprint, cfg.epochs)
+    seed_everything(init_seed(cfg))  # the initialization, and deterministic kernels either way
+    if found is None:
+        model = build_model(model_cfg, l2=cfg.l2)
+        compile_model(model, cfg, n_train=n)
+        history, trajectory, start, resumed = {}, Trajectory(), 0, None
+        trajectory.add(0, model.get_weights())
+    else:
+        model, resumed, trajectory = found
+        history, start = resumed["history"], resumed["epochs_done"]
+        print(f"[train] resuming from {checkpoint} after epoch {start}")
+    print(
+        f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
+        f"{model.count_params():,} parameters, {n} images, {cfg.epochs} epochs of batch "
+        f"{cfg.batch_size}"
+    )
+
+    class Keeper(keras.callbacks.Callback):
+        """Snapshots of the weights, and a checkpoint after every epoch."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            every = cfg.trajectory_every
+            # first epoch only; crossing a multiple of `every` (steps_per_execution may skip it)
+            if every and step < steps_per_epoch and step // every > trajectory.steps[-1] // every:
+                trajectory.add(step, self.model.get_weights())
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+            trajectory.add(int(self.model.optimizer.iterations.numpy()), self.model.get_weights())
+            if checkpoint is not None:
+                state = {
+                    "epochs_done": epoch + 1,
+                    "history": history,
+                    "snapshots": len(trajectory.steps),
+                    "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
+                    "fingerprint": fingerprint,
+                    **(extra_state or {}),
+                }
+                save_checkpoint(checkpoint, self.model, state, trajectory)
+
+    start_time = time.perf_counter()
+    if start < cfg.epochs:
+        dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
+        model.fit(
+            dataset,
+            epochs=cfg.epochs,
+            initial_epoch=start,
+            shuffle=False,  # the dataset orders each epoch itself; Keras would shuffle batches
+            validation_data=(data.x_test, data.y_test),
+            validation_batch_size=cfg.eval_batch_size,
+            callbacks=[follow, Keeper(), *callbacks],
+            verbose=verbose,
+        )
+    seconds = time.perf_counter() - start_time
+    result = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
+    metrics = {
+        "seed": cfg.seed,
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "train_seconds": round(seconds, 2),
+        "images_per_second": round((cfg.epochs - start) * n / max(seconds, 1e-9), 1),
+        "epochs": cfg.epochs,
+        "n_params": int(model.count_params()),
+    }
+    matrix = confusion_matrix(data.y_test, result["predicted"], model_cfg.n_classes)
+    return TrainResult(model, history, metrics, matrix, trajectory, resumed)
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:

@@ -69,3 +69,33 @@ def compare_groups(
         "jaccard_across": mean_pairwise_jaccard(sets[group], sets[other]),
         "masks": masks,
     }
+
+
+def selected_rows(groups: list[dict]) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
+    """The selection's images as rows in group order: (test indices, group of each row, the
+    rows of each group)."""
+    indices, row_groups, positions = [], [], {}
+    for group in groups:
+        positions[group["name"]] = np.arange(len(indices), len(indices) + len(group["indices"]))
+        indices += group["indices"]
+        row_groups += [group["name"]] * len(group["indices"])
+    return indices, row_groups, positions
+
+
+def group_patterns(
+    outputs: dict[str, np.ndarray],
+    positions: dict[str, np.ndarray],
+    layers: list[str],
+    comparisons: list[list[str]],
+    threshold: float,
+) -> tuple[dict, dict]:
+    """Common-pattern numbers per layer and comparison, and their masks (same keys)."""
+    numbers: dict[str, dict] = {}
+    masks: dict[str, dict] = {}
+    for layer in layers:
+        for name, other in comparisons:
+            result = compare_groups(outputs[layer], positions[name], positions[other], threshold)
+            key = f"{name}_vs_{other}"
+            masks.setdefault(layer, {})[key] = result.pop("masks")
+            numbers.setdefault(layer, {})[key] = result
+    return numbers, masks

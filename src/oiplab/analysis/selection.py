@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oiplab.analysis.activations import layer_outputs
 from oiplab.errors import OiplabError
 
 
@@ -88,3 +89,30 @@ def _group(rule: GroupRule, idx: np.ndarray, scores: np.ndarray) -> dict:
         "indices": [int(i) for i in idx],
         "scores": [float(s) for s in scores],
     }
+
+
+def seed_logits(models: list, x_test: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n_seeds, n_test, n_classes) pre-softmax outputs of every seed's model on the test split.
+
+    Computed from Dense_1's output and Dense_2's weights, since the model ends in a softmax.
+    """
+    out = []
+    for model in models:
+        hidden = layer_outputs(model, x_test, ["Dense_1"], batch_size=batch_size)["Dense_1"]
+        kernel, bias = model.get_layer("Dense_2").get_weights()
+        out.append(hidden.astype(np.float64) @ kernel + bias)
+    return np.stack(out)
+
+
+def select_groups(groups, logits: np.ndarray, labels: np.ndarray, seeds: list[int]) -> list[dict]:
+    """Every configured group (`activations.groups`), with each seed's predictions for it."""
+    selected = []
+    for g in groups:
+        rule = GroupRule(g.name, g.kind, g.true_class, g.count, g.other_class, tuple(g.indices))
+        group = select_group(rule, logits, labels)
+        group["predicted"] = {
+            str(seed): logits[k, group["indices"]].argmax(1).tolist()
+            for k, seed in enumerate(seeds)
+        }
+        selected.append(group)
+    return selected

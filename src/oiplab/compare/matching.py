@@ -1,11 +1,10 @@
-"""One-to-one (Hungarian) and best-match (semi) matching of maps, and the statistics of a match."""
+"""One-to-one matching of maps across two networks (Li et al. 2016), restricted to maps that are
+alive on the probe images, with each match's margin over its next-best candidate."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-
-THRESHOLDS = (0.5, 0.8, 0.9)
 
 
 def hungarian(similarity: np.ndarray) -> np.ndarray:
@@ -16,39 +15,39 @@ def hungarian(similarity: np.ndarray) -> np.ndarray:
     return perm
 
 
-def semi_matching(similarity: np.ndarray) -> np.ndarray:
-    """best[i] = the map of b most similar to map i of a (several maps of a may share one)."""
-    return similarity.argmax(axis=1)
+def match_live(corr: np.ndarray, live_a: np.ndarray, live_b: np.ndarray) -> np.ndarray:
+    """partner[i] = the live map of b matched one-to-one to live map i of a; -1 for a's dead maps
+    (and for live ones left over when b has fewer live maps). Dead maps take no part: a forced
+    match to a constant map (r = 0) says nothing about either network."""
+    ia, ib = np.flatnonzero(live_a), np.flatnonzero(live_b)
+    partner = np.full(corr.shape[0], -1, dtype=np.int64)
+    if len(ia) and len(ib):
+        rows, cols = linear_sum_assignment(corr[np.ix_(ia, ib)], maximize=True)
+        partner[ia[rows]] = ib[cols]
+    return partner
 
 
-def match_stats(
-    corr: np.ndarray, perm: np.ndarray, best: np.ndarray, live: np.ndarray
-) -> dict[str, float]:
-    """Summary of a layer's match, over the maps of a that are not dead (`live`).
-
-    same_index: the fraction of maps whose one-to-one partner has the same index (the articles'
-    "same order" question); its chance level under a random permutation is 1 / n_maps.
-    """
-    idx = np.flatnonzero(live)
-    if not len(idx):
-        return {"n_live": 0}
-    matched = corr[idx, perm[idx]]
-    best_corr = corr[idx, best[idx]]
-    out = {
-        "n_live": int(len(idx)),
-        "matched_corr_median": float(np.median(matched)),
-        "matched_corr_mean": float(matched.mean()),
-        "semi_corr_median": float(np.median(best_corr)),
-        "same_index_fraction": float((perm[idx] == idx).mean()),
-        "same_index_chance": 1.0 / corr.shape[0],
-        "semi_distinct_partners": float(len(np.unique(best[idx])) / len(idx)),
-    }
-    for t in THRESHOLDS:
-        out[f"frac_matched_above_{t}"] = float((matched > t).mean())
-        out[f"frac_semi_above_{t}"] = float((best_corr > t).mean())
+def margins(
+    corr: np.ndarray, partner: np.ndarray, live_a: np.ndarray, live_b: np.ndarray
+) -> np.ndarray:
+    """By how much each match's r exceeds every other live candidate in its row and its column
+    (NaN where a map has no partner). A small margin means a near-tie that last-bit float noise
+    could flip."""
+    masked = np.where(live_a[:, None] & live_b[None, :], corr, -np.inf)
+    rows = np.flatnonzero(partner >= 0)
+    cols = partner[rows]
+    out = np.full(len(partner), np.nan)
+    if not len(rows):
+        return out
+    matched = masked[rows, cols]
+    masked[rows, cols] = -np.inf
+    competitor = np.maximum(masked[rows].max(axis=1), masked[:, cols].max(axis=0))
+    out[rows] = matched - competitor
     return out
 
 
-def consistency(p_ab: np.ndarray, p_bc: np.ndarray, p_ac: np.ndarray) -> float:
-    """Fraction of maps i of a for which going a->b->c lands where a->c does: p_bc[p_ab[i]]."""
-    return float((p_bc[p_ab] == p_ac).mean())
+def consistency(p_ab: np.ndarray, p_bc: np.ndarray, p_ac: np.ndarray, maps: np.ndarray) -> float:
+    """Fraction of a's `maps` for which going a->b->c lands where a->c does (partners, -1: none)."""
+    ok = maps[(p_ab[maps] >= 0) & (p_ac[maps] >= 0)]
+    ok = ok[p_bc[p_ab[ok]] >= 0]
+    return float((p_bc[p_ab[ok]] == p_ac[ok]).mean()) if len(ok) else float("nan")

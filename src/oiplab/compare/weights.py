@@ -11,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from oiplab.compare.matching import hungarian
-
-HIDDEN = ("Conv2D_1", "Conv2D_2", "Conv2D_3", "Dense_1")  # permutable layers, forward order
+from oiplab.model import PERMUTABLE
 
 
 def _split(weights: list[np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    names = (*HIDDEN, "Dense_2")
+    names = (*PERMUTABLE, "Dense_2")
     if len(weights) != 2 * len(names):
         raise ValueError(
             f"expected {2 * len(names)} weight arrays (kernel, bias per layer), got {len(weights)}"
@@ -34,7 +33,7 @@ def _dense1_as_conv(kernel: np.ndarray, n_maps: int) -> np.ndarray:
 def permute(weights: list[np.ndarray], perms: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Re-order network b's hidden units by `perms` (missing layers: identity); same function."""
     w = _split([np.asarray(x) for x in weights])
-    p = {n: perms.get(n, np.arange(w[n][1].shape[0])) for n in HIDDEN}
+    p = {n: perms.get(n, np.arange(w[n][1].shape[0])) for n in PERMUTABLE}
     k1, b1 = w["Conv2D_1"]
     k2, b2 = w["Conv2D_2"]
     k3, b3 = w["Conv2D_3"]
@@ -62,7 +61,7 @@ def _incoming(w: dict, layer: str, p_prev: np.ndarray | None) -> np.ndarray:
 
 def _outgoing(w: dict, layer: str, p_next: np.ndarray | None) -> np.ndarray:
     """(units, features): each unit's outgoing weights (next layer's units re-ordered by p_next)."""
-    following = HIDDEN[HIDDEN.index(layer) + 1] if layer != "Dense_1" else "Dense_2"
+    following = PERMUTABLE[PERMUTABLE.index(layer) + 1] if layer != "Dense_1" else "Dense_2"
     kernel = w[following][0]
     if following == "Dense_1":
         kernel = _dense1_as_conv(kernel, w[layer][1].shape[0])
@@ -81,12 +80,12 @@ def weight_matching(
     permutations; repeated until no permutation changes.
     """
     wa, wb = _split(weights_a), _split(weights_b)
-    perms = {n: np.arange(wa[n][1].shape[0]) for n in HIDDEN}
+    perms = {n: np.arange(wa[n][1].shape[0]) for n in PERMUTABLE}
     for _ in range(max_iter):
         changed = False
-        for k, layer in enumerate(HIDDEN):
-            p_prev = perms[HIDDEN[k - 1]] if k > 0 else None
-            p_next = perms[HIDDEN[k + 1]] if k + 1 < len(HIDDEN) else None
+        for k, layer in enumerate(PERMUTABLE):
+            p_prev = perms[PERMUTABLE[k - 1]] if k > 0 else None
+            p_next = perms[PERMUTABLE[k + 1]] if k + 1 < len(PERMUTABLE) else None
             sim = _incoming(wa, layer, None) @ _incoming(wb, layer, p_prev).T
             sim += _outgoing(wa, layer, None) @ _outgoing(wb, layer, p_next).T
             new = hungarian(sim)

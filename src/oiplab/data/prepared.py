@@ -9,17 +9,16 @@ precursor candidates) must be standardized the same way. The rule is one global 
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from oiplab.data.sources import RawSplits
-from oiplab.errors import OiplabError
-from oiplab.io import atomic_dir
-
-META_FILE = "meta.json"
-SPLIT_FILES = {"train": "train.npz", "test": "test.npz"}
+from oiplab.errors import OiplabError, missing_input
+from oiplab.layout import PreparedFiles
 
 
 class PreparedDataError(OiplabError, RuntimeError):
@@ -38,6 +37,24 @@ class Standardization:
     def invert(self, standardized: np.ndarray) -> np.ndarray:
         """Map network inputs back to the [0, 1] pixel scale (for display)."""
         return np.asarray(standardized, dtype=np.float32) * self.std + self.mean
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """The brightness and contrast of a typical training image, in network units: the mean over
+    training images of each image's own pixel mean, and of its own standard deviation. Every
+    synthetic input (OIP starts, precursor candidates) is brought to these (`oip.init`)."""
+
+    mean: float
+    std: float
+
+
+def image_target_of(x_train_uint8: np.ndarray, stats: Standardization) -> ImageTarget:
+    pixels = x_train_uint8.reshape(len(x_train_uint8), -1).astype(np.float64) / 255.0
+    return ImageTarget(
+        mean=float((pixels.mean(axis=1).mean() - stats.mean) / stats.std),
+        std=float(pixels.std(axis=1).mean() / stats.std),
+    )
 
 
 @dataclass
@@ -64,8 +81,9 @@ def save_prepared(
     digests: dict[str, str],
     class_names: tuple[str, ...],
 ) -> dict:
-    """Write arrays and metadata into `folder`, replacing it atomically; return the metadata."""
+    """Write arrays and metadata into the (empty, staged) `folder`; return the metadata."""
     stats = standardization_of(raw.x_train)
+    target = image_target_of(raw.x_train, stats)
     meta = {
         "dataset": name,
         "origin": raw.origin,
@@ -73,31 +91,45 @@ def save_prepared(
         "n_test": int(len(raw.y_test)),
         "sha256": digests,
         "standardization": {"mean": stats.mean, "std": stats.std, "scale": "pixels / 255"},
+        "image_target": {"mean": target.mean, "std": target.std, "scale": "network input"},
         "class_names": list(class_names),
     }
-    with atomic_dir(folder) as tmp:
-        for split, fname in SPLIT_FILES.items():
-            x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
-            np.savez_compressed(tmp / fname, images=x, labels=y)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    folder = Path(folder)
+    for split, fname in PreparedFiles.splits.items():
+        x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
+        np.savez_compressed(folder / fname, images=x, labels=y)
+    (folder / PreparedFiles.meta).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
 def read_meta(folder: str | Path) -> dict:
-    path = Path(folder) / META_FILE
+    path = Path(folder) / PreparedFiles.meta
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise PreparedDataError(
-            f"{path} not found: run the prepare stage first (`dvc repro prepare`)"
-        ) from exc
+        raise missing_input(path, "prepared data", "prepare") from exc
     except json.JSONDecodeError as exc:
         raise PreparedDataError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def load_standardization(folder: str | Path) -> Standardization:
-    stats = read_meta(folder)["standardization"]
-    return Standardization(mean=float(stats["mean"]), std=float(stats["std"]))
+    try:
+        stats = read_meta(folder)["standardization"]
+        return Standardization(mean=float(stats["mean"]), std=float(stats["std"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        path = Path(folder) / PreparedFiles.meta
+        raise PreparedDataError(f"{path}: no valid standardization entry ({exc})") from exc
+
+
+def load_image_target(folder: str | Path) -> ImageTarget:
+    try:
+        found = read_meta(folder)["image_target"]
+        return ImageTarget(mean=float(found["mean"]), std=float(found["std"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        path = Path(folder) / PreparedFiles.meta
+        raise PreparedDataError(
+            f"{path}: no valid image_target entry ({exc}); rerun `dvc repro prepare`"
+        ) from exc
 
 
 def load_prepared(folder: str | Path) -> PreparedData:
@@ -106,13 +138,18 @@ def load_prepared(folder: str | Path) -> PreparedData:
     meta = read_meta(folder)
     stats = load_standardization(folder)
     arrays = {}
-    for split, fname in SPLIT_FILES.items():
+    for split, fname in PreparedFiles.splits.items():
         path = folder / fname
         try:
             with np.load(path) as npz:
                 images, labels = npz["images"], npz["labels"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise PreparedDataError(f"{path}: cannot read prepared split ({exc})") from exc
+        except FileNotFoundError as exc:
+            raise missing_input(path, "prepared data", "prepare") from exc
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise PreparedDataError(
+                f"{path}: unreadable prepared split ({type(exc).__name__}: {exc}); rerun "
+                "`dvc repro prepare`"
+            ) from exc
         arrays[split] = (stats.apply(images[..., None] / 255.0), labels.astype(np.int64))
     return PreparedData(
         name=meta["dataset"],

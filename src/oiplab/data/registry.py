@@ -206,3 +206,17 @@ def load_verified(
         + "\nTo provide one:\n"
         + "\n".join(hints)
     )
+
+
+def read_dataset(d, n_classes: int) -> tuple[RawSplits, dict[str, str], tuple[str, ...], str]:
+    """The configured data set (`d`: the config's `data` section) as (raw splits, sha256 per
+    split, class names, how it was checked)."""
+    if d.name == "synthetic":
+        raw = sources.make_synthetic(d.n_train, d.n_test, d.synthetic_seed, n_classes)
+        digests = {
+            "train": content_sha256(raw.x_train, raw.y_train),
+            "test": content_sha256(raw.x_test, raw.y_test),
+        }
+        return raw, digests, tuple(str(c) for c in range(n_classes)), "generated"
+    raw, digests = load_verified(d.name, d.source, d.idx_dir, d.allow_download)
+    return raw, digests, SPECS[d.name].class_names, "content verified"

@@ -3,7 +3,14 @@
 Each scale is a grid of uniform random values in [0, 1] (3x3, 7x7, 14x14, 28x28 by default),
 upsampled bicubically to 28x28; long-range fluctuations matter because a deep map often does not
 respond to pixel-level noise at all. The weighted sum, optionally smoothed, is put on the [0, 1]
-pixel scale and then standardized with the training data's statistics.
+pixel scale.
+
+Every synthetic input is then brought to one brightness and contrast, `ImageTarget`: the mean and
+standard deviation of a typical training image, in network units (`to_target`). Without that,
+each start would keep the mean and contrast the noise happened to give it, the ascent (which
+re-standardizes to the start's own numbers) would keep them too, and the best of several starts
+would mostly be the most contrasted one. Variants: `dark` starts keep only the brightest part of
+the fluctuations on a dark background (as digits are), `digits` starts are real test images.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
-from oiplab.data.prepared import Standardization
+from oiplab.data.prepared import ImageTarget, Standardization
 
 IMAGE_SIZE = 28
 
@@ -70,6 +77,22 @@ def multiscale_noise(
     return to_unit_range(total)
 
 
+def to_target(images: np.ndarray, target: ImageTarget) -> np.ndarray:
+    """Give every image (n, 28, 28) the target's mean and standard deviation (network units);
+    a constant image becomes the target mean."""
+    x = np.asarray(images, dtype=np.float64)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True)
+    scaled = np.where(std > 0, (x - mean) / np.where(std > 0, std, 1.0), 0.0)
+    return (scaled * target.std + target.mean).astype(np.float32)
+
+
+def darken(images01: np.ndarray, quantile: float) -> np.ndarray:
+    """Keep each image's brightest `1 - quantile` of pixels above a flat dark background."""
+    cut = np.quantile(images01, quantile, axis=(1, 2), keepdims=True)
+    return np.clip(images01 - cut, 0.0, None)
+
+
 def start_images(
     n: int,
     grids: Sequence[int],
@@ -77,6 +100,26 @@ def start_images(
     seed: int,
     stats: Standardization,
     smoothing: float = 0.0,
+    target: ImageTarget | None = None,
+    dark_quantile: float | None = None,
 ) -> np.ndarray:
-    """(n, 28, 28, 1) standardized start images for the ascent."""
-    return stats.apply(multiscale_noise(n, grids, weights, seed, smoothing))[..., None]
+    """(n, 28, 28, 1) start images for the ascent, in network units.
+
+    With `target`, every image is brought to its mean and std (see the module docstring);
+    without, images keep their own (the global standardization only), as in the articles.
+    `dark_quantile` darkens all but the brightest part of each image first.
+    """
+    images01 = multiscale_noise(n, grids, weights, seed, smoothing)
+    if dark_quantile is not None:
+        images01 = darken(images01, dark_quantile)
+    if target is None:
+        return stats.apply(images01)[..., None]
+    return to_target(images01, target)[..., None]
+
+
+def digit_starts(x_test: np.ndarray, n: int, seed: int, target: ImageTarget) -> np.ndarray:
+    """(n, 28, 28, 1) real test images as starts (drawn from the last half of the test split,
+    away from the probe images the comparison uses), brought to the target."""
+    pool = np.arange(len(x_test) // 2, len(x_test))
+    pick = np.random.default_rng(seed).choice(pool, size=n, replace=False)
+    return to_target(x_test[pick, ..., 0], target)[..., None]

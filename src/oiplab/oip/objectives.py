@@ -28,16 +28,11 @@ class Objectives:
         )
 
 
-def layer_grid(output_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(h, w, n_maps) of a layer output shape without batch; a dense layer is (1, 1, n_nodes)."""
-    if len(output_shape) == 1:
-        return 1, 1, int(output_shape[0])
-    h, w, c = output_shape
-    return int(h), int(w), int(c)
-
-
 def channel_objectives(map_indices: np.ndarray, grid: tuple[int, int, int]) -> Objectives:
-    """Maximize the mean activation of map `map_indices[b]` for element b."""
+    """Maximize the mean activation of map `map_indices[b]` for element b.
+
+    `grid` is the layer's output shape (h, w, n_maps) from `oiplab.model.layer_shapes`.
+    """
     h, w, c = grid
     map_indices = np.asarray(map_indices, dtype=np.int64)
     _check_maps(map_indices, c)

@@ -12,15 +12,17 @@ only the others are ascended. The ranking is unchanged (tested against the unpru
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from oiplab.data.prepared import Standardization
+from oiplab.data.prepared import ImageTarget, Standardization
 from oiplab.oip.engine import AscentSettings, ascend
-from oiplab.oip.init import upsample_bicubic
-from oiplab.oip.objectives import Objectives
+from oiplab.oip.init import to_target, upsample_bicubic
+from oiplab.oip.objectives import channel_objectives
 from oiplab.oip.step import make_step
 
 
@@ -38,9 +40,14 @@ def coarse_grids(grid: int, values: Sequence[float]) -> np.ndarray:
     return out
 
 
-def candidate_images(grid: int, values: Sequence[float], stats: Standardization) -> np.ndarray:
-    """(N, 28, 28, 1) standardized candidate start images."""
-    return stats.apply(upsample_bicubic(coarse_grids(grid, values)))[..., None]
+def candidate_images(
+    grid: int, values: Sequence[float], stats: Standardization, target: ImageTarget | None = None
+) -> np.ndarray:
+    """(N, 28, 28, 1) candidate start images in network units: each brought to `target` (see
+    `init.to_target`), or, without one, standardized globally only (the article's way, which
+    lets the most contrasted candidates lead the screen)."""
+    images01 = upsample_bicubic(coarse_grids(grid, values))
+    return (to_target(images01, target) if target is not None else stats.apply(images01))[..., None]
 
 
 @dataclass
@@ -51,16 +58,6 @@ class ScreenResult:
     ascended_pairs: int  # (candidate, map) pairs that were actually ascended
 
 
-def objectives_for(
-    pairs_map: np.ndarray, onehot_all: np.ndarray, spatial: np.ndarray
-) -> Objectives:
-    return Objectives(
-        pairs_map,
-        onehot_all[pairs_map],
-        np.broadcast_to(spatial, (len(pairs_map), *spatial.shape)).copy(),
-    )
-
-
 def screen(
     probe,
     candidates: np.ndarray,
@@ -69,18 +66,16 @@ def screen(
     top_k: int,
     settings: AscentSettings,
     *,
+    grid: tuple[int, int, int],
     prune: bool = True,
     progress: Callable[[str], None] | None = print,
 ) -> ScreenResult:
     """Short ascent of every candidate for every map; the top_k candidates per map by loss.
 
-    The channel objective (a map's mean activation) is used, as in the article. Ties are broken
-    towards the lower candidate index, so pruned and unpruned screens select the same candidates.
+    The channel objective (a map's mean activation, `grid` being the layer's output shape) is
+    used, as in the article. Ties are broken towards the lower candidate index, so pruned and
+    unpruned screens select the same candidates.
     """
-    n_maps_layer = int(probe.output.shape[-1])
-    h, w = (1, 1) if len(probe.output.shape) == 2 else tuple(probe.output.shape[1:3])
-    onehot_all = np.eye(n_maps_layer, dtype=np.float32)
-    spatial = np.full((h, w), 1.0 / (h * w), dtype=np.float32)
     n = len(candidates)
     losses = np.zeros((len(maps), n), dtype=np.float32)
     if prune:
@@ -107,7 +102,7 @@ def screen(
         result = ascend(
             probe,
             candidates[c_idx],
-            objectives_for(maps[m_idx], onehot_all, spatial),
+            channel_objectives(maps[m_idx], grid),
             short,
             progress=None,
             step=step,
@@ -143,3 +138,120 @@ def variant_similarity(images: np.ndarray, valid: np.ndarray) -> float:
     flat = images[valid].reshape(int(valid.sum()), -1)
     corr = np.corrcoef(flat)
     return float(corr[np.triu_indices(len(flat), 1)].mean())
+
+
+@dataclass
+class PrecursorResult:
+    map_index: np.ndarray  # (M,) the maps searched
+    n_candidates: int
+    top_candidates: np.ndarray  # (M, k) candidate indices kept by the screen, best first
+    screen_loss: np.ndarray  # (M, k) their objective after the screen
+    images: np.ndarray  # (M, k, 28, 28) after the full ascent, network scale
+    loss: np.ndarray  # (M, k) the objective there (the oip stage's units: the map's mean)
+    ascended_pairs: int
+    screen_seconds: float
+    full_seconds: float
+
+    @property
+    def found(self) -> np.ndarray:
+        return (self.loss > 0).any(axis=1)
+
+    def metrics(self) -> dict:
+        """The search's own numbers (the census by cause is `oip.census`)."""
+        similarity = [
+            variant_similarity(im, ok) for im, ok in zip(self.images, self.loss > 0, strict=True)
+        ]
+        similarity = [s for s in similarity if np.isfinite(s)]
+        return {
+            "n_maps_searched": int(len(self.map_index)),
+            "n_candidates": int(self.n_candidates),
+            "found_among_searched": int(self.found.sum()),
+            "variant_similarity_mean": float(np.mean(similarity)) if similarity else None,
+            "screen_seconds": round(self.screen_seconds, 2),
+            "full_seconds": round(self.full_seconds, 2),
+            "pairs_ascended_in_screen": int(self.ascended_pairs),
+        }
+
+    def save(self, path: Path, **extra: np.ndarray) -> None:
+        np.savez_compressed(
+            path,
+            map_index=self.map_index,
+            found=self.found,
+            images=self.images,
+            loss=self.loss,
+            top_candidates=self.top_candidates,
+            screen_loss=self.screen_loss,
+            **extra,
+        )
+
+
+def target_maps(target: str, maps: list[int], noise: dict, n_maps: int) -> np.ndarray:
+    """The maps to search: explicit `maps`, every map (`all`), or those the noise survey found
+    no OIP for (`silent`)."""
+    if maps:
+        return np.asarray(maps, dtype=np.int64)
+    if target == "all":
+        return np.arange(n_maps)
+    return noise["map_index"][~noise["found"]]
+
+
+def search(
+    probe,
+    maps: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    grid: tuple[int, int, int],
+    screen_steps: int,
+    top_k: int,
+    full_steps: int,
+    settings: AscentSettings,
+    prune: bool,
+    progress: Callable[[str], None] | None = print,
+) -> PrecursorResult:
+    """Screen every candidate for `maps`, then ascend each map's best `top_k` for `full_steps`.
+
+    The full ascent uses the same objective as the oip stage (the map's mean over its `grid`),
+    so its losses are comparable with the survey's.
+    """
+    k = min(top_k, len(candidates))
+    settings = replace(settings, n_epochs=full_steps, n_snapshots=0)
+    prune = prune and relu_layer(probe)
+    if progress is not None:
+        progress(f"[precursor] {len(maps)} maps, {len(candidates)} candidates, prune={prune}")
+    t0 = time.perf_counter()
+    if not len(maps):
+        empty = np.zeros((0, k))
+        return PrecursorResult(
+            maps, len(candidates), empty.astype(np.int64), empty.astype(np.float32),
+            np.zeros((0, k, 28, 28), np.float32), empty.astype(np.float32), 0, 0.0, 0.0,
+        )  # fmt: skip
+    screened = screen(
+        probe,
+        candidates,
+        maps,
+        screen_steps,
+        k,
+        settings,
+        grid=grid,
+        prune=prune,
+        progress=progress,
+    )
+    t_screen = time.perf_counter() - t0
+    full = ascend(
+        probe,
+        candidates[screened.top_candidates.ravel()],
+        channel_objectives(np.repeat(maps, k), grid),
+        settings,
+        progress=progress,
+    )
+    return PrecursorResult(
+        map_index=maps,
+        n_candidates=len(candidates),
+        top_candidates=screened.top_candidates,
+        screen_loss=screened.top_losses,
+        images=full.images[..., 0].reshape(len(maps), k, 28, 28),
+        loss=full.loss.reshape(len(maps), k),
+        ascended_pairs=screened.ascended_pairs,
+        screen_seconds=t_screen,
+        full_seconds=time.perf_counter() - t0 - t_screen,
+    )

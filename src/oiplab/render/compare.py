@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from oiplab.render import pyplot
-from oiplab.render.oip import min_max
+from oiplab.compare.weights import cosine_rows
+from oiplab.layout import CompareFiles
+from oiplab.render import pyplot, save_figure
 
 
 def ordered_correlations_figure(
@@ -36,47 +38,51 @@ def ordered_correlations_figure(
     return fig
 
 
-def summary_figure(
-    summary: dict[str, dict], baseline: dict[str, dict], cka_diag: dict, cka_base: dict, title: str
-):
-    """Per layer: matched correlation, same-index fraction vs chance, CKA; trained vs untrained."""
+def answer_figure(answer, trained_r: np.ndarray, null_r: np.ndarray):
+    """One layer's answer: matched r of trained vs untrained pairs (with the partner threshold),
+    and each statistic's 95% interval against the untrained networks' values."""
     plt = pyplot()
-    layers = list(summary)
-    x = np.arange(len(layers))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
-    width = 0.38
-    panels = (
-        ("matched_corr_median", "median matched correlation"),
-        ("same_index_fraction", "same-index fraction"),
-    )
-    for ax, (key, label) in zip(axes[:2], panels, strict=True):
-        ax.bar(x - width / 2, [summary[n][key] for n in layers], width, label="seed vs seed")
-        ax.bar(
-            x + width / 2,
-            [baseline[n][key] for n in layers],
-            width,
-            label="seed vs untrained",
-            color="lightgray",
+    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+    bins = np.linspace(-0.2, 1.0, 49)
+    ax_r.hist(null_r, bins=bins, density=True, color="lightgray", label="untrained pairs")
+    ax_r.hist(trained_r, bins=bins, density=True, histtype="step", lw=2, label="trained pairs")
+    ax_r.axvline(answer.threshold, color="crimson", ls="--", label="partner threshold")
+    ax_r.set(xlabel="matched correlation r (live maps)", ylabel="density", title="matched r")
+    ax_r.legend(fontsize=7)
+    stats = [
+        ("partnered", answer.partnered),
+        ("median r", answer.matched_r),
+        ("stable", answer.stable),
+        ("CKA", answer.cka),
+    ]
+    for k, (_name, e) in enumerate(stats):
+        if e.null is not None:
+            top = e.null_high if e.null_high is not None else e.null
+            ax_s.fill_between(
+                [k - 0.35, k + 0.35],
+                e.null,
+                max(top, e.null + 0.005),
+                color="lightgray",
+                label="untrained (mean..max)" if k == 0 else None,
+            )
+        ax_s.errorbar(
+            k,
+            e.value,
+            yerr=[[e.value - e.low], [e.high - e.value]],
+            fmt="o",
+            color="C0",
+            capsize=4,
+            label="trained, 95% CI" if k == 0 else None,
         )
-        ax.set_title(label)
-    axes[1].plot(
-        x, [summary[n]["same_index_chance"] for n in layers], "k_", ms=18, label="chance (1/n maps)"
+    ax_s.set_xticks(range(len(stats)), [s[0] for s in stats])
+    ax_s.set_ylim(0, 1.05)
+    ax_s.grid(axis="y", alpha=0.3)
+    ax_s.legend(fontsize=7, loc="lower right")
+    o = answer.order
+    ax_s.set_title(
+        f"same index: {o.observed} vs {o.expected:.1f} expected, p = {o.p_value:.2g}", fontsize=9
     )
-    axes[2].bar(x - width / 2, [cka_diag[n] for n in layers], width, label="seed vs seed")
-    axes[2].bar(
-        x + width / 2,
-        [cka_base[n] for n in layers],
-        width,
-        label="seed vs untrained",
-        color="lightgray",
-    )
-    axes[2].set_title("linear CKA, same layer")
-    for ax in axes:
-        ax.set_xticks(x, layers, rotation=30, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(f"{answer.layer}: {answer.n_maps} maps, live maps matched one-to-one")
     return fig
 
 
@@ -105,49 +111,80 @@ def aligned_filters_figure(
     return fig
 
 
-def interpolation_figure(alphas: np.ndarray, curves: dict[str, dict[str, list[float]]], title: str):
-    """Test accuracy along the straight line between two networks, before and after alignment."""
+def interpolation_figure(alphas: np.ndarray, curves: dict, eval_set: str, title: str):
+    """Loss and accuracy along the straight line between two networks, for every pair: as
+    trained, aligned by activation matching, aligned by weight matching."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for k, (pair, curve) in enumerate(curves.items()):
-        color = f"C{k % 10}"
-        ax.plot(
-            alphas,
-            curve["naive"],
-            "--",
-            color=color,
-            alpha=0.7,
-            label=f"{pair} as trained" if k < 4 else None,
-        )
-        ax.plot(
-            alphas, curve["aligned"], "-", color=color, label=f"{pair} aligned" if k < 4 else None
-        )
-    ax.set(xlabel="alpha (0: seed a, 1: seed b)", ylabel="test accuracy", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    styles = {"naive": ("--", "as trained"), "activations": ("-", "aligned (activations)"),
+              "weights": (":", "aligned (weights)")}  # fmt: skip
+    for k, by_alignment in enumerate(curves.values()):
+        for label, (style, name) in styles.items():
+            curve = by_alignment[label][eval_set]
+            for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+                ax.plot(alphas, curve[metric], style, color=f"C{k % 10}", alpha=0.8,
+                        label=f"{name}" if k == 0 else None)  # fmt: skip
+    axes[0].set(xlabel="alpha (0: seed a, 1: seed b)", ylabel="cross-entropy", yscale="log",
+                title="loss")  # fmt: skip
+    axes[1].set(xlabel="alpha (0: seed a, 1: seed b)", ylabel="accuracy", title="accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     return fig
 
 
-def matched_oip_figure(
-    images_a: np.ndarray, images_b: np.ndarray, labels: list[str], title: str, per_row: int = 8
-):
-    """Matched map pairs' OIPs: seed a's above seed b's."""
+def save_comparison_figures(folder: Path, comparison, weights: dict) -> None:
+    """The comparison's figures: the answer per layer, and details of the first pair of seeds."""
+    for layer, answer in comparison.answers.items():
+        trained_r = np.concatenate([m[layer].r for m in comparison.matches.values()])
+        fig = answer_figure(answer, trained_r, comparison.null_r[layer])
+        save_figure(fig, folder / CompareFiles.answer(layer), dpi=90)
+    (a, b), first = next(iter(comparison.matches.items()))
+    save_figure(
+        ordered_correlations_figure(
+            {n: m.corr for n, m in first.items()},
+            {n: m.perm for n, m in first.items()},
+            f"seed {a} vs seed {b}: map correlations, b in matched order",
+        ),
+        folder / CompareFiles.correlations(a, b),
+        dpi=90,
+    )
+    if "Conv2D_1" in first:
+        perm1 = first["Conv2D_1"].perm
+        fa, fb = weights[a][0], weights[b][0][..., perm1]
+        cos = cosine_rows(fa.reshape(-1, fa.shape[-1]).T, fb.reshape(-1, fb.shape[-1]).T)
+        title = f"Conv2D_1 filters: seed {a} (upper) and seed {b} re-ordered (lower)"
+        fig = aligned_filters_figure(fa, fb, cos, title)
+        save_figure(fig, folder / CompareFiles.aligned_filters(a, b), dpi=100)
+    eval_set = "test"
+    title = "weight interpolation, test images not used for matching"
+    fig = interpolation_figure(comparison.alphas, comparison.curves, eval_set, title)
+    save_figure(fig, folder / CompareFiles.interpolation)
+
+
+def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int):
+    """One layer's correspondence over training: between seeds (with its interval and the
+    untrained level), and each seed against its own final network."""
     plt = pyplot()
-    n = len(images_a)
-    rows = max(1, math.ceil(n / per_row))
-    fig, axes = plt.subplots(2 * rows, per_row, figsize=(per_row * 1.15, rows * 2.7), squeeze=False)
-    for k in range(rows * per_row):
-        r, c = divmod(k, per_row)
-        for ax, images in ((axes[2 * r, c], images_a), (axes[2 * r + 1, c], images_b)):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if k < n:
-                ax.imshow(min_max(images[k]), cmap="gray")
-            else:
-                ax.axis("off")
-        if k < n:
-            axes[2 * r, c].set_title(labels[k], fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    rows = [r for r in records if r["layer"] == layer]
+    step = np.array([r["step"] for r in rows], dtype=float)
+
+    def col(key):
+        return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    ax.fill_between(step, col("partnered_low"), col("partnered_high"), alpha=0.25, color="C0")
+    ax.plot(step, col("partnered"), "o-", color="C0", label="partnered between seeds (95% CI)")
+    ax.plot(step, col("partnered_null"), "-", color="gray", label="partnered, untrained pairs")
+    ax.plot(step, col("cka"), ":", color="C2", label="CKA between seeds")
+    ax.plot(step, col("final_partnered"), "s--", color="C1", label="partnered with own final net")
+    ax.plot(step, col("final_same_index"), "^--", color="C3", label="same index as own final net")
+    for e in range(1, int(step.max() // steps_per_epoch) + 1):
+        ax.axvline(e * steps_per_epoch, color="k", lw=0.5, alpha=0.3)
+    ax.set_xscale("symlog", linthresh=max(1.0, steps_per_epoch / 10))
+    ax.set(xlabel="optimizer step (vertical lines: epoch ends)", ylabel="fraction of live maps",
+           ylim=(0, 1.05), title=f"{layer}: correspondence over training")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return fig

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from oiplab.render import pyplot
+from oiplab.layout import ActivationsFiles
+from oiplab.render import pyplot, save_figure
 
 
 def as_maps(layer_output: np.ndarray) -> np.ndarray:
@@ -68,8 +70,7 @@ def activation_figure(
     )
     ax_img.imshow(image01, cmap="gray_r", vmin=0, vmax=1)
     ax_img.set_title("input")
-    cmap = plt.get_cmap(colormap).copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap(colormap).with_extremes(bad="white")
     shown = ax_grid.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax_grid.set_title(f"{maps.shape[2]} {'nodes' if layer_output.ndim == 1 else 'maps'}")
     fig.colorbar(shown, ax=ax_grid, fraction=0.03, pad=0.02)
@@ -102,12 +103,10 @@ def common_pattern_figure(
     grid = mosaic(maps, per_row)
     height = 1.0 + 5.0 * grid.shape[0] / grid.shape[1]
     fig, axes = plt.subplots(1, 2, figsize=(11, height), layout="constrained")
-    cmap = plt.get_cmap(colormap).copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap(colormap).with_extremes(bad="white")
     axes[0].imshow(grid, cmap=cmap, interpolation="nearest")
     axes[0].set_title("mean activation of the group")
-    marks = plt.get_cmap("viridis", 3).copy()
-    marks.set_bad("white")
+    marks = plt.get_cmap("viridis", 3).with_extremes(bad="white")
     shown = axes[1].imshow(
         mosaic(code.astype(np.float32), per_row),
         cmap=marks,
@@ -123,3 +122,42 @@ def common_pattern_figure(
         ax.set_yticks([])
     fig.suptitle(title)
     return fig
+
+
+def save_activation_figures(
+    folder: Path,
+    seed: int,
+    images01: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    rows: tuple[list[int], list[str], dict[str, np.ndarray]],
+    labels: np.ndarray,
+    patterns: tuple[dict, dict],
+    a,
+) -> None:
+    """Every selected image's layer grids and every group's common-pattern figure (`a`: the
+    config's `activations` section)."""
+    indices, row_groups, positions = rows
+    for row, (index, group) in enumerate(zip(indices, row_groups, strict=True)):
+        for layer in a.layers:
+            fig = activation_figure(
+                images01[row],
+                outputs[layer][row],
+                f"seed {seed}, {layer}, test image {index} ({group}, label {labels[index]})",
+                colormap=a.colormap,
+                standardize=a.standardize_maps,
+                contrast=a.contrast,
+                per_row=a.tiles_per_row,
+            )
+            save_figure(fig, folder / ActivationsFiles.grid(group, index, layer), dpi=80)
+    for layer, by_comparison in patterns[1].items():
+        for key, masks in by_comparison.items():
+            name, other = key.split("_vs_")
+            fig = common_pattern_figure(
+                outputs[layer][positions[name]].mean(axis=0),
+                masks["common"],
+                masks["distinct"],
+                f"seed {seed}, {layer}: {name} against {other}",
+                colormap=a.colormap,
+                per_row=a.tiles_per_row,
+            )
+            save_figure(fig, folder / ActivationsFiles.common_figure(layer, name, other), dpi=90)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from oiplab.render import pyplot
+from oiplab.layout import OipFiles, PrecursorFiles
+from oiplab.render import pyplot, save_figure
 
 
 def contrast_enhance(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -96,4 +98,157 @@ def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    return fig
+
+
+def save_survey_figures(folder: Path, survey, seed: int, o) -> None:
+    """Galleries (plain and contrast-enhanced), evolution strips of the strongest maps and their
+    loss curves, for one seed's OIP survey (`o`: the config's `oip` section)."""
+    r, best, maps = survey.result, survey.best_element, survey.map_index
+    silent_map = survey.silent.all(axis=1)
+    for enhance, name in ((False, OipFiles.gallery_plain), (True, OipFiles.gallery_contrast)):
+        fig = gallery_figure(
+            r.images[best, ..., 0],
+            maps,
+            r.loss[best],
+            silent_map,
+            f"seed {seed}, {o.layer}: best of {o.n_starts} starts per map"
+            + (" (contrast-enhanced)" if enhance else ""),
+            enhance=enhance,
+        )
+        save_figure(fig, folder / name, dpi=100)
+    strongest = np.argsort(-r.loss[best], kind="stable")[: o.evolution_maps]
+    strongest = strongest[r.loss[best][strongest] > 0]
+    for k in strongest:
+        e = best[k]
+        losses = r.loss_history[e, np.minimum(r.snapshot_steps, r.steps[e])]
+        title = f"seed {seed}, {o.layer} map {maps[k]}: evolution from noise"
+        fig = evolution_figure(r.snapshots[e], r.snapshot_steps, losses, title)
+        save_figure(fig, folder / OipFiles.evolution(maps[k]), dpi=100)
+    if len(strongest):
+        fig = loss_curves_figure(
+            r.loss_history[best[strongest]],
+            [f"map {maps[k]}" for k in strongest],
+            f"seed {seed}, {o.layer}: objective per step",
+        )
+        save_figure(fig, folder / OipFiles.loss_curves, dpi=100)
+
+
+def save_precursor_figures(folder: Path, result, rescued, seed: int, layer: str) -> None:
+    """The precursor search's gallery (best variant per map), its variants per map, and the
+    rescue's gallery."""
+    if len(rescued.map_index):
+        best = rescued.loss.argmax(axis=1)
+        rows = np.arange(len(rescued.map_index))
+        fig = gallery_figure(
+            rescued.images[rows, best],
+            rescued.map_index,
+            rescued.loss[rows, best],
+            ~rescued.found,
+            f"seed {seed}, {layer}: the rescue (warm-up on the pre-activation), "
+            f"{int(rescued.found.sum())} of {len(rows)} maps found",
+            enhance=True,
+        )
+        save_figure(fig, folder / PrecursorFiles.rescue, dpi=100)
+    if not len(result.map_index):
+        return
+    maps, images, loss, found = result.map_index, result.images, result.loss, result.found
+    k = images.shape[1]
+    best = loss.argmax(axis=1)
+    rows = np.arange(len(maps))
+    fig = gallery_figure(
+        images[rows, best],
+        maps,
+        loss[rows, best],
+        ~found,
+        f"seed {seed}, {layer}: OIPs from coarse precursors "
+        f"({int(found.sum())} of {len(maps)} maps)",
+        enhance=True,
+    )
+    save_figure(fig, folder / PrecursorFiles.gallery, dpi=100)
+    shown = np.flatnonzero(found)[:16]
+    if len(shown):
+        fig = gallery_figure(
+            images[shown].reshape(-1, 28, 28),
+            np.repeat(maps[shown], k),
+            loss[shown].ravel(),
+            (loss[shown] <= 0).ravel(),
+            f"seed {seed}: the {k} variants per map (one row a map)",
+            enhance=True,
+            per_row=k,
+        )
+        save_figure(fig, folder / PrecursorFiles.variants, dpi=100)
+
+
+def paired_galleries_figure(
+    images_a: np.ndarray,
+    images_b: np.ndarray,
+    partner: np.ndarray,
+    partnered: np.ndarray,
+    found_a: np.ndarray,
+    found_b: np.ndarray,
+    seeds: tuple[int, int],
+    layer: str,
+    per_row: int = 16,
+):
+    """Seed a's OIP gallery beside seed b's, b re-ordered so that tile i shows b's partner of
+    a's map i: partnered tiles framed, the others greyed. Same filters in another order shows as
+    matching tiles; a different order of maps does not hide them."""
+    plt = pyplot()
+    n = len(images_a)
+    rows = math.ceil(n / per_row)
+    fig, axes = plt.subplots(
+        rows, 2 * per_row + 1, figsize=((2 * per_row + 1) * 0.55, rows * 0.62 + 0.8),
+        squeeze=False, gridspec_kw={"width_ratios": [1] * per_row + [0.3] + [1] * per_row},
+    )  # fmt: skip
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        j = partner[i]
+        for ax, image, ok in (
+            (axes[r, c], images_a[i], found_a[i]),
+            (axes[r, per_row + 1 + c], images_b[j] if j >= 0 else None, j >= 0 and found_b[j]),
+        ):
+            if image is None or not ok:
+                ax.imshow(np.full((28, 28), 0.9), cmap="gray", vmin=0, vmax=1)
+                continue
+            shown = contrast_enhance(image)
+            ax.imshow(shown if partnered[i] else 0.35 + 0.3 * shown, cmap="gray", vmin=0, vmax=1)
+            if partnered[i]:
+                for spine in ax.spines.values():
+                    spine.set_visible(True)
+                    spine.set_edgecolor("seagreen")
+                    spine.set_linewidth(1.5)
+    a, b = seeds
+    fig.suptitle(
+        f"{layer}: seed {a}'s OIPs (left, map order) and seed {b}'s partners of them (right, "
+        f"re-ordered); framed: partnered ({int(partnered.sum())} of {n}), grey: no partner or OIP",
+        fontsize=9,
+    )
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.005, right=0.995, bottom=0.005, top=0.9)
+    return fig
+
+
+def census_figure(counts: dict[int, dict[str, int]], causes: tuple[str, ...], reference: int):
+    """One stacked bar per seed: every map of the layer by cause; a dashed line at the articles'
+    number of silent maps (`reference`)."""
+    plt = pyplot()
+    seeds = list(counts)
+    fig, ax = plt.subplots(figsize=(1.3 * len(seeds) + 3.5, 3.6), layout="constrained")
+    colors = ("#2b6cb0", "#38a169", "#d69e2e", "#a0aec0", "#4a5568")
+    bottom = np.zeros(len(seeds))
+    for cause, color in zip(causes, colors, strict=True):
+        values = np.array([counts[s][cause] for s in seeds])
+        ax.bar([str(s) for s in seeds], values, bottom=bottom, color=color,
+               label=cause.replace("_", " "))  # fmt: skip
+        bottom += values
+    total = bottom.max()
+    ax.axhline(total - reference, color="crimson", ls="--", lw=1,
+               label=f"articles: {reference} silent of {int(total)}")  # fmt: skip
+    ax.set(xlabel="seed", ylabel="maps", title="every map by cause")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig

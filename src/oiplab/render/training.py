@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from oiplab.render import pyplot
+from oiplab.layout import TrainFiles
+from oiplab.render import pyplot, save_figure
 
 
 def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: str):
@@ -70,3 +71,15 @@ def seeds_history_figure(histories: dict[int, dict[str, list[float]]], title: st
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_training_figures(folder, result, class_names: tuple[str, ...]) -> None:
+    """The confusion matrix and learning curves of one trained seed, into `folder`."""
+    seed, m = result.metrics["seed"], result.metrics
+    title = f"seed {seed}: test accuracy {m['test_accuracy']:.2%}"
+    save_figure(
+        confusion_figure(result.confusion, class_names, title), folder / TrainFiles.confusion
+    )
+    save_figure(
+        history_figure(result.history, f"training, seed {seed}"), folder / TrainFiles.curves
+    )

@@ -19,6 +19,7 @@ from typing import Any
 
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
+from oiplab.params import check_params
 
 RunFn = Callable[[Config], dict[str, Any]]
 
@@ -26,7 +27,7 @@ RunFn = Callable[[Config], dict[str, Any]]
 def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a composed params file, apply `key=value` overrides, and validate it."""
     import yaml
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     path = Path(path)
     if not path.is_file():
@@ -34,7 +35,11 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     try:
         raw = OmegaConf.load(path)
     except Exception as exc:  # YAML syntax errors come in several types
-        raise ConfigError(f"{path}: not a readable YAML params file ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable YAML params file ({first})") from None
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of settings, got a {type(raw).__name__}")
+    check_params(path, OmegaConf.to_container(raw))
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
@@ -46,48 +51,97 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     return to_typed(raw)
 
 
+def record(folder: Path, metrics: dict[str, Any], artifact_name: str) -> None:
+    """Write a stage's numbers (`METRICS`) and its run's identity (`RUN`) into its staged output
+    folder, then log the numbers and the whole folder to the stage's MLflow run."""
+    from oiplab import tracking
+    from oiplab.io import to_json
+    from oiplab.layout import METRICS, RUN
+
+    (folder / METRICS).write_text(to_json(metrics))
+    (folder / RUN).write_text(to_json(tracking.run_record()))
+    tracking.log_results(metrics, folder, artifact_name)
+
+
+OUTPUT_PATHS = ("models", "metrics", "artifacts", "reports", "checkpoints")
+
+
 def preflight(cfg: Config) -> Config:
-    """Checks worth failing on before any work: an unreachable tracking server, within seconds."""
+    """Checks worth failing on before any work: output folders that cannot be written, and an
+    unreachable tracking server (within seconds)."""
+    from oiplab.io import check_writable
+
+    for key in OUTPUT_PATHS:
+        check_writable(Path(getattr(cfg.paths, key)), f"paths.{key}")
     if cfg.tracking.enabled:
-        from oiplab.config import tracking_uri
-        from oiplab.tracking import check_server
+        from oiplab.tracking import check_server, tracking_uri
 
         check_server(tracking_uri(cfg))
     return cfg
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: BaseException, code: int = 2) -> None:
     print(f"error: {exc}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)
+
+
+def _guarded(run: RunFn, cfg: Config) -> None:
+    from oiplab.tracking import StageInterrupted
+
+    try:
+        run(preflight(cfg))
+    except OiplabError as exc:
+        _fail(exc)
+    except StageInterrupted as exc:
+        _fail(exc, 130)
 
 
 def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
     """Entry point shared by every stage module (see the module docstring)."""
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--params"]:
         if len(args) < 2:
             _fail(ConfigError("--params needs a file name"))
         try:
-            run(preflight(load_params(args[1], args[2:])))
+            cfg = load_params(args[1], args[2:])
         except OiplabError as exc:
             _fail(exc)
+        _guarded(run, cfg)
         return
     _hydra_main(run)
 
 
+def hydra_outputs(cfg: Config, output_dir: Path, overridden: set[str]) -> Config:
+    """Put a Hydra job's outputs under its own output folder (a sweep's jobs never write into
+    the pipeline's DVC-tracked folders, nor into each other's), except the `paths.*` keys the
+    command line set. The prepared data stays where it is: it is an input."""
+    for key in OUTPUT_PATHS:
+        if f"paths.{key}" not in overridden:
+            setattr(cfg.paths, key, str(output_dir / getattr(cfg.paths, key)))
+    return cfg
+
+
 def _hydra_main(run: RunFn) -> None:
     import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig
 
     from oiplab.params import conf_dir
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir().resolve()), config_name="config")
     def app(raw: DictConfig) -> None:
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # one parent MLflow run for the whole sweep
+            os.environ["OIPLAB_EXECUTION"] = f"sweep:{Path(hc.sweep.dir).resolve()}"
+        overridden = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
         try:
-            run(preflight(to_typed(raw)))
+            cfg = hydra_outputs(to_typed(raw), Path(hc.runtime.output_dir), overridden)
         except OiplabError as exc:
             _fail(exc)
+        _guarded(run, cfg)
 
     app()

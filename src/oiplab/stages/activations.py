@@ -7,107 +7,47 @@ patterns common to a group (FCPs), with within- vs across-group overlaps.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from oiplab import tracking
 from oiplab.analysis.activations import layer_outputs
-from oiplab.analysis.common import compare_groups
+from oiplab.analysis.common import group_patterns, selected_rows
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import atomic_dir, write_json
+from oiplab.io import read_json, staged
+from oiplab.layout import ActivationsFiles, Layout
 from oiplab.model import load_model
-from oiplab.render import save_figure
-from oiplab.render.maps import activation_figure, common_pattern_figure
-from oiplab.stages import stage_main
-from oiplab.stages.select_images import read_selection
-from oiplab.stages.train import model_path
-
-DUMP_FILE = "activations.npz"
-
-
-def output_dir(cfg: Config, seed: int) -> Path:
-    return Path(cfg.paths.artifacts) / "activations" / f"seed_{seed}"
-
-
-def metrics_path(cfg: Config, seed: int) -> Path:
-    return Path(cfg.paths.metrics) / f"activations_seed_{seed}.json"
+from oiplab.render.maps import save_activation_figures
+from oiplab.stages import record, stage_main
 
 
 def run(cfg: Config) -> dict[str, Any]:
     """Dump, draw and compare the selected images' layer outputs for seed `cfg.train.seed`."""
-    a = cfg.activations
-    seed = cfg.train.seed
-    selection = read_selection(cfg)
-    data = load_prepared(cfg.paths.prepared)
-    model = load_model(model_path(cfg, seed))
-
-    # One row per selected image, in group order; `positions` maps a group to its rows.
-    indices, image_groups, positions = [], [], {}
-    for group in selection["groups"]:
-        positions[group["name"]] = np.arange(len(indices), len(indices) + len(group["indices"]))
-        indices += group["indices"]
-        image_groups += [group["name"]] * len(group["indices"])
-    images = data.x_test[indices]
-    outputs = layer_outputs(model, images, a.layers)
-    images01 = data.standardization.invert(images[..., 0])
-
-    numbers: dict[str, Any] = {}
-    out = output_dir(cfg, seed)
-    with atomic_dir(out) as tmp:
-        np.savez(
-            tmp / DUMP_FILE,
-            image_indices=np.asarray(indices),
-            groups=np.asarray(image_groups),
-            layer_names=np.asarray(a.layers),
-            **outputs,
-        )
-        for row, (index, group) in enumerate(zip(indices, image_groups, strict=True)):
-            for layer in a.layers:
-                fig = activation_figure(
-                    images01[row],
-                    outputs[layer][row],
-                    f"seed {seed}, {layer}, test image {index} "
-                    f"({group}, label {data.y_test[index]})",
-                    colormap=a.colormap,
-                    standardize=a.standardize_maps,
-                    contrast=a.contrast,
-                    per_row=a.tiles_per_row,
-                )
-                save_figure(fig, tmp / "grids" / f"{group}_{index}_{layer}.png", dpi=80)
-        for layer in a.common.layers:
-            for name, other in a.common.comparisons:
-                result = compare_groups(
-                    outputs[layer], positions[name], positions[other], a.common.threshold
-                )
-                masks = result.pop("masks")
-                numbers.setdefault(layer, {})[f"{name}_vs_{other}"] = result
-                fig = common_pattern_figure(
-                    outputs[layer][positions[name]].mean(axis=0),
-                    masks["common"],
-                    masks["distinct"],
-                    f"seed {seed}, {layer}: {name} against {other}",
-                    colormap=a.colormap,
-                    per_row=a.tiles_per_row,
-                )
-                save_figure(fig, tmp / "common" / f"{layer}_{name}_vs_{other}.png", dpi=90)
-        write_json(tmp / "common.json", numbers)
-    metrics = {"seed": seed, "n_images": len(indices), "common": numbers}
-    write_json(metrics_path(cfg, seed), metrics)
-
+    lay, a, seed = Layout.of(cfg), cfg.activations, cfg.train.seed
     with tracking.stage_run(cfg, "activations", seed=seed):
-        tracking.log_metrics(
-            {
-                f"{layer}.{cmp}.{key}": value
-                for layer, by_cmp in numbers.items()
-                for cmp, result in by_cmp.items()
-                for key, value in result.items()
-            }
-        )
-        tracking.log_artifacts(out, "activations")
-    for layer, by_cmp in numbers.items():
+        selection = read_json(lay.selection(), "image selection")
+        data = load_prepared(lay.prepared)
+        model = load_model(lay.model_file(seed))
+        rows = selected_rows(selection["groups"])
+        images = data.x_test[rows[0]]
+        outputs = layer_outputs(model, images, a.layers)
+        c = a.common
+        patterns = group_patterns(outputs, rows[2], c.layers, c.comparisons, c.threshold)
+        metrics = {"seed": seed, "n_images": len(rows[0]), "common": patterns[0]}
+        with staged(lay.activations_dir(seed)) as (folder,):
+            np.savez(
+                folder / ActivationsFiles.dump,
+                image_indices=np.asarray(rows[0]),
+                groups=np.asarray(rows[1]),
+                layer_names=np.asarray(a.layers),
+                **outputs,
+            )
+            images01 = data.standardization.invert(images[..., 0])
+            save_activation_figures(folder, seed, images01, outputs, rows, data.y_test, patterns, a)
+            record(folder, metrics, "activations")
+    for layer, by_cmp in patterns[0].items():
         for cmp, r in by_cmp.items():
             print(
                 f"[activations] seed {seed} {layer} {cmp}: {r['n_common']} common, "

@@ -6,57 +6,40 @@ python -m oiplab.stages.prepare data=fashion_mnist      # as a Hydra app
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
 from oiplab.config import Config
-from oiplab.data import SPECS, load_verified, make_synthetic, save_prepared
-from oiplab.data.prepared import META_FILE
-from oiplab.data.registry import content_sha256
+from oiplab.data import read_dataset, save_prepared
+from oiplab.io import staged
+from oiplab.layout import Layout, PreparedFiles
 from oiplab.stages import stage_main
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    """Produce `cfg.paths.prepared` (train.npz, test.npz, meta.json); return its metadata."""
-    d = cfg.data
-    start = time.perf_counter()
-    if d.name == "synthetic":
-        raw = make_synthetic(d.n_train, d.n_test, d.synthetic_seed, cfg.model.n_classes)
-        digests = {
-            "train": content_sha256(raw.x_train, raw.y_train),
-            "test": content_sha256(raw.x_test, raw.y_test),
-        }
-        class_names = tuple(str(c) for c in range(cfg.model.n_classes))
-        checked = "generated"
-    else:
-        raw, digests = load_verified(d.name, d.source, d.idx_dir, d.allow_download)
-        class_names = SPECS[d.name].class_names
-        checked = "content verified"
-    print(
-        f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
-        f"{raw.origin}; {checked}",
-        flush=True,
-    )
-    meta = save_prepared(cfg.paths.prepared, d.name, raw, digests, class_names)
-    meta["seconds"] = round(time.perf_counter() - start, 2)
+    """Produce the prepared folder (train.npz, test.npz, meta.json); return its metadata."""
+    lay, d = Layout.of(cfg), cfg.data
     with tracking.stage_run(cfg, "prepare"):
-        tracking.log_metrics(
-            {
-                "n_train": meta["n_train"],
-                "n_test": meta["n_test"],
-                "pixel_mean": meta["standardization"]["mean"],
-                "pixel_std": meta["standardization"]["std"],
-                "seconds": meta["seconds"],
-            }
+        raw, digests, class_names, checked = read_dataset(d, cfg.model.n_classes)
+        print(
+            f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
+            f"{raw.origin}; {checked}",
+            flush=True,
         )
-        tracking.log_artifact(Path(cfg.paths.prepared) / META_FILE)
-    print(
-        f"[prepare] wrote {cfg.paths.prepared} (mean {meta['standardization']['mean']:.4f}, "
-        f"std {meta['standardization']['std']:.4f})",
-        flush=True,
-    )
+        with staged(lay.prepared) as (folder,):
+            meta = save_prepared(folder, d.name, raw, digests, class_names)
+            stats = meta["standardization"]
+            tracking.log_results(
+                {"n_train": meta["n_train"], "n_test": meta["n_test"]}
+                | {"pixel_mean": stats["mean"], "pixel_std": stats["std"]}
+            )
+            tracking.log_json(meta, f"prepared/{PreparedFiles.meta}")
+            for split, x, y in (
+                ("train", raw.x_train, raw.y_train),
+                ("test", raw.x_test, raw.y_test),
+            ):
+                tracking.log_dataset(x, y, f"{d.name}-{split}", digests[split], raw.origin, split)
+    print(f"[prepare] wrote {lay.prepared} (mean {stats['mean']:.4f}, std {stats['std']:.4f})")
     return meta
 
 

@@ -6,110 +6,50 @@ python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import asdict
-from pathlib import Path
+import shutil
 from typing import Any
 
 from oiplab import tracking
-from oiplab.backend import seed_everything
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import atomic_dir, write_json
-from oiplab.model import build_model
-from oiplab.render import save_figure
-from oiplab.render.training import confusion_figure, history_figure
-from oiplab.stages import stage_main
-from oiplab.training import compile_model, confusion_matrix, evaluate, fit
-
-MODEL_FILE = "model.keras"
-
-
-def model_dir(cfg: Config, seed: int) -> Path:
-    return Path(cfg.paths.models) / f"seed_{seed}"
-
-
-def model_path(cfg: Config, seed: int) -> Path:
-    return model_dir(cfg, seed) / MODEL_FILE
-
-
-def metrics_path(cfg: Config, seed: int) -> Path:
-    return Path(cfg.paths.metrics) / f"train_seed_{seed}.json"
-
-
-def checkpoint_path(cfg: Config, seed: int, data_sha: str) -> Path:
-    """Where seed `seed` keeps its per-epoch checkpoint; the name carries a fingerprint of the
-    settings, so a checkpoint of other settings is never resumed."""
-    settings = json.dumps([asdict(cfg.model), asdict(cfg.train), data_sha], sort_keys=True)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
-    return Path(cfg.paths.checkpoints) / f"train_seed_{seed}_{digest}.keras"
+from oiplab.io import staged, to_json
+from oiplab.layout import Layout, TrainFiles
+from oiplab.render.training import save_training_figures
+from oiplab.stages import record, stage_main
+from oiplab.training import checkpoint_fingerprint, train
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    """Train seed `cfg.train.seed`; write `models/seed_<n>/` and its metrics file."""
-    seed = cfg.train.seed
-    data = load_prepared(cfg.paths.prepared)
-    seed_everything(seed)  # the initialization; each epoch's order comes from (seed, epoch)
-    model = build_model(cfg.model, l2=cfg.train.l2)
-    compile_model(model, cfg.train, n_train=len(data.y_train))
-    print(
-        f"[train] seed {seed}: {model.count_params():,} parameters, {len(data.y_train)} images, "
-        f"{cfg.train.epochs} epochs of batch {cfg.train.batch_size}",
-        flush=True,
-    )
-
-    checkpoint = checkpoint_path(cfg, seed, data.meta["sha256"]["train"])
+    """Train seed `cfg.train.seed`; write its model folder and metrics file."""
+    lay, seed = Layout.of(cfg), cfg.train.seed
     with tracking.stage_run(cfg, "train", seed=seed) as run_:
-        start = time.perf_counter()
-        model, history, epochs_run = fit(
-            model,
-            data.x_train,
-            data.y_train,
-            data.x_test,
-            data.y_test,
-            cfg.train,
-            callbacks=[tracking.epoch_logger()] if run_ is not None else [],
-            checkpoint=checkpoint,
-        )
-        train_seconds = time.perf_counter() - start
-        result = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
-        matrix = confusion_matrix(data.y_test, result["predicted"], cfg.model.n_classes)
-        metrics = {
-            "seed": seed,
-            "test_accuracy": result["accuracy"],
-            "test_loss": result["loss"],
-            "train_seconds": round(train_seconds, 2),
-            "images_per_second": round(epochs_run * len(data.y_train) / train_seconds, 1),
-            "epochs": cfg.train.epochs,
-            "n_params": int(model.count_params()),
-        }
-        out = model_dir(cfg, seed)
-        with atomic_dir(out) as tmp:
-            model.save(tmp / MODEL_FILE)
-            write_json(tmp / "history.json", history)
-            write_json(tmp / "metrics.json", metrics)
-            save_figure(
-                confusion_figure(
-                    matrix,
-                    data.class_names,
-                    f"seed {seed}: test accuracy {metrics['test_accuracy']:.2%}",
-                ),
-                tmp / "confusion.png",
-            )
-            save_figure(history_figure(history, f"training, seed {seed}"), tmp / "history.png")
-        write_json(metrics_path(cfg, seed), metrics)
-        checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
-        checkpoint.with_suffix(".json").unlink(missing_ok=True)
-        tracking.log_metrics({k: v for k, v in metrics.items() if k != "seed"})
-        tracking.log_artifacts(out, "model")
+        data = load_prepared(lay.prepared)
+        fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta["sha256"]["train"])
+        checkpoint = lay.checkpoint(seed, fingerprint)
+        callbacks = [tracking.epoch_logger()] if run_ is not None else []
+        run_id = {"run_id": run_.info.run_id} if run_ is not None else {}
+        result = train(data, cfg.model, cfg.train, checkpoint, fingerprint, callbacks, run_id)
+        if result.resumed_from is not None:
+            tracking.continue_from(result.resumed_from)
+        tracking.log_dataset(
+            data.x_train, data.y_train, f"{data.name}-train", data.meta["sha256"]["train"],
+            str(lay.prepared), "training",
+        )  # fmt: skip
+        out = lay.model_dir(seed)
+        with staged(out) as (folder,):
+            result.model.save(folder / TrainFiles.model)
+            result.trajectory.save(folder / TrainFiles.trajectory)
+            (folder / TrainFiles.history).write_text(to_json(result.history))
+            save_training_figures(folder, result, data.class_names)
+            tracking.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
+            record(folder, result.metrics, "outputs")
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
+    m = result.metrics
     print(
-        f"[train] seed {seed}: test accuracy {metrics['test_accuracy']:.4f}, loss "
-        f"{metrics['test_loss']:.4f}, {train_seconds:.1f} s -> {out}",
-        flush=True,
+        f"[train] seed {seed}: test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}, "
+        f"{m['train_seconds']:.1f} s -> {out}"
     )
-    return metrics
+    return m
 
 
 def main() -> None:

@@ -1,0 +1,98 @@
+"""The `oiplab` command.
+
+oiplab run <stage> [key=value ...]       one stage from params.yaml, with overrides
+oiplab run <stage> -m key=a,b ...        a Hydra sweep over conf/ (outputs under multirun/)
+oiplab params [overrides] | --check      write params.yaml from conf/, or check it
+oiplab ui [--port 5000]                  the MLflow UI on the project's store
+oiplab runs [--study S] [--parent ID]    the runs of the latest (or a given) execution
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from oiplab.errors import OiplabError
+
+STAGES = (
+    "prepare", "train", "select_images", "activations", "oip", "precursor", "compare",
+    "alignment", "oip_compare", "report",
+)  # fmt: skip
+
+
+def _stage(argv: list[str]) -> None:
+    if not argv or argv[0] not in STAGES:
+        raise SystemExit(f"error: expected a stage, one of {', '.join(STAGES)}; got {argv[:1]}")
+    module = importlib.import_module(f"oiplab.stages.{argv[0]}")
+    rest = argv[1:]
+    if not any(a in ("-m", "--multirun") or a.startswith("hydra") for a in rest):
+        rest = ["--params", "params.yaml", *rest]
+    sys.argv = [f"oiplab run {argv[0]}", *rest]
+    module.main()
+
+
+def _ui(args: argparse.Namespace) -> None:
+    from oiplab.tracking import store_root
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+    if uri.startswith("http"):
+        raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser")
+    mlflow = Path(sys.executable).parent / "mlflow"
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    subprocess.run(
+        [
+            str(mlflow),
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ],
+        check=False,
+    )
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from oiplab.runs import execution_table
+
+    print(execution_table(args.uri, args.experiment, args.study, args.parent))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        _stage(argv[1:])
+        return
+    if argv[:1] == ["params"]:
+        from oiplab.params import main as params_main
+
+        params_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(prog="oiplab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run one stage (see `oiplab run <stage> --help`)")
+    sub.add_parser("params", help="write or check params.yaml")
+    ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    runs = sub.add_parser("runs", help="the stage runs of a pipeline execution or sweep")
+    runs.add_argument("--uri", default=None, help="tracking URI (default: the project's)")
+    runs.add_argument("--experiment", default="oiplab")
+    runs.add_argument("--study", default=None, help="only executions of this study")
+    runs.add_argument("--parent", default=None, help="the parent run id (default: the latest)")
+    args = parser.parse_args(argv)
+    try:
+        {"ui": _ui, "runs": _runs}[args.command](args)
+    except OiplabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

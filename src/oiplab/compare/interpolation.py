@@ -1,0 +1,43 @@
+"""The function check of a match: loss and accuracy on the straight line between two networks'
+weights, as trained and after re-ordering one of them (Ainsworth et al. 2023, Git Re-Basin)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oiplab.compare.weights import interpolate
+
+BATCH = 1000
+
+
+def evaluate_weights(net, weights: list, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the architecture `net` with `weights` on (x, y)."""
+    net.set_weights(weights)
+    probs = np.concatenate(
+        [np.asarray(net(x[k : k + BATCH], training=False)) for k in range(0, len(x), BATCH)]
+    ).astype(np.float64)
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
+
+
+def path(
+    net, weights_a: list, weights_b: list, alphas: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> dict[str, list[float]]:
+    """Loss and accuracy at each point (1 - alpha) * a + alpha * b of the weight line."""
+    points = [
+        evaluate_weights(net, interpolate(weights_a, weights_b, float(t)), x, y) for t in alphas
+    ]
+    return {"loss": [p[0] for p in points], "accuracy": [p[1] for p in points]}
+
+
+def barriers(curve: dict[str, list[float]], alphas: np.ndarray) -> dict[str, float]:
+    """How far the path rises above (loss) or falls below (accuracy) the straight line between
+    its endpoints, at its worst point: 0 for a path that is as good as its ends everywhere."""
+    t = np.asarray(alphas)
+    loss, acc = np.asarray(curve["loss"]), np.asarray(curve["accuracy"])
+    line_loss = (1 - t) * loss[0] + t * loss[-1]
+    line_acc = (1 - t) * acc[0] + t * acc[-1]
+    return {
+        "loss_barrier": float(max(0.0, (loss - line_loss).max())),
+        "accuracy_barrier": float(max(0.0, (line_acc - acc).max())),
+    }

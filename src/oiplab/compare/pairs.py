@@ -1,0 +1,79 @@
+"""Everything measured between two networks on the same probe images, layer by layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from oiplab.compare.correlation import cross_correlation, dead_maps, unit_matrix
+from oiplab.compare.matching import hungarian, margins, match_live
+from oiplab.compare.stats import per_image_moments
+
+
+@dataclass
+class LayerMatch:
+    """One layer of one pair of networks (a, b)."""
+
+    corr: np.ndarray  # (n_a, n_b) activation correlation of every map pair
+    live_a: np.ndarray  # (n_a,) not constant over the probe images
+    live_b: np.ndarray  # (n_b,)
+    partner: np.ndarray  # (n_a,) live-to-live one-to-one partner in b, -1: none
+    perm: np.ndarray  # (n_a,) a full permutation (dead maps too), to re-order b's weights
+    margin: np.ndarray  # (n_a,) a match's lead over its next-best candidate (NaN: no match)
+    stable: np.ndarray  # (n_a,) the same partner when matched on either half of the images
+    moments: np.ndarray | None  # (n_images, 5, n_matched) for resampling images (see stats)
+
+    @property
+    def matched(self) -> np.ndarray:
+        return np.flatnonzero(self.partner >= 0)
+
+    @property
+    def r(self) -> np.ndarray:
+        """Matched correlation of each live-to-live match, in the order of `matched`."""
+        return self.corr[self.matched, self.partner[self.matched]]
+
+    def decisive(self, tolerance: float) -> np.ndarray:
+        """Matched maps whose margin exceeds `tolerance` (a flip needs more than float noise)."""
+        m = self.matched
+        return m[self.margin[m] > tolerance]
+
+
+def match_layer(
+    out_a: np.ndarray, out_b: np.ndarray, with_moments: bool = True, halves: bool = True
+) -> LayerMatch:
+    """Match one layer's maps of networks a and b from their outputs on the same images.
+
+    Args:
+        out_a, out_b: (n_images, h, w, maps) or (n_images, maps) the layer's outputs.
+        with_moments: keep per-image sums of the matched maps for resampling images.
+        halves: also match on each half of the images (for `stable`; all False otherwise).
+    """
+    ua, ub = unit_matrix(out_a), unit_matrix(out_b)
+    corr = cross_correlation(ua, ub)
+    live_a, live_b = ~dead_maps(ua), ~dead_maps(ub)
+    partner = match_live(corr, live_a, live_b)
+    stable = np.zeros(len(partner), dtype=bool)
+    if halves:
+        half = (len(out_a) // 2) * (len(ua) // len(out_a))  # first half of the images, as rows
+        fits = [
+            match_live(cross_correlation(ua[rows], ub[rows]), live_a, live_b)
+            for rows in (slice(0, half), slice(half, None))
+        ]
+        stable = (partner >= 0) & (fits[0] == partner) & (fits[1] == partner)
+    moments = None
+    if with_moments:
+        m = np.flatnonzero(partner >= 0)
+        positions = len(ua) // len(out_a)
+        a = ua[:, m].reshape(len(out_a), positions, len(m))
+        b = ub[:, partner[m]].reshape(len(out_a), positions, len(m))
+        moments = per_image_moments(a, b)
+    return LayerMatch(
+        corr, live_a, live_b, partner, hungarian(corr), margins(corr, partner, live_a, live_b),
+        stable, moments,
+    )  # fmt: skip
+
+
+def positions_of(layer_output: np.ndarray) -> int:
+    """Spatial positions per image of a layer output (1 for a dense layer)."""
+    return int(np.prod(layer_output.shape[1:-1])) if layer_output.ndim > 2 else 1

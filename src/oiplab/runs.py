@@ -1,0 +1,75 @@
+"""What one pipeline execution (or sweep) logged: its parent run and every stage run under it,
+through `mlflow.search_runs` (`oiplab runs`)."""
+
+from __future__ import annotations
+
+import os
+
+from oiplab.errors import OiplabError
+
+# The number worth a column for each stage (others are in the MLflow UI).
+KEY_METRIC = {
+    "prepare": "n_train",
+    "train": "test_accuracy",
+    "activations": "n_images",
+    "oip": "n_with_oip",
+    "precursor": "from_precursor",
+    "compare": "accuracy.mean",
+    "alignment": "snapshots",
+    "oip_compare": "all.top1",
+}
+
+
+def default_uri() -> str:
+    from oiplab.tracking import store_root
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def execution_table(
+    uri: str | None, experiment: str, study: str | None = None, parent: str | None = None
+) -> str:
+    """A text table of the latest execution's runs (or of parent run `parent`)."""
+    import mlflow
+
+    from oiplab.tracking import check_server
+
+    uri = uri or default_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        raise OiplabError(f"{uri}: no experiment named {experiment!r} (nothing logged yet?)")
+    ids = [found.experiment_id]
+    if parent is None:
+        query = "tags.`oiplab.stage` = 'pipeline'"
+        if study:
+            query += f" and tags.`oiplab.study` = '{study}'"
+        parents = mlflow.search_runs(
+            ids, query, order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if parents.empty:
+            raise OiplabError(
+                f"{uri}: no pipeline execution recorded" + (f" for {study}" if study else "")
+            )
+        parent = parents.iloc[0]["run_id"]
+    head = mlflow.get_run(parent)
+    runs = mlflow.search_runs(
+        ids, f"tags.`mlflow.parentRunId` = '{parent}'", order_by=["attributes.start_time ASC"]
+    )
+    lines = [
+        f"{head.data.tags.get('mlflow.runName', parent)}  [{head.info.status}]  run {parent}",
+        f"{'stage':<12} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
+    ]
+    for _, run in runs.iterrows():
+        stage = run.get("tags.oiplab.stage") or "?"
+        seed = run.get("tags.oiplab.seed") or ""
+        seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
+        key = KEY_METRIC.get(stage, "")
+        value = run.get(f"metrics.{key}")
+        shown = f"{key} = {value:.4g}" if value is not None and value == value else ""
+        lines.append(
+            f"{stage:<12} {seed:>4} {run['status']:<9} "
+            f"{'' if seconds is None else f'{seconds:8.1f}':>8}  {shown}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Stage `alignment`: when during training does the correspondence between seeds set in, and when
+is each network's own map order decided? (the comparison at every kept snapshot of the weights)
+
+dvc repro alignment
+python -m oiplab.stages.alignment alignment.layers=[Conv2D_3]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from oiplab import tracking
+from oiplab.compare.dynamics import alignment_over_training
+from oiplab.compare.study import untrained_networks
+from oiplab.config import Config
+from oiplab.data import load_prepared
+from oiplab.io import staged, to_json
+from oiplab.layout import AlignmentFiles, Layout, TrainFiles
+from oiplab.model import build_model
+from oiplab.render import save_figure
+from oiplab.render.compare import alignment_figure
+from oiplab.stages import record, stage_main
+from oiplab.training import Trajectory
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Compare the seeds' networks at every snapshot of their training."""
+    lay, a, c = Layout.of(cfg), cfg.alignment, cfg.compare
+    with tracking.stage_run(cfg, "alignment"):
+        data = load_prepared(lay.prepared)
+        paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
+        trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
+        steps = Trajectory.common_steps(trajectories)
+        per_epoch = math.ceil(len(data.y_train) / cfg.train.batch_size)
+        print(f"[alignment] {len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
+        nulls = untrained_networks(cfg.model, c)
+        result = alignment_over_training(
+            build_model(cfg.model), {s: t.weights for s, t in trajectories.items()}, steps,
+            per_epoch, nulls, data.x_test[: a.probe_images], list(a.layers),
+            quantile=c.partner_quantile, tolerance=c.tie_tolerance, draws=a.permutation_draws,
+            bootstrap_draws=a.bootstrap_draws, seed=c.bootstrap_seed,
+        )  # fmt: skip
+        records = result.records()
+        with staged(lay.alignment_dir()) as (folder,):
+            (folder / AlignmentFiles.records).write_text(to_json(records))
+            for layer in a.layers:
+                fig = alignment_figure(layer, records, per_epoch)
+                save_figure(fig, folder / AlignmentFiles.figure(layer), dpi=90)
+            record(folder, {"snapshots": len(steps)}, "alignment")
+    return {"snapshots": len(steps), "records": len(records)}
+
+
+def main() -> None:
+    stage_main(run)
+
+
+if __name__ == "__main__":
+    main()

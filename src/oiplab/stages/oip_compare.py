@@ -1,0 +1,71 @@
+"""Stage `oip_compare`: do matched maps of two seeds respond to each other's OIPs? And the picture
+of the answer: one seed's OIP gallery beside the other's, re-ordered by the matching.
+
+dvc repro oip_compare
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oiplab import tracking
+from oiplab.compare.oip_response import (
+    compare_oips,
+    map_responses,
+    oips_from_outcome,
+    partners_from_details,
+)
+from oiplab.config import Config, ConfigError
+from oiplab.data import load_prepared
+from oiplab.io import read_json, staged, to_json
+from oiplab.layout import CompareFiles, Layout, OipCompareFiles, OipFiles
+from oiplab.model import layer_shapes, load_model
+from oiplab.oip.survey import load_outcome
+from oiplab.render import save_figure
+from oiplab.render.oip import paired_galleries_figure
+from oiplab.stages import record, stage_main
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Feed each seed's OIPs into every other seed; draw the first pair's galleries side by side."""
+    lay, layer, seeds = Layout.of(cfg), cfg.oip.layer, list(cfg.seeds)
+    with tracking.stage_run(cfg, "oip_compare"):
+        if layer not in cfg.compare.layers:
+            raise ConfigError(f"config key 'oip.layer': {layer} must be in compare.layers")
+        details = read_json(lay.compare_dir() / CompareFiles.details, "comparison details")
+        threshold = read_json(lay.compare_dir() / CompareFiles.headline, "answer")[layer]
+        pairs = partners_from_details(details, layer, threshold["threshold"])
+        n_maps = layer_shapes(cfg.model)[layer][2]
+        oips = {
+            s: oips_from_outcome(load_outcome(lay.oip_dir(s) / OipFiles.arrays), n_maps)
+            for s in seeds
+        }
+        models = {s: load_model(lay.model_file(s)) for s in seeds}
+        probe = load_prepared(lay.prepared).x_test[: cfg.compare.probe_images]
+        typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
+        result = compare_oips(models, layer, oips, typical, pairs, cfg.compare.bootstrap_seed)
+        a, b = seeds[0], seeds[1]
+        found = {s: o["found"].any(axis=1) for s, o in oips.items()}
+        with staged(lay.oip_compare_dir()) as (folder,):
+            fig = paired_galleries_figure(
+                oips[a]["best"], oips[b]["best"], pairs[(a, b)]["partner"],
+                pairs[(a, b)]["partnered"], found[a], found[b], (a, b), layer,
+            )  # fmt: skip
+            save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
+            (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
+            record(folder, result["summary"], "oip_compare")
+    s = result["summary"].get("all", {})
+    if s:
+        print(
+            f"[oip_compare] partner drives hardest (top-1) {s['top1']:.0%} vs random partner "
+            f"{s['top1_random']:.0%} and chance {s['top1_chance']:.1%}; top-5 {s['top5']:.0%}"
+        )
+    return result["summary"]
+
+
+def main() -> None:
+    stage_main(run)
+
+
+if __name__ == "__main__":
+    main()
