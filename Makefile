@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-pipeline: install  ## the default study end to end
+pipeline: install  ## the default study end to end (params.yaml must match conf/ first)
+	python -m oiplab.params --check
 	dvc repro
 
 test: install  ## the default suite (fast; slow and integration tests are listed as skipped)
@@ -36,4 +37,4 @@ lint: install
 	ruff check src tests benchmarks && ruff format --check src tests benchmarks
 
 mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	oiplab ui

@@ -46,8 +46,8 @@ print(json.dumps({"silent": r.silent.tolist(), "tf": "tensorflow" in sys.modules
 STAGES_SCRIPT = """
 import json, os, sys
 from tests.conftest import compose_typed
-from oiplab.stages import activations, compare, oip, precursor, prepare, report, select_images
-from oiplab.stages import train
+from oiplab.stages import activations, alignment, compare, oip, oip_compare, precursor, prepare
+from oiplab.stages import report, select_images, train
 cfg = compose_typed("experiment=smoke", "tracking.enabled=false", "train.epochs=3")
 prepare.run(cfg)
 for seed in cfg.seeds:
@@ -60,6 +60,8 @@ for seed in cfg.seeds:
     oip.run(cfg)
     precursor.run(cfg)
 compare.run(cfg)
+alignment.run(cfg)
+oip_compare.run(cfg)
 report.run(cfg)
 print(json.dumps({"tf": "tensorflow" in sys.modules}))
 """

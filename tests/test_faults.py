@@ -30,7 +30,13 @@ from omegaconf import OmegaConf
 from oiplab.params import compose
 from tests.conftest import REPO_ROOT, MlflowServer
 
-SMOKE = ["experiment=smoke", "data.n_train=200", "data.n_test=160", "train.epochs=3", "oip.maps=[0,1,2,3]"]
+SMOKE = [
+    "experiment=smoke",
+    "data.n_train=200",
+    "data.n_test=160",
+    "train.epochs=3",
+    "oip.maps=[0,1,2,3]",
+]
 
 
 def _params(folder: Path, *overrides: str, tracking: bool = True) -> Path:

@@ -335,3 +335,58 @@ def test_report_renders_in_headless_chromium(smoke, tmp_path):
     assert loaded, "the page's load check did not run"
     ok, total = map(int, loaded.groups())
     assert total >= 20 and ok == total, f"{ok} of {total} images loaded"
+
+
+@pytest.mark.slow
+def test_the_fashion_experiment_runs_end_to_end(tmp_path):
+    """`experiment=fashion` on the real Fashion-MNIST from the Debian package (shortened)."""
+    from oiplab.data.registry import FASHION_DEBIAN_DIR
+
+    if not Path(FASHION_DEBIAN_DIR).is_dir():
+        pytest.skip(f"{FASHION_DEBIAN_DIR} missing: apt-get install dataset-fashion-mnist")
+    project = copy_project(tmp_path / "fashion")
+    env = _venv_env(MLFLOW_TRACKING_URI="")
+    short = [
+        "experiment=fashion", "seeds=[0,1]", "train.epochs=1", "oip.n_starts=2",
+        "oip.n_epochs=30", "precursor.grid=2", "precursor.values=[0.2,0.8]",
+        "precursor.full_steps=30", "compare.probe_images=200", "compare.eval_images=200",
+        "compare.null_networks=3", "alignment.probe_images=100", "train.trajectory_every=200",
+    ]  # fmt: skip
+    _run([sys.executable, "-m", "oiplab.params", *short], project, env)
+    _commit(project, "fashion")
+    _run(["dvc", "repro"], project, env)
+    meta = json.loads((project / "data/prepared/meta.json").read_text())
+    assert meta["dataset"] == "fashion_mnist" and meta["n_train"] == 60_000
+    html = (project / "reports/index.html").read_text()
+    assert "fashion_mnist" in html and "figure missing" not in html
+    headline = json.loads((project / "metrics/headline.json").read_text())
+    assert headline["accuracy"]["min"] > 0.7
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_run_tree_a_metric_chart_and_an_image(smoke, tmp_path):
+    """The real MLflow UI, rendered by headless Chromium, on the smoke pipeline's server."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    server = smoke["server"]
+    runs = search_runs(server)
+    parent = next(r for r in runs if r["tags"]["oiplab.stage"] == "pipeline")
+    train = next(r for r in runs if r["tags"]["oiplab.stage"] == "train")
+    exp = server.api("/api/2.0/mlflow/experiments/get-by-name?experiment_name=oiplab")
+    exp_id = exp["experiment"]["experiment_id"]
+
+    def dom(fragment: str) -> str:
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                 "--virtual-time-budget=30000", "--window-size=1400,1000"]  # fmt: skip
+        url = f"{server.uri}/#{fragment}"
+        done = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True,
+                              text=True, timeout=240)  # fmt: skip
+        return done.stdout
+
+    table = dom(f"/experiments/{exp_id}/runs")
+    assert parent["tags"]["mlflow.runName"] in table  # the parent, first in the runs table
+    run_page = dom(f"/experiments/{exp_id}/runs/{train['run_id']}/model-metrics")
+    assert "val_accuracy" in run_page and ("<canvas" in run_page or "<svg" in run_page)
+    artifact = dom(f"/experiments/{exp_id}/runs/{train['run_id']}/artifacts/outputs/confusion.png")
+    assert "confusion.png" in artifact and "<img" in artifact

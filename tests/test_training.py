@@ -25,7 +25,9 @@ from oiplab.training import (
 )
 from tests.conftest import model_cfg, train_cfg
 
-CFG = train_cfg(epochs=1, batch_size=32, eval_batch_size=100, trajectory_every=2)
+CFG = train_cfg(
+    epochs=1, batch_size=32, eval_batch_size=100, trajectory_every=2, steps_per_execution=1
+)
 
 
 def _data():
@@ -71,6 +73,12 @@ def test_one_fit_equals_the_per_epoch_fits_of_earlier_versions():
         )  # fmt: skip
     for x, y in zip(reference.get_weights(), _train(cfg).model.get_weights(), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_steps_per_execution_does_not_change_the_weights():
+    """Several batches per compiled call (the CPU default) train exactly as one per call."""
+    base = CFG.model_copy(update={"seed": 2, "epochs": 2, "trajectory_every": 0})
+    _same(_train(base), _train(base.model_copy(update={"steps_per_execution": 4})))
 
 
 def test_init_and_data_seeds_split_the_two_sources_of_randomness():

@@ -263,15 +263,19 @@ def train(
         f"{cfg.batch_size}"
     )
 
-    class Keeper(keras.callbacks.Callback):
-        """Snapshots of the weights, and a checkpoint after every epoch."""
+    class Snapshots(keras.callbacks.Callback):
+        """The weights every `trajectory_every` batches of the first epoch. (A batch-level hook
+        makes Keras wait for every batch, so it only takes part in epoch 1.)"""
 
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
             every = cfg.trajectory_every
-            # first epoch only; crossing a multiple of `every` (steps_per_execution may skip it)
-            if every and step < steps_per_epoch and step // every > trajectory.steps[-1] // every:
+            # crossing a multiple of `every` (steps_per_execution may step over it)
+            if step < steps_per_epoch and step // every > trajectory.steps[-1] // every:
                 trajectory.add(step, self.model.get_weights())
+
+    class Keeper(keras.callbacks.Callback):
+        """The history, the weights and a checkpoint at the end of every epoch."""
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
@@ -288,19 +292,25 @@ def train(
                 }
                 save_checkpoint(checkpoint, self.model, state, trajectory)
 
+    dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
+    keep = [follow, Keeper(), *callbacks]
+    # epochs [first, last) and their callbacks: epoch 1 apart when it keeps batch snapshots
+    phases = [(start, cfg.epochs, keep)]
+    if start == 0 and cfg.trajectory_every:
+        phases = [(0, 1, [*keep, Snapshots()]), (1, cfg.epochs, keep)]
     start_time = time.perf_counter()
-    if start < cfg.epochs:
-        dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
-        model.fit(
-            dataset,
-            epochs=cfg.epochs,
-            initial_epoch=start,
-            shuffle=False,  # the dataset orders each epoch itself; Keras would shuffle batches
-            validation_data=(data.x_test, data.y_test),
-            validation_batch_size=cfg.eval_batch_size,
-            callbacks=[follow, Keeper(), *callbacks],
-            verbose=verbose,
-        )
+    for first, last, phase_callbacks in phases:
+        if first < last:
+            model.fit(
+                dataset,
+                epochs=last,
+                initial_epoch=first,
+                shuffle=False,  # the dataset orders each epoch itself; Keras would shuffle batches
+                validation_data=(data.x_test, data.y_test),
+                validation_batch_size=cfg.eval_batch_size,
+                callbacks=phase_callbacks,
+                verbose=verbose,
+            )
     seconds = time.perf_counter() - start_time
     result = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
     metrics = {

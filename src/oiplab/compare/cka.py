@@ -6,10 +6,14 @@ import numpy as np
 
 
 def centered_gram(features: np.ndarray) -> np.ndarray:
-    """The (n, n) linear Gram matrix of (n, ...) features, double-centred."""
-    x = features.reshape(len(features), -1).astype(np.float64)
+    """The (n, n) linear Gram matrix of (n, ...) features, double-centred.
+
+    The product runs in float32 (twice as fast as float64 on a CPU; CKA needs 3 digits, float32
+    gives 6), the result is returned in float64 for the sums that follow.
+    """
+    x = features.reshape(len(features), -1).astype(np.float32)
     x = x - x.mean(axis=0, keepdims=True)
-    return x @ x.T
+    return (x @ x.T).astype(np.float64)
 
 
 def linear_cka(gram_a: np.ndarray, gram_b: np.ndarray) -> float:

@@ -1,18 +1,48 @@
-"""Correlation between every map of one network and every map of another over a probe set."""
+"""Correlation between every map of one network and every map of another over a probe set.
+
+A layer's output is first turned into `Units` once per network (each map standardized over all
+images and positions); correlating two networks is then one matrix product.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 DEAD_STD = 1e-8  # a map whose output varies less than this over the probe set counts as dead
 
 
-def unit_matrix(layer_output: np.ndarray) -> np.ndarray:
-    """(n_samples, n_maps): a map's values over images and positions as one column.
+@dataclass
+class Units:
+    """One layer's output over the probe images: a column per map, a row per (image, position)."""
 
-    Conv/pool outputs (n, h, w, c) give n*h*w samples; dense outputs (n, c) give n.
-    """
-    return layer_output.reshape(-1, layer_output.shape[-1]).astype(np.float64)
+    values: np.ndarray  # (samples, maps) as computed
+    z: np.ndarray  # (samples, maps) float64, each live map standardized; dead maps are 0
+    dead: np.ndarray  # (maps,) constant over the probe set
+    n_images: int
+
+    @classmethod
+    def of(cls, layer_output: np.ndarray) -> Units:
+        """From (n, h, w, maps) or (n, maps) outputs (an (n, maps) array counts as n images)."""
+        values = layer_output.reshape(-1, layer_output.shape[-1])
+        x = values.astype(np.float64)
+        std = x.std(axis=0)
+        dead = std < DEAD_STD
+        z = (x - x.mean(axis=0)) / np.where(dead, 1.0, std)
+        z[:, dead] = 0.0
+        return cls(values, z, dead, len(layer_output))
+
+    @property
+    def positions(self) -> int:
+        return len(self.values) // self.n_images
+
+    def half(self, second: bool) -> Units:
+        """The first or second half of the images, standardized on their own."""
+        cut = (self.n_images // 2) * self.positions
+        rows = slice(cut, None) if second else slice(0, cut)
+        n = self.n_images - self.n_images // 2 if second else self.n_images // 2
+        return Units.of(self.values[rows].reshape(n, self.positions, -1))
 
 
 def dead_maps(units: np.ndarray) -> np.ndarray:
@@ -20,17 +50,8 @@ def dead_maps(units: np.ndarray) -> np.ndarray:
     return units.std(axis=0) < DEAD_STD
 
 
-def cross_correlation(units_a: np.ndarray, units_b: np.ndarray) -> np.ndarray:
+def cross_correlation(a: Units | np.ndarray, b: Units | np.ndarray) -> np.ndarray:
     """Pearson correlation (n_maps_a, n_maps_b); pairs with a dead map are 0, never NaN."""
-    za, dead_a = _standardize(units_a)
-    zb, dead_b = _standardize(units_b)
-    corr = za.T @ zb / len(za)
-    corr[dead_a, :] = 0.0
-    corr[:, dead_b] = 0.0
-    return np.clip(corr, -1.0, 1.0)
-
-
-def _standardize(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    dead = dead_maps(units)
-    std = np.where(dead, 1.0, units.std(axis=0))
-    return (units - units.mean(axis=0)) / std, dead
+    a = a if isinstance(a, Units) else Units.of(a)
+    b = b if isinstance(b, Units) else Units.of(b)
+    return np.clip(a.z.T @ b.z / len(a.z), -1.0, 1.0)

@@ -18,6 +18,7 @@ import numpy as np
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.compare.cka import centered_gram, linear_cka
+from oiplab.compare.correlation import Units
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
     bootstrap_means,
@@ -26,7 +27,7 @@ from oiplab.compare.stats import (
     same_index_test,
     seed_resamples,
 )
-from oiplab.compare.study import null_layers, partner_threshold
+from oiplab.compare.study import partner_threshold
 from oiplab.compare.summary import Estimate
 
 
@@ -109,23 +110,26 @@ def alignment_over_training(
     rng = np.random.default_rng(seed)
     seed_counts = seed_resamples(len(seeds), bootstrap_draws, rng)
     pair_w = pair_weights(seed_counts, pairs)
-    null_outs = [layer_outputs(m, probe_x, layers) for m in nulls]
-    null = [null_layers(null_outs, p, layers) for p in combinations(range(len(nulls)), 2)]
-    curves = {n: LayerCurves(partner_threshold([m[n] for m in null], quantile)) for n in layers}
-    null_frac = {
-        n: float(np.mean([(m[n].r > curves[n].threshold).mean() for m in null])) for n in layers
-    }
+    null_units = [units_of(layer_outputs(m, probe_x, layers)) for m in nulls]
+    curves, null_frac = {}, {}
+    for n in layers:
+        null = [
+            match_layer(null_units[a][n], null_units[b][n], False, False)
+            for a, b in combinations(range(len(nulls)), 2)
+        ]
+        curves[n] = LayerCurves(partner_threshold(null, quantile))
+        null_frac[n] = float(np.mean([(m.r > curves[n].threshold).mean() for m in null]))
 
-    def outputs_at(k: int) -> list[dict[str, np.ndarray]]:
+    def units_at(k: int) -> list[dict[str, Units]]:
         found = []
         for s in seeds:
             net.set_weights(snapshots[s][k])
-            found.append(layer_outputs(net, probe_x, layers))
+            found.append(units_of(layer_outputs(net, probe_x, layers)))
         return found
 
-    final = outputs_at(len(steps) - 1)
+    final = units_at(len(steps) - 1)
     for k, step in enumerate(steps):
-        outs = final if k == len(steps) - 1 else outputs_at(k)
+        outs = final if k == len(steps) - 1 else units_at(k)
         for n in layers:
             c = curves[n]
             between = [match_layer(outs[a][n], outs[b][n], False, False) for a, b in pairs]
@@ -140,7 +144,7 @@ def alignment_over_training(
                     rng,
                 )  # fmt: skip
             )
-            grams = [centered_gram(o[n]) for o in outs]
+            grams = [centered_gram(o[n].values.reshape(o[n].n_images, -1)) for o in outs]
             c.cka.append(_estimate([linear_cka(grams[a], grams[b]) for a, b in pairs], pair_w))
             own = [match_layer(outs[i][n], final[i][n], False, False) for i in range(len(seeds))]
             seed_w = seed_counts.astype(np.float64)
@@ -152,6 +156,10 @@ def alignment_over_training(
             progress(f"[alignment] step {step} (epoch {epoch:.2f}): partnered {shown}")
     epochs = [s / steps_per_epoch for s in steps]
     return Alignment(list(steps), epochs, curves)
+
+
+def units_of(outputs: dict[str, np.ndarray]) -> dict[str, Units]:
+    return {n: Units.of(o) for n, o in outputs.items()}
 
 
 def _fracs(matches: list[LayerMatch], threshold: float) -> list[float]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oiplab.compare.correlation import cross_correlation, dead_maps, unit_matrix
+from oiplab.compare.correlation import Units, cross_correlation
 from oiplab.compare.matching import hungarian, margins, match_live
 from oiplab.compare.stats import per_image_moments
 
@@ -40,40 +40,35 @@ class LayerMatch:
 
 
 def match_layer(
-    out_a: np.ndarray, out_b: np.ndarray, with_moments: bool = True, halves: bool = True
+    a: Units | np.ndarray, b: Units | np.ndarray, with_moments: bool = True, halves: bool = True
 ) -> LayerMatch:
     """Match one layer's maps of networks a and b from their outputs on the same images.
 
     Args:
-        out_a, out_b: (n_images, h, w, maps) or (n_images, maps) the layer's outputs.
+        a, b: the layer's `Units` (or its outputs, (n_images, h, w, maps) or (n_images, maps)).
         with_moments: keep per-image sums of the matched maps for resampling images.
         halves: also match on each half of the images (for `stable`; all False otherwise).
     """
-    ua, ub = unit_matrix(out_a), unit_matrix(out_b)
-    corr = cross_correlation(ua, ub)
-    live_a, live_b = ~dead_maps(ua), ~dead_maps(ub)
+    a = a if isinstance(a, Units) else Units.of(a)
+    b = b if isinstance(b, Units) else Units.of(b)
+    corr = cross_correlation(a, b)
+    live_a, live_b = ~a.dead, ~b.dead
     partner = match_live(corr, live_a, live_b)
     stable = np.zeros(len(partner), dtype=bool)
     if halves:
-        half = (len(out_a) // 2) * (len(ua) // len(out_a))  # first half of the images, as rows
         fits = [
-            match_live(cross_correlation(ua[rows], ub[rows]), live_a, live_b)
-            for rows in (slice(0, half), slice(half, None))
+            match_live(cross_correlation(a.half(second), b.half(second)), live_a, live_b)
+            for second in (False, True)
         ]
         stable = (partner >= 0) & (fits[0] == partner) & (fits[1] == partner)
     moments = None
     if with_moments:
         m = np.flatnonzero(partner >= 0)
-        positions = len(ua) // len(out_a)
-        a = ua[:, m].reshape(len(out_a), positions, len(m))
-        b = ub[:, partner[m]].reshape(len(out_a), positions, len(m))
-        moments = per_image_moments(a, b)
+        shape = (a.n_images, a.positions, len(m))
+        moments = per_image_moments(
+            a.values[:, m].reshape(shape), b.values[:, partner[m]].reshape(shape)
+        )
     return LayerMatch(
         corr, live_a, live_b, partner, hungarian(corr), margins(corr, partner, live_a, live_b),
         stable, moments,
     )  # fmt: skip
-
-
-def positions_of(layer_output: np.ndarray) -> int:
-    """Spatial positions per image of a layer output (1 for a dense layer)."""
-    return int(np.prod(layer_output.shape[1:-1])) if layer_output.ndim > 2 else 1

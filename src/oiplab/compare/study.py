@@ -17,10 +17,10 @@ import numpy as np
 from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
 from oiplab.compare.cka import centered_gram, cka_matrix
-from oiplab.compare.correlation import dead_maps, unit_matrix
+from oiplab.compare.correlation import Units
 from oiplab.compare.interpolation import barriers, path
 from oiplab.compare.matching import consistency
-from oiplab.compare.pairs import LayerMatch, match_layer, positions_of
+from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
     bootstrap_means,
     image_resamples,
@@ -125,8 +125,17 @@ def compare_networks(
     null_pairs = list(combinations(range(len(nulls)), 2))
     say(f"[compare] {len(pairs)} trained pairs, {len(null_pairs)} untrained pairs (the null)")
 
-    matches = {p: {n: match_layer(outs[p[0]][n], outs[p[1]][n]) for n in layers} for p in pairs}
-    null_matches = {p: null_layers(null_outs, p, layers) for p in null_pairs}
+    matches: dict = {p: {} for p in pairs}
+    null_matches: dict = {p: {} for p in null_pairs}
+    dead = {}
+    for n in layers:  # one layer at a time: each network's units are standardized once
+        units = [Units.of(o[n]) for o in outs]
+        null_units = [Units.of(o[n]) for o in null_outs]
+        for a, b in pairs:
+            matches[(a, b)][n] = match_layer(units[a], units[b])
+        for a, b in null_pairs:
+            null_matches[(a, b)][n] = match_layer(null_units[a], null_units[b], False, False)
+        dead[n] = {str(s): int(u.dead.sum()) for s, u in zip(seeds, units, strict=True)}
     grams = [[centered_gram(o[n]) for n in cka_layers] for o in outs]
     null_grams = [[centered_gram(o[n]) for n in cka_layers] for o in null_outs]
     cka = {p: cka_matrix(grams[p[0]], grams[p[1]]) for p in pairs}
@@ -149,11 +158,11 @@ def compare_networks(
             [matches[p][layer] for p in pairs],
             [null_matches[p][layer] for p in null_pairs],
             ([cka[p][li, li] for p in pairs], [null_cka[p][li, li] for p in null_pairs]),
-            positions_of(outs[0][layer]),
+            outs[0][layer][0].size // outs[0][layer].shape[-1],  # positions per image
             res,
             c,
         )
-        answer.dead = {str(s): int((~_live(outs[k][layer])).sum()) for k, s in enumerate(seeds)}
+        answer.dead = dead[layer]
         answer.consistency = _consistency(matches, len(seeds), layer)
         if layer in PERMUTABLE:
             answer.weight_agreement = _agreement(matches, weight_perms, layer)
@@ -201,20 +210,10 @@ def untrained_networks(model_cfg, c: CompareConfig) -> list:
     return nets
 
 
-def null_layers(null_outs: list[dict], pair: tuple[int, int], layers: list[str]) -> dict:
-    """One pair of untrained networks, matched layer by layer (matched r and order only)."""
-    a, b = null_outs[pair[0]], null_outs[pair[1]]
-    return {n: match_layer(a[n], b[n], with_moments=False, halves=False) for n in layers}
-
-
 def partner_threshold(null: list[LayerMatch], quantile: float) -> float:
     """The matched r above which a map counts as partnered: `quantile` of the null's."""
     pooled = np.concatenate([m.r for m in null])
     return float(np.quantile(pooled, quantile)) if len(pooled) else float("nan")
-
-
-def _live(output: np.ndarray) -> np.ndarray:
-    return ~dead_maps(unit_matrix(output))
 
 
 def _fresh_copy(model):

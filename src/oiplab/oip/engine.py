@@ -59,6 +59,7 @@ def ascend(
     settings: AscentSettings,
     progress: Callable[[str], None] | None = print,
     step=None,
+    label: str = "[oip]",
 ) -> AscentResult:
     """Run gradient ascent on the input for every element of the batch.
 
@@ -67,6 +68,7 @@ def ascend(
         starts: (B, 28, 28, 1) standardized start images.
         objectives: per-element objectives for that layer (see `objectives.py`).
         step: a compiled step from `make_step` (made here when None; pass one to reuse it).
+        label: how progress lines start (one per chunk, and every few seconds inside one).
     """
     if len(starts) != len(objectives):
         raise ValueError(f"{len(starts)} start images but {len(objectives)} objectives")
@@ -78,13 +80,16 @@ def ascend(
     for k, lo in enumerate(range(0, n, settings.chunk_size)):
         rows = np.arange(lo, min(lo + settings.chunk_size, n))
         t0 = time.perf_counter()
-        parts.append(_ascend_chunk(step, starts[rows], objectives.take(rows), settings, snaps))
+        chunk = f"{label} chunk {k + 1}/{n_chunks}"
+        report = _Reporter(progress, chunk, settings.n_epochs) if progress else None
+        parts.append(
+            _ascend_chunk(step, starts[rows], objectives.take(rows), settings, snaps, report)
+        )
         if progress is not None:
             done = parts[-1]
             progress(
-                f"[oip] chunk {k + 1}/{n_chunks}: {len(rows)} elements, "
-                f"{int(done.steps.max())} steps max, {int(done.silent.sum())} silent, "
-                f"{time.perf_counter() - t0:.1f} s"
+                f"{chunk}: {len(rows)} elements, {int(done.steps.max())} steps max, "
+                f"{int(done.silent.sum())} silent, {time.perf_counter() - t0:.1f} s"
             )
     return AscentResult(
         **{
@@ -96,8 +101,32 @@ def ascend(
     )
 
 
+class _Reporter:
+    """Progress inside a chunk, at most every `every` seconds: step, live elements, rate, ETA."""
+
+    def __init__(self, progress: Callable[[str], None], label: str, steps: int, every: float = 10):
+        self.progress, self.label, self.steps, self.every = progress, label, steps, every
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, t: int, live: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every or t == 0:
+            return
+        self.last = now
+        rate = t / (now - self.start)  # steps per second, at the current batch size
+        self.progress(
+            f"{self.label}: step {t}/{self.steps}, {live} elements ascending, {rate:.1f} steps/s, "
+            f"at most {(self.steps - t) / rate:.0f} s left"
+        )
+
+
 def _ascend_chunk(
-    step, starts: np.ndarray, obj: Objectives, s: AscentSettings, snaps: np.ndarray
+    step,
+    starts: np.ndarray,
+    obj: Objectives,
+    s: AscentSettings,
+    snaps: np.ndarray,
+    report: Callable[[int, int], None] | None = None,
 ) -> AscentResult:
     b = len(starts)
     x = starts.astype(np.float32)
@@ -134,6 +163,8 @@ def _ascend_chunk(
             keep = np.ones(len(live), dtype=bool)
         if t == s.n_epochs:
             break
+        if report is not None:
+            report(t, len(live))
         x_next = np.asarray(x_next)
         live, x_next = live[keep], x_next[keep]
         if not len(live):

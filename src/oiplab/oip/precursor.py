@@ -104,8 +104,9 @@ def screen(
             candidates[c_idx],
             channel_objectives(maps[m_idx], grid),
             short,
-            progress=None,
+            progress=progress,
             step=step,
+            label="[precursor] screen",
         )
         losses[m_idx, c_idx] = result.loss
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top_k]
@@ -243,6 +244,7 @@ def search(
         channel_objectives(np.repeat(maps, k), grid),
         settings,
         progress=progress,
+        label="[precursor] ascent",
     )
     return PrecursorResult(
         map_index=maps,

@@ -54,4 +54,4 @@ def warmed_ascent(
     if progress is not None:
         lifted = int((first.loss > 0).sum())
         progress(f"[rescue] warm-up: {warmup_steps} steps, {lifted}/{len(starts)} starts lifted")
-    return ascend(probe, first.images, objectives, settings, progress=progress)
+    return ascend(probe, first.images, objectives, settings, progress=progress, label="[rescue]")
