@@ -181,10 +181,11 @@ class MlflowServer:
 
     def stop(self) -> None:
         import signal
+        from contextlib import suppress
 
-        try:
+        with suppress(ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        with suppress(ProcessLookupError):  # its workers (uvicorn, job runners) share its group
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()

@@ -179,6 +179,8 @@ def test_a_permuted_copy_is_partnered_but_its_order_is_at_chance(known_answers):
 
 def test_two_untrained_networks_are_not_more_than_chance_on_any_layer(known_answers):
     for layer, a in known_answers["untrained"].items():
-        assert "no more maps have a partner than between untrained networks" in a.verdict, layer
+        assert (
+            "not clearly more maps have a partner than between untrained networks" in a.verdict
+        ), layer
         assert "order at chance" in a.verdict and a.order.p_value >= STUDY.alpha, layer
         assert a.order_null.p_value > 0.01, layer  # the null's own order test is at chance too

@@ -48,8 +48,7 @@ def _params(folder: Path, *overrides: str, tracking: bool = True) -> Path:
 def _cli(cwd: Path, *args: str, env: dict | None = None, wait: bool = True, module=None):
     cmd = [sys.executable, "-m", module or f"oiplab.stages.{args[0]}"]
     cmd += list(args if module else ["--params", "params.yaml", *args[1:]])
-    # mlflow.set_tracking_uri (run in-process by the fixture) exports MLFLOW_TRACKING_URI: keep
-    # it from the children, whose store is their own folder's unless a case sets one.
+    # the children's store is their own folder's unless a case sets one
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env |= {"TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if not wait:
@@ -275,10 +274,6 @@ PARAMS_CASES = {
     "ambiguous list override",
     "params value checked before writing",
 }
-
-
-def _with_conf(folder: Path) -> None:
-    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
 
 
 def _case(study: Path, root: Path, case) -> dict:

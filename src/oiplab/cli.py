@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +35,9 @@ def _stage(argv: list[str]) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from oiplab.tracking import store_root
+    from oiplab.runs import default_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+    uri = default_uri()
     if uri.startswith("http"):
         raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser")
     mlflow = Path(sys.executable).parent / "mlflow"

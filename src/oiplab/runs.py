@@ -32,11 +32,11 @@ def execution_table(
     """A text table of the latest execution's runs (or of parent run `parent`)."""
     import mlflow
 
-    from oiplab.tracking import check_server
+    from oiplab.tracking import check_server, use_uri
 
     uri = uri or default_uri()
     check_server(uri)
-    mlflow.set_tracking_uri(uri)
+    use_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         raise OiplabError(f"{uri}: no experiment named {experiment!r} (nothing logged yet?)")
@@ -63,7 +63,8 @@ def execution_table(
     ]
     for _, run in runs.iterrows():
         stage = run.get("tags.oiplab.stage") or "?"
-        seed = run.get("tags.oiplab.seed") or ""
+        seed = run.get("tags.oiplab.seed")
+        seed = seed if isinstance(seed, str) else ""  # pandas gives NaN for a missing tag
         seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
         key = KEY_METRIC.get(stage, "")
         value = run.get(f"metrics.{key}")

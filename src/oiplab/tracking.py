@@ -68,6 +68,20 @@ def tracking_uri(cfg: Config) -> str:
     return uri
 
 
+def use_uri(uri: str) -> None:
+    """Point MLflow's fluent API at `uri` for this process only. (`mlflow.set_tracking_uri` also
+    exports MLFLOW_TRACKING_URI, which would then outrank the config of every later stage run in
+    this process and leak into child processes.)"""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def check_server(uri: str, timeout: float = SERVER_PROBE_TIMEOUT_S) -> None:
     """Fail fast, with the way out, when an http(s) tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -276,7 +290,7 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
         for key, value in HTTP_LIMITS.items():
             os.environ.setdefault(key, value)
     check_server(uri)
-    mlflow.set_tracking_uri(uri)
+    use_uri(uri)
     name = stage if seed is None else f"{stage}-seed{seed}"
     tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
     try:

@@ -267,6 +267,11 @@ def train(
         """The weights every `trajectory_every` batches of the first epoch. (A batch-level hook
         makes Keras wait for every batch, so it only takes part in epoch 1.)"""
 
+        def on_epoch_begin(self, epoch, logs=None):
+            # Keras heads an epoch only when fit() runs more than one; this fit runs epoch 1 alone
+            if verbose and cfg.epochs > 1:
+                print(f"Epoch 1/{cfg.epochs}")
+
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
             every = cfg.trajectory_every

@@ -70,13 +70,14 @@ class VerdictRules:
 def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
     """One sentence for one layer, each word followed by the numbers it rests on."""
     p = a.partnered
+    # "beyond the null": the whole interval above the largest fraction any untrained pair reached
     beyond = p.null_high is not None and p.low > p.null_high
     if beyond and p.value >= 0.5:
         maps = "most maps have a partner"
     elif beyond:
         maps = "some maps have a partner"
     else:
-        maps = "no more maps have a partner than between untrained networks"
+        maps = "not clearly more maps have a partner than between untrained networks"
     o = a.order
     if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
         order = "same order"
