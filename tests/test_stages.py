@@ -236,3 +236,21 @@ def test_oip_compare_and_the_report(pipeline):
     for section in ("silent", "compare", "oip_compare", "why"):
         assert f'<section id="{section}">' in html
     assert "figure missing" not in html and "Not run yet" in html  # no seed-split studies yet
+
+
+def test_a_resumed_training_run_has_each_epoch_once(tmp_path):
+    """The epochs a killed job completed are replayed into the resuming run, the rest are live."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from oiplab import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.use_uri(uri)
+    mlflow.set_experiment("resume")
+    with mlflow.start_run() as run:
+        for epoch in (2, 3):  # logged live after resuming from a checkpoint after epoch 1
+            tracking.log_metrics({"val_accuracy": epoch / 10}, step=epoch)
+        tracking.continue_from({"history": {"val_accuracy": [0.1, 0.2, 0.3]}, "epochs_done": 1})
+    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.2), (3, 0.3)]

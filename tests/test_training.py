@@ -132,6 +132,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, uninterrupt
     assert "resuming" in capsys.readouterr().out
     _same(uninterrupted, resumed)
     assert resumed.resumed_from["epochs_done"] == 1
+    assert len(resumed.resumed_from["history"]["loss"]) == 1  # the checkpoint's, not the run's
 
 
 @pytest.mark.parametrize("boundary", ["model", "trajectory", "state", "swap"])

@@ -502,7 +502,7 @@ def continue_from(state: dict) -> None:
             pass  # the killed job logged to another store: nothing to close here
         mlflow.set_tag(TAG_PREFIX + "resumed_from_run", previous)
     for key, values in state["history"].items():
-        for epoch, value in enumerate(values, start=1):
+        for epoch, value in enumerate(values[: state["epochs_done"]], start=1):
             log_metrics({key: value}, step=epoch)
 
 

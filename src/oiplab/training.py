@@ -255,7 +255,9 @@ def train(
         trajectory.add(0, model.get_weights())
     else:
         model, resumed, trajectory = found
-        history, start = resumed["history"], resumed["epochs_done"]
+        # a copy: `resumed` keeps describing the checkpoint (its epochs are replayed to MLflow)
+        history = {key: list(values) for key, values in resumed["history"].items()}
+        start = resumed["epochs_done"]
         print(f"[train] resuming from {checkpoint} after epoch {start}")
     print(
         f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
