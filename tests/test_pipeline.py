@@ -199,6 +199,8 @@ def test_oiplab_runs_lists_the_execution(smoke):
     out = _run(["oiplab", "runs"], smoke["project"], smoke["env"]).stdout
     assert "smoke: dvc repro" in out and "[FINISHED]" in out
     assert len([ln for ln in out.splitlines() if " FINISHED " in ln]) == 6 + 4 * 2
+    assert re.search(r"^prepare +FINISHED +[\d.]+  n_train = [\d,]+$", out, re.M), out
+    assert "nan" not in out
 
 
 def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_run(smoke, tmp_path):
@@ -378,9 +380,10 @@ def test_the_mlflow_ui_shows_the_run_tree_a_metric_chart_and_an_image(smoke, tmp
 
     def dom(fragment: str, *expected: str) -> str:
         """The page's DOM once it shows every `expected` text (a loaded machine may need more
-        than one render: the page's own requests run in real time, not Chromium's virtual time)."""
+        than one render: the page's own requests run in real time, not Chromium's virtual time).
+        The window is tall because the UI renders only the metric charts in view."""
         flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                 "--virtual-time-budget=30000", "--window-size=1400,1000"]  # fmt: skip
+                 "--virtual-time-budget=30000", "--window-size=1400,2400"]  # fmt: skip
         for _ in range(3):
             page = subprocess.run([chromium, *flags, "--dump-dom", f"{server.uri}/#{fragment}"],
                                   capture_output=True, text=True, timeout=240).stdout  # fmt: skip

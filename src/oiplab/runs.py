@@ -68,7 +68,9 @@ def execution_table(
         seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
         key = KEY_METRIC.get(stage, "")
         value = run.get(f"metrics.{key}")
-        shown = f"{key} = {value:.4g}" if value is not None and value == value else ""
+        shown = ""
+        if value is not None and value == value:  # NaN: the stage logged no such metric
+            shown = f"{key} = {int(value):,}" if value.is_integer() else f"{key} = {value:.4g}"
         lines.append(
             f"{stage:<12} {seed:>4} {run['status']:<9} "
             f"{'' if seconds is None else f'{seconds:8.1f}':>8}  {shown}"
