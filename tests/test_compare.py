@@ -182,5 +182,7 @@ def test_two_untrained_networks_are_not_more_than_chance_on_any_layer(known_answ
         assert (
             "not clearly more maps have a partner than between untrained networks" in a.verdict
         ), layer
+        # the verdict names the number its word rests on: the interval against the null's maximum
+        assert f"at most {a.partnered.null_high:.0%} in one untrained pair" in a.verdict, layer
         assert "order at chance" in a.verdict and a.order.p_value >= STUDY.alpha, layer
         assert a.order_null.p_value > 0.01, layer  # the null's own order test is at chance too

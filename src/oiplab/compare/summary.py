@@ -87,7 +87,8 @@ def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
         order = "order at chance"
     return (
         f"{a.layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
-        f"untrained {p.null:.0%}); {order}: {o.observed} same-index vs {o.expected:.1f} expected, "
+        f"untrained {p.null:.0%}, at most {p.null_high or 0:.0%} in one untrained pair); "
+        f"{order}: {o.observed} same-index vs {o.expected:.1f} expected, "
         f"p = {o.p_value:.2g}"
     )
 

@@ -183,6 +183,7 @@ def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int):
     for e in range(1, int(step.max() // steps_per_epoch) + 1):
         ax.axvline(e * steps_per_epoch, color="k", lw=0.5, alpha=0.3)
     ax.set_xscale("symlog", linthresh=max(1.0, steps_per_epoch / 10))
+    ax.set_xlim(left=0)  # symlog would otherwise leave room for negative steps
     ax.set(xlabel="optimizer step (vertical lines: epoch ends)", ylabel="fraction of live maps",
            ylim=(0, 1.05), title=f"{layer}: correspondence over training")  # fmt: skip
     ax.grid(alpha=0.3)

@@ -393,7 +393,13 @@ def why(cfg: Config, lay: Layout, splits: dict[str, dict | None], links: Links) 
             }
         )
     figures = [(lay.alignment_dir() / AlignmentFiles.figure(n), n) for n in cfg.alignment.layers]
-    return {"rows": rows, "studies": studies, "figures": figures}
+    return {
+        "rows": rows,
+        "studies": studies,
+        "figures": figures,
+        "probe_images": cfg.alignment.probe_images,
+        "answer_images": cfg.compare.probe_images,
+    }
 
 
 def context(
