@@ -324,6 +324,7 @@ def test_bad_input_gives_one_clear_line_and_changes_nothing(tour, case):
 def test_the_tour_table(tour, capsys):
     """Prints the table the issue note quotes: case, exit code, seconds, message."""
     with capsys.disabled():
+        print()
         for name, found in tour.items():
             proc = found["proc"]
             message = next((ln for ln in proc.stderr.splitlines() if ln.startswith("error:")), "")

@@ -254,3 +254,15 @@ def test_a_resumed_training_run_has_each_epoch_once(tmp_path):
         tracking.continue_from({"history": {"val_accuracy": [0.1, 0.2, 0.3]}, "epochs_done": 1})
     curve = MlflowClient(uri).get_metric_history(run.info.run_id, "val_accuracy")
     assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_oiplab_ui_links_the_runs_table_of_the_project_store(pipeline, tmp_path):
+    """The UI opens on its GenAI overview; `oiplab ui` prints the link to the runs instead."""
+    from oiplab.cli import _runs_page
+
+    cfg, _ = pipeline
+    client, runs = _runs(cfg)
+    page = _runs_page(cfg.tracking.uri, cfg.tracking.experiment)
+    assert page == f"#/experiments/{runs[0].info.experiment_id}/runs"
+    assert _runs_page(f"sqlite:///{tmp_path}/none.db", "oiplab") is None
+    assert not (tmp_path / "none.db").exists()  # looking did not create a store

@@ -41,7 +41,11 @@ def _ui(args: argparse.Namespace) -> None:
     if uri.startswith("http"):
         raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser")
     mlflow = Path(sys.executable).parent / "mlflow"
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    address = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {address} (store {uri}); Ctrl-C to stop")
+    runs_page = _runs_page(uri, args.experiment)
+    if runs_page:  # the UI itself opens on its GenAI overview
+        print(f"the project's runs: {address}/{runs_page}")
     subprocess.run(
         [
             str(mlflow),
@@ -55,6 +59,16 @@ def _ui(args: argparse.Namespace) -> None:
         ],
         check=False,
     )
+
+
+def _runs_page(uri: str, experiment: str) -> str | None:
+    """The UI fragment of `experiment`'s runs table, when the store exists and holds it."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    return f"#/experiments/{found.experiment_id}/runs" if found else None
 
 
 def _runs(args: argparse.Namespace) -> None:
@@ -80,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--experiment", default="oiplab", help="the experiment whose runs to link")
     runs = sub.add_parser("runs", help="the stage runs of a pipeline execution or sweep")
     runs.add_argument("--uri", default=None, help="tracking URI (default: the project's)")
     runs.add_argument("--experiment", default="oiplab")

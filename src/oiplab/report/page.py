@@ -213,10 +213,10 @@ def oip(cfg: Config, lay: Layout) -> dict:
     rows = []
     for s in cfg.seeds:
         m = _stage(lay, "oip", s)
+        mean = f"{m['start_mean']:.2f}".replace("-0.00", "0.00")  # a mean of ~0 may print as -0
         rows.append(
             (s, m["n_maps"], m["n_with_oip"], m["n_silent"], pct(m["converged_fraction"]),
-             m["median_steps_moving"], f"{m['start_mean']:.2f}", f"{m['start_std_spread']:.3f}",
-             m["seconds"])
+             m["median_steps_moving"], mean, f"{m['start_std_spread']:.1e}", m["seconds"])
         )  # fmt: skip
     galleries = [
         (
@@ -311,10 +311,14 @@ def compare(cfg: Config, lay: Layout) -> dict:
         )
         for a in layers
     ]
-    barrier_rows = [
-        (key.split(".")[0], ".".join(key.split(".")[1:]), _ci(est, as_pct=False))
-        for key, est in head["interpolation"].items()
-    ]
+    alignments = {"naive": "as trained", "activations": "activation matching",
+                  "weights": "weight matching"}  # fmt: skip
+    barrier_rows = []
+    for key, est in head["interpolation"].items():
+        how, images, measure = key.split(".")
+        measure = measure.removesuffix("_barrier")
+        barrier_rows.append((alignments.get(how, how), f"{images} images, {measure}",
+                             _ci(est, as_pct=False)))  # fmt: skip
     a, b = cfg.seeds[0], cfg.seeds[1]
     folder = lay.compare_dir()
     return {
