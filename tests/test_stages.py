@@ -266,3 +266,21 @@ def test_oiplab_ui_links_the_runs_table_of_the_project_store(pipeline, tmp_path)
     assert page == f"#/experiments/{runs[0].info.experiment_id}/runs"
     assert _runs_page(f"sqlite:///{tmp_path}/none.db", "oiplab") is None
     assert not (tmp_path / "none.db").exists()  # looking did not create a store
+
+
+def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
+    """A finished comparison of another study in the store fills its "Why" block, with its link."""
+    from oiplab import tracking
+    from oiplab.report import page
+
+    cfg, _ = pipeline
+    found = tracking.latest_study_headline(cfg, cfg.study)  # the smoke study's own comparison
+    assert found is not None and set(found["headline"]) >= set(cfg.compare.layers)
+    lay = Layout.of(cfg)
+    why = page.why(cfg, lay, {"same_init": found}, page.Links("http://ui", lay))
+    shown = {st["name"]: st for st in why["studies"]}
+    assert shown["same_init"]["found"] and not shown["same_order"]["found"]
+    run_page = f"http://ui/#/experiments/{found['experiment_id']}/runs/{found['run_id']}"
+    assert shown["same_init"]["url"] == run_page
+    verdicts = [found["headline"][n]["verdict"] for n in cfg.compare.layers]
+    assert shown["same_init"]["verdicts"] == verdicts

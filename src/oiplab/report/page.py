@@ -95,15 +95,13 @@ class Links:
         if self.base is None:
             return None
         path = self.lay.output_dir(stage, seed) / RUN
-        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        if not found.get("run_id"):
-            return None
-        return f"{self.base}/#/experiments/{found['experiment_id']}/runs/{found['run_id']}"
+        return self.run(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
 
     def run(self, found: dict | None) -> str | None:
-        if self.base is None or not found:
+        """The UI page of a run record ({"experiment_id", "run_id"})."""
+        if self.base is None or not found or not found.get("run_id"):
             return None
-        return f"{self.base}/#/experiments/{found['experiment']}/runs/{found['run_id']}"
+        return f"{self.base}/#/experiments/{found['experiment_id']}/runs/{found['run_id']}"
 
 
 def ui_base(uri: str | None) -> str | None:
