@@ -73,7 +73,8 @@ def _result(data, cfg, history, start: float, ends: list[float]):
 
 
 def measure(data, cfg: TrainConfig, save: str | None = None):
-    """Train one seed as the pipeline does (one `fit`, weight snapshots, no checkpoint); return
+    """Train one seed as the pipeline does (epoch 1 with weight snapshots, then one `fit` for the
+    rest; no checkpoint); return
     (images/s, seconds to 99% test accuracy or None, final accuracy, seconds)."""
     clock = _Clock()
     start = time.perf_counter()

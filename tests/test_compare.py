@@ -10,7 +10,7 @@ import pytest
 from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
 from oiplab.compare.cka import centered_gram, cka_matrix, linear_cka
-from oiplab.compare.correlation import cross_correlation, dead_maps
+from oiplab.compare.correlation import Units, cross_correlation
 from oiplab.compare.interpolation import barriers
 from oiplab.compare.matching import consistency
 from oiplab.compare.pairs import match_layer
@@ -109,7 +109,7 @@ def test_dead_maps_give_no_nan_and_are_left_out():
     b = a[:, [4, 3, 2, 1, 0]] + 0.01 * rng.normal(size=(200, 5))
     b[:, 2] = 1.5  # dead too (constant, not zero)
     assert np.isfinite(cross_correlation(a, b)).all()
-    assert dead_maps(a).tolist() == [False, False, True, False, False]
+    assert Units.of(a).dead.tolist() == [False, False, True, False, False]
     m = match_layer(a, b)
     assert m.partner.tolist() == [4, 3, -1, 1, 0]  # the dead map is matched to nothing
     assert len(m.r) == 4 and np.isfinite(m.r).all()

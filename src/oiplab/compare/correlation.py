@@ -45,11 +45,6 @@ class Units:
         return Units.of(self.values[rows].reshape(n, self.positions, -1))
 
 
-def dead_maps(units: np.ndarray) -> np.ndarray:
-    """Boolean (n_maps,): maps with (numerically) constant output over the probe set."""
-    return units.std(axis=0) < DEAD_STD
-
-
 def cross_correlation(a: Units | np.ndarray, b: Units | np.ndarray) -> np.ndarray:
     """Pearson correlation (n_maps_a, n_maps_b); pairs with a dead map are 0, never NaN."""
     a = a if isinstance(a, Units) else Units.of(a)

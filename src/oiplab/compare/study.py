@@ -127,7 +127,7 @@ def compare_networks(
 
     matches: dict = {p: {} for p in pairs}
     null_matches: dict = {p: {} for p in null_pairs}
-    dead = {}
+    dead, positions = {}, {}
     for n in layers:  # one layer at a time: each network's units are standardized once
         units = [Units.of(o[n]) for o in outs]
         null_units = [Units.of(o[n]) for o in null_outs]
@@ -136,6 +136,7 @@ def compare_networks(
         for a, b in null_pairs:
             null_matches[(a, b)][n] = match_layer(null_units[a], null_units[b], False, False)
         dead[n] = {str(s): int(u.dead.sum()) for s, u in zip(seeds, units, strict=True)}
+        positions[n] = units[0].positions
     grams = [[centered_gram(o[n]) for n in cka_layers] for o in outs]
     null_grams = [[centered_gram(o[n]) for n in cka_layers] for o in null_outs]
     cka = {p: cka_matrix(grams[p[0]], grams[p[1]]) for p in pairs}
@@ -158,7 +159,7 @@ def compare_networks(
             [matches[p][layer] for p in pairs],
             [null_matches[p][layer] for p in null_pairs],
             ([cka[p][li, li] for p in pairs], [null_cka[p][li, li] for p in null_pairs]),
-            outs[0][layer][0].size // outs[0][layer].shape[-1],  # positions per image
+            positions[layer],
             res,
             c,
         )
