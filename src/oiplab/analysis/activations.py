@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,11 +35,29 @@ def probe_model(model, layer_names: Sequence[str]):
 def layer_outputs(
     model, images: np.ndarray, layer_names: Sequence[str], batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """Outputs of each named layer for `images` (n, 28, 28, 1), as float32 arrays keyed by name."""
-    outputs = probe_model(model, layer_names).predict(images, batch_size=batch_size, verbose=0)
+    """Outputs of each named layer for `images` (n, 28, 28, 1), as float32 arrays keyed by name.
+
+    The probe model is built once per (model, layers) and run batch by batch through its compiled
+    predict step: callers that set new weights into one model and probe it again (the alignment
+    over training, the interpolation) pay neither a new model nor a new trace per call. The
+    numbers are those of `Model.predict` with the same batch size.
+    """
+    probe = _probe_for(model, tuple(layer_names))
+    starts = range(0, len(images), batch_size)
+    batches = [probe.predict_on_batch(images[k : k + batch_size]) for k in starts]
     if len(layer_names) == 1:
-        outputs = [outputs]
+        batches = [[b] for b in batches]
     return {
-        name: np.asarray(out, dtype=np.float32)
-        for name, out in zip(layer_names, outputs, strict=True)
+        name: np.concatenate([np.asarray(b[i], dtype=np.float32) for b in batches])
+        for i, name in enumerate(layer_names)
     }
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe_for(model, layer_names: tuple[str, ...]):
+    per_model = _PROBES.setdefault(model, {})
+    if layer_names not in per_model:
+        per_model[layer_names] = probe_model(model, layer_names)
+    return per_model[layer_names]

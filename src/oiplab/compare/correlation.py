@@ -26,10 +26,13 @@ class Units:
     def of(cls, layer_output: np.ndarray) -> Units:
         """From (n, h, w, maps) or (n, maps) outputs (an (n, maps) array counts as n images)."""
         values = layer_output.reshape(-1, layer_output.shape[-1])
-        x = values.astype(np.float64)
-        std = x.std(axis=0)
+        # The centred copy serves both the standard deviation and z (the operations of
+        # `np.std`, in its order, so the numbers are those of `(x - mean) / x.std()`).
+        z = values.astype(np.float64)
+        z -= z.mean(axis=0)
+        std = np.sqrt(np.square(z).sum(axis=0) / len(z))
         dead = std < DEAD_STD
-        z = (x - x.mean(axis=0)) / np.where(dead, 1.0, std)
+        z /= np.where(dead, 1.0, std)
         z[:, dead] = 0.0
         return cls(values, z, dead, len(layer_output))
 

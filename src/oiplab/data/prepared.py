@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +59,37 @@ def image_target_of(x_train_uint8: np.ndarray, stats: Standardization) -> ImageT
 
 @dataclass
 class PreparedData:
+    """A prepared folder; each split is read and standardized on first use (most stages only
+    need the test split, and the training split is six times larger)."""
+
     name: str
-    x_train: np.ndarray  # (n_train, 28, 28, 1) float32, standardized
-    y_train: np.ndarray  # (n_train,) int64
-    x_test: np.ndarray  # (n_test, 28, 28, 1) float32, standardized
-    y_test: np.ndarray  # (n_test,) int64
+    folder: Path
     standardization: Standardization
     class_names: tuple[str, ...]
     meta: dict
+    _splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images (n, 28, 28, 1) float32 standardized, labels (n,) int64) of `split`."""
+        if split not in self._splits:
+            self._splits[split] = _read_split(self.folder, split, self.standardization)
+        return self._splits[split]
+
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.split("train")[0]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.split("train")[1]
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.split("test")[0]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.split("test")[1]
 
 
 def standardization_of(x_train_uint8: np.ndarray) -> Standardization:
@@ -133,31 +156,33 @@ def load_image_target(folder: str | Path) -> ImageTarget:
 
 
 def load_prepared(folder: str | Path) -> PreparedData:
-    """Load a prepared folder, standardized and shaped (n, 28, 28, 1) for the network."""
+    """Open a prepared folder: its metadata now, each split (standardized and shaped
+    (n, 28, 28, 1) for the network) when first used."""
     folder = Path(folder)
     meta = read_meta(folder)
     stats = load_standardization(folder)
-    arrays = {}
-    for split, fname in PreparedFiles.splits.items():
-        path = folder / fname
-        try:
-            with np.load(path) as npz:
-                images, labels = npz["images"], npz["labels"]
-        except FileNotFoundError as exc:
-            raise missing_input(path, "prepared data", "prepare") from exc
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise PreparedDataError(
-                f"{path}: unreadable prepared split ({type(exc).__name__}: {exc}); rerun "
-                "`dvc repro prepare`"
-            ) from exc
-        arrays[split] = (stats.apply(images[..., None] / 255.0), labels.astype(np.int64))
+    for fname in PreparedFiles.splits.values():
+        if not (folder / fname).is_file():
+            raise missing_input(folder / fname, "prepared data", "prepare")
     return PreparedData(
         name=meta["dataset"],
-        x_train=arrays["train"][0],
-        y_train=arrays["train"][1],
-        x_test=arrays["test"][0],
-        y_test=arrays["test"][1],
+        folder=folder,
         standardization=stats,
         class_names=tuple(meta["class_names"]),
         meta=meta,
     )
+
+
+def _read_split(folder: Path, split: str, stats: Standardization) -> tuple[np.ndarray, np.ndarray]:
+    path = folder / PreparedFiles.splits[split]
+    try:
+        with np.load(path) as npz:
+            images, labels = npz["images"], npz["labels"]
+    except FileNotFoundError as exc:
+        raise missing_input(path, "prepared data", "prepare") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise PreparedDataError(
+            f"{path}: unreadable prepared split ({type(exc).__name__}: {exc}); rerun "
+            "`dvc repro prepare`"
+        ) from exc
+    return stats.apply(images[..., None] / 255.0), labels.astype(np.int64)

