@@ -24,6 +24,9 @@ def min_max(image: np.ndarray) -> np.ndarray:
     return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
 
 
+LABEL_GAP = 9  # image pixels above each tile for its label
+
+
 def gallery_figure(
     images: np.ndarray,
     map_index: np.ndarray,
@@ -36,34 +39,48 @@ def gallery_figure(
 ):
     """One tile per map: its OIP (min-max or contrast-enhanced), the map number and final loss.
 
+    The tiles are one image in one set of axes (a grid of 128 axes took seconds to build and
+    draw), each labelled above; a silent map's tile is grey, framed and marked in crimson.
+
     Args:
         images: (M, 28, 28) one OIP per map. silent: (M,) maps that never responded (marked).
     """
+    from matplotlib.patches import Rectangle
+
     plt = pyplot()
     m = len(map_index)
     rows = math.ceil(m / per_row)
-    fig, axes = plt.subplots(
-        rows, per_row, figsize=(per_row * 0.85, rows * 1.0 + 0.6), squeeze=False
-    )
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= m:
-            ax.axis("off")
-            continue
+    cell_w, cell_h = 28 + 2, 28 + LABEL_GAP
+    canvas = np.full((rows * cell_h, per_row * cell_w), np.nan, dtype=np.float32)
+    fig, ax = plt.subplots(figsize=(per_row * 0.85, rows * 1.0 + 0.6))
+    corners = []
+    for k in range(m):
+        r, c = divmod(k, per_row)
+        y, x = r * cell_h + LABEL_GAP, c * cell_w + 1
         if silent[k]:
-            ax.imshow(np.full((28, 28), 0.85), cmap="gray", vmin=0, vmax=1)
-            ax.text(14, 15, "silent", ha="center", va="center", fontsize=6, color="crimson")
-            for spine in ax.spines.values():
-                spine.set_edgecolor("crimson")
+            canvas[y : y + 28, x : x + 28] = 0.85
         else:
-            shown = contrast_enhance(images[k]) if enhance else min_max(images[k])
-            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{map_index[k]}: {loss[k]:.3g}", fontsize=5, pad=1.5)
+            canvas[y : y + 28, x : x + 28] = (
+                contrast_enhance(images[k]) if enhance else min_max(images[k])
+            )
+        corners.append((x, y))
+    ax.imshow(
+        canvas, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=0, vmax=1,
+        interpolation="nearest",
+    )  # fmt: skip
+    for k, (x, y) in enumerate(corners):
+        label = f"{map_index[k]}: {loss[k]:.3g}"
+        ax.text(x + 13.5, y - 1.5, label, ha="center", va="bottom", fontsize=5)
+        if silent[k]:
+            ax.text(
+                x + 13.5, y + 13.5, "silent", ha="center", va="center", fontsize=6, color="crimson"
+            )
+            ax.add_patch(
+                Rectangle((x - 0.5, y - 0.5), 28, 28, fill=False, edgecolor="crimson", lw=0.8)
+            )
+    ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(
-        wspace=0.08, hspace=0.35, top=1 - 0.6 / (rows + 0.6), bottom=0.01, left=0.01, right=0.99
-    )
+    fig.subplots_adjust(top=1 - 0.6 / (rows + 0.6), bottom=0.01, left=0.01, right=0.99)
     return fig
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -110,8 +111,12 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
         except OiplabError as exc:
             _fail(exc)
         _guarded(run, cfg)
-        return
-    _hydra_main(run)
+    else:
+        _hydra_main(run)
+    # The stage is done and has closed its files. Freezing the objects spares the interpreter's
+    # last garbage collection over the whole TensorFlow object graph (1.2-1.5 s per process here,
+    # 26 processes per pipeline); exit handlers still run.
+    gc.freeze()
 
 
 def hydra_outputs(cfg: Config, output_dir: Path, overridden: set[str]) -> Config:
