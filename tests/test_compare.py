@@ -186,3 +186,27 @@ def test_two_untrained_networks_are_not_more_than_chance_on_any_layer(known_answ
         assert f"at most {a.partnered.null_high:.0%} in one untrained pair" in a.verdict, layer
         assert "order at chance" in a.verdict and a.order.p_value >= STUDY.alpha, layer
         assert a.order_null.p_value > 0.01, layer  # the null's own order test is at chance too
+
+
+def test_a_line_given_its_ends_equals_the_line_evaluated_everywhere():
+    """The ends the study shares between lines are the very networks the line starts and ends at."""
+    from oiplab.compare.interpolation import evaluate_weights, path
+
+    seed_everything(0)
+    net = build_model(model_cfg())
+    wa = net.get_weights()
+    wb = build_model(model_cfg()).get_weights()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    alphas = np.linspace(0.0, 1.0, 5)
+    known = {0.0: evaluate_weights(net, wa, x, y), 1.0: evaluate_weights(net, wb, x, y)}
+    assert path(net, wa, wb, alphas, x, y, known=known) == path(net, wa, wb, alphas, x, y)
+
+
+def test_halves_are_computed_once_and_equal_a_fresh_standardization():
+    out = np.random.default_rng(2).standard_normal((10, 3, 3, 4)).astype(np.float32)
+    units = Units.of(out)
+    first = units.half(True)
+    assert units.half(True) is first
+    np.testing.assert_array_equal(first.z, Units.of(out[5:]).z)

@@ -66,3 +66,25 @@ def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path):
         load_model(tmp_path / "foreign.keras")
     with pytest.raises(MissingInputError, match="not found"):
         load_model(tmp_path / "absent.keras")
+
+
+def test_configured_backend_follows_keras_rules_without_importing_it(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from oiplab.backend import configured_backend; "
+        "print(configured_backend(), 'keras' in sys.modules)"
+    )
+
+    def ask(**env):
+        base = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
+        out = subprocess.run(
+            [sys.executable, "-c", script], env={**base, **env}, capture_output=True, text=True
+        )
+        return out.stdout.split()
+
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    assert ask(KERAS_HOME=str(tmp_path)) == ["jax", "False"]
+    assert ask(KERAS_HOME=str(tmp_path), KERAS_BACKEND="torch") == ["torch", "False"]
+    assert ask(KERAS_HOME=str(tmp_path / "none")) == ["tensorflow", "False"]

@@ -40,11 +40,31 @@ def jit_compile_arg(choice: str) -> bool | str:
     return JIT_MODES[choice]
 
 
+def configured_backend() -> str:
+    """The backend Keras will use, without importing it (4-5 s per process here): the running
+    one once Keras is loaded, else what Keras reads at import (`KERAS_BACKEND`, then the
+    `backend` of `$KERAS_HOME/keras.json` or `~/.keras/keras.json`, else TensorFlow)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    if "keras" in sys.modules:
+        return backend_name()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return str(json.loads((home / "keras.json").read_text())["backend"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tensorflow"
+
+
 def versions() -> dict[str, str]:
-    """Versions of the numerical stack, for run tags and reports."""
+    """Versions of the numerical stack, for run tags and reports (stages that never use Keras,
+    prepare and report, do not import it for this)."""
     import importlib.metadata as md
 
-    out = {"keras_backend": backend_name()}
+    out = {"keras_backend": configured_backend()}
     for dist in ("keras", "tensorflow-cpu", "tensorflow", "jax", "numpy", "mlflow", "dvc"):
         try:
             out[dist] = md.version(dist)

@@ -6,7 +6,7 @@ images and positions); correlating two networks is then one matrix product.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class Units:
     z: np.ndarray  # (samples, maps) float64, each live map standardized; dead maps are 0
     dead: np.ndarray  # (maps,) constant over the probe set
     n_images: int
+    _halves: dict[bool, Units] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, layer_output: np.ndarray) -> Units:
@@ -41,7 +42,13 @@ class Units:
         return len(self.values) // self.n_images
 
     def half(self, second: bool) -> Units:
-        """The first or second half of the images, standardized on their own."""
+        """The first or second half of the images, standardized on their own (computed once:
+        a network takes part in several pairs)."""
+        if second not in self._halves:
+            self._halves[second] = self._half(second)
+        return self._halves[second]
+
+    def _half(self, second: bool) -> Units:
         cut = (self.n_images // 2) * self.positions
         rows = slice(cut, None) if second else slice(0, cut)
         n = self.n_images - self.n_images // 2 if second else self.n_images // 2

@@ -24,11 +24,25 @@ def evaluate_weights(net, weights: list, x: np.ndarray, y: np.ndarray) -> tuple[
 
 
 def path(
-    net, weights_a: list, weights_b: list, alphas: np.ndarray, x: np.ndarray, y: np.ndarray
+    net,
+    weights_a: list,
+    weights_b: list,
+    alphas: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    known: dict[float, tuple[float, float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Loss and accuracy at each point (1 - alpha) * a + alpha * b of the weight line."""
+    """Loss and accuracy at each point (1 - alpha) * a + alpha * b of the weight line.
+
+    `known`: points already evaluated, by alpha (an end of the line is a network itself, which
+    the caller may share between the lines that start or end at it).
+    """
+    known = known or {}
     points = [
-        evaluate_weights(net, interpolate(weights_a, weights_b, float(t)), x, y) for t in alphas
+        known[float(t)]
+        if float(t) in known
+        else evaluate_weights(net, interpolate(weights_a, weights_b, float(t)), x, y)
+        for t in alphas
     ]
     return {"loss": [p[0] for p in points], "accuracy": [p[1] for p in points]}
 

@@ -18,7 +18,7 @@ from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
 from oiplab.compare.cka import centered_gram, cka_matrix
 from oiplab.compare.correlation import Units
-from oiplab.compare.interpolation import barriers, path
+from oiplab.compare.interpolation import barriers, evaluate_weights, path
 from oiplab.compare.matching import consistency
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
@@ -173,6 +173,13 @@ def compare_networks(
 
     net = _fresh_copy(nulls[0])
     alphas = np.linspace(0.0, 1.0, c.interpolation_points)
+    # Every line starts at a trained network, and the naive one ends at one: each is evaluated
+    # once ((1 - 0) * a + 0 * b is a itself; a permuted end is evaluated on its own).
+    ends = {
+        (i, name): evaluate_weights(net, w, *xy)
+        for i, w in enumerate(weights)
+        for name, xy in eval_sets.items()
+    }
     curves = {}
     for a, b in pairs:
         act = {n: matches[(a, b)][n].perm for n in PERMUTABLE if n in layers}
@@ -182,7 +189,18 @@ def compare_networks(
             "weights": permute(weights[b], weight_perms[(a, b)]),
         }
         curves[(a, b)] = {
-            label: {name: path(net, weights[a], wb, alphas, *xy) for name, xy in eval_sets.items()}
+            label: {
+                name: path(
+                    net,
+                    weights[a],
+                    wb,
+                    alphas,
+                    *xy,
+                    known={0.0: ends[(a, name)]}
+                    | ({1.0: ends[(b, name)]} if label == "naive" else {}),
+                )  # fmt: skip
+                for name, xy in eval_sets.items()
+            }
             for label, wb in variants.items()
         }
         say(f"[compare] interpolation seeds {seeds[a]}-{seeds[b]} done")
