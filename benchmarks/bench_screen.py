@@ -65,7 +65,7 @@ def main() -> None:
                 row |= {
                     "same_maps_as_first": bool(np.array_equal(found.found, reference.found)),
                     "top_k_shared": float(np.mean(shared)) if shared else float("nan"),
-                    "screen_speedup": reference.screen_seconds / found.screen_seconds,
+                    "screen_speedup": reference.screen_seconds / max(found.screen_seconds, 1e-9),
                 }
             rows.append(row)
             print(row, flush=True)

@@ -32,7 +32,7 @@ def run(cfg: Config) -> dict[str, Any]:
         paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
         steps = Trajectory.common_steps(trajectories)
-        per_epoch = math.ceil(len(data.y_train) / cfg.train.batch_size)
+        per_epoch = math.ceil(int(data.meta["n_train"]) / cfg.train.batch_size)
         print(f"[alignment] {len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
         nulls = untrained_networks(cfg.model, c)
         result = alignment_over_training(
