@@ -204,6 +204,19 @@ def test_a_line_given_its_ends_equals_the_line_evaluated_everywhere():
     assert path(net, wa, wb, alphas, x, y, known=known) == path(net, wa, wb, alphas, x, y)
 
 
+def test_units_are_the_plain_standardization_to_the_bit():
+    """Known answer: (x - mean) / np.std(x), dead maps 0, whatever the one-pass arithmetic."""
+    out = np.random.default_rng(3).standard_normal((20, 4, 4, 6)).astype(np.float32) * 3 + 1
+    out[..., 2] = 0.5  # a dead map
+    x = out.reshape(-1, 6).astype(np.float64)
+    std = x.std(axis=0)
+    expected = (x - x.mean(axis=0)) / np.where(std < 1e-8, 1.0, std)
+    expected[:, 2] = 0.0
+    units = Units.of(out)
+    np.testing.assert_array_equal(units.z, expected)
+    assert units.dead.tolist() == [False, False, True, False, False, False]
+
+
 def test_halves_are_computed_once_and_equal_a_fresh_standardization():
     out = np.random.default_rng(2).standard_normal((10, 3, 3, 4)).astype(np.float32)
     units = Units.of(out)
