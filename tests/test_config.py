@@ -147,6 +147,36 @@ def test_load_params_applies_typed_overrides(tmp_path: Path):
         load_params(tmp_path / "missing.yaml")
 
 
+def test_each_seed_runs_a_per_seed_stage_for_every_seed_in_order(tmp_path, monkeypatch, capsys):
+    from oiplab.stages import stage_main
+
+    monkeypatch.chdir(tmp_path)  # the output folders the preflight checks are created here
+    path = tmp_path / "params.yaml"
+    path.write_text(OmegaConf.to_yaml(compose([], root=REPO_ROOT)))
+    seen = []
+
+    def run(cfg):
+        seen.append((cfg.train.seed, cfg.oip.n_starts))
+        return {}
+
+    argv = ["--params", str(path), "--each-seed", "seeds=[3,1,4]", "oip.n_starts=2"]
+    stage_main(run, argv, per_seed=True)
+    assert seen == [(3, 2), (1, 2), (4, 2)]  # every seed, the other overrides kept
+    stage_main(run, ["--params", str(path), "train.seed=2"], per_seed=True)
+    assert seen[-1] == (2, 8)  # without the flag: the one seed asked for
+    bad = [
+        (["--each-seed"], False, "not run per seed"),
+        (["--each-seed", "train.seed=1"], True, "set seeds=\\[...\\], not train.seed"),
+        (["--each-seed", "seeds=[]"], True, "seeds"),
+    ]
+    for extra, per_seed, message in bad:
+        with pytest.raises(SystemExit) as exit_info:
+            stage_main(run, ["--params", str(path), *extra], per_seed=per_seed)
+        assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err), extra
+    assert len(seen) == 4  # nothing ran for a refused command
+
+
 @pytest.mark.parametrize(
     ("launcher", "target"),
     [

@@ -102,3 +102,11 @@ def test_stage_inputs_and_outputs_are_the_layouts():
     assert {n for n in dvc_stages() if n.split("@")[0] in per_seed} == {
         f"{s}@{seed}" for s in per_seed for seed in cfg.seeds
     }
+
+
+def test_stages_that_run_every_seed_rerun_when_the_seed_list_changes():
+    each = {name: s for name, s in dvc_stages().items() if "--each-seed" in s.cmd}
+    assert set(each) == {"activations", "oip", "precursor"}
+    for name, stage in each.items():
+        params = {key for d in stage.deps if hasattr(d, "params") for key in d.params}
+        assert "seeds" in params, name

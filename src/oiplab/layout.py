@@ -126,14 +126,19 @@ class Layout:
     def selection(self) -> Path:
         return self.artifacts / "selection.json"
 
+    def seeds_dir(self, stage: str) -> Path:
+        """The folder of a per-seed analysis stage (activations, oip, precursor): one `seed_<n>`
+        folder in it per seed, all written by the stage's one `--each-seed` run."""
+        return self.artifacts / stage
+
     def activations_dir(self, seed: int) -> Path:
-        return self.artifacts / "activations" / f"seed_{seed}"
+        return self.seeds_dir("activations") / f"seed_{seed}"
 
     def oip_dir(self, seed: int) -> Path:
-        return self.artifacts / "oip" / f"seed_{seed}"
+        return self.seeds_dir("oip") / f"seed_{seed}"
 
     def precursor_dir(self, seed: int) -> Path:
-        return self.artifacts / "precursor" / f"seed_{seed}"
+        return self.seeds_dir("precursor") / f"seed_{seed}"
 
     def compare_dir(self) -> Path:
         return self.artifacts / "compare"
@@ -175,18 +180,18 @@ class Layout:
             "train": ([self.prepared], [self.model_dir(seed)]),
             "select_images": ([self.prepared, self.models], [self.selection()]),
             "activations": (
-                [self.prepared, self.model_dir(seed), self.selection()],
-                [self.activations_dir(seed)],
+                [self.prepared, self.models, self.selection()],
+                [self.seeds_dir("activations")],
             ),
-            "oip": ([self.prepared, self.model_dir(seed)], [self.oip_dir(seed)]),
+            "oip": ([self.prepared, self.models], [self.seeds_dir("oip")]),
             "precursor": (
-                [self.prepared, self.model_dir(seed), self.oip_dir(seed)],
-                [self.precursor_dir(seed)],
+                [self.prepared, self.models, self.seeds_dir("oip")],
+                [self.seeds_dir("precursor")],
             ),
             "compare": ([self.prepared, self.models], [self.compare_dir()]),
             "alignment": ([self.prepared, self.models], [self.alignment_dir()]),
             "oip_compare": (
-                [self.prepared, self.models, self.artifacts / "oip", self.compare_dir()],
+                [self.prepared, self.models, self.seeds_dir("oip"), self.compare_dir()],
                 [self.oip_compare_dir()],
             ),
             "report": ([pm, self.models, self.artifacts, self.metrics], [self.report()]),

@@ -4,7 +4,9 @@
 
 * from the composed parameters, as `dvc.yaml` does:
   `python -m oiplab.stages.train --params params.yaml train.seed=3`
-  (the file is `conf/` composed by DVC; trailing `key=value` items override it);
+  (the file is `conf/` composed by DVC; trailing `key=value` items override it); a per-seed
+  stage given `--each-seed` runs once for every seed of `seeds`, one after the other in one
+  process (one MLflow run and one output folder per seed, as separate processes would give);
 * as a Hydra app composing `conf/` itself, for sweeps:
   `python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib`.
 """
@@ -97,8 +99,20 @@ def _guarded(run: RunFn, cfg: Config) -> None:
         _fail(exc, 130)
 
 
-def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
-    """Entry point shared by every stage module (see the module docstring)."""
+EACH_SEED = "--each-seed"
+
+
+def seed_configs(path: str | Path, overrides: Sequence[str]) -> list[Config]:
+    """The parameters of a per-seed stage for every seed of `seeds`, in order (`--each-seed`)."""
+    if any(o.split("=", 1)[0] == "train.seed" for o in overrides):
+        raise ConfigError(f"{EACH_SEED} runs each seed of `seeds`: set seeds=[...], not train.seed")
+    seeds = load_params(path, overrides).seeds
+    return [load_params(path, [*overrides, f"train.seed={seed}"]) for seed in seeds]
+
+
+def stage_main(run: RunFn, argv: Sequence[str] | None = None, *, per_seed: bool = False) -> None:
+    """Entry point shared by every stage module (see the module docstring). `per_seed`: the
+    stage works on one seed (`train.seed`) and accepts `--each-seed`."""
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
@@ -106,11 +120,18 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["--params"]:
         if len(args) < 2:
             _fail(ConfigError("--params needs a file name"))
+        each, overrides = EACH_SEED in args[2:], [a for a in args[2:] if a != EACH_SEED]
         try:
-            cfg = load_params(args[1], args[2:])
+            if each and not per_seed:
+                raise ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag")
+            if each:
+                configs = seed_configs(args[1], overrides)
+            else:
+                configs = [load_params(args[1], overrides)]
         except OiplabError as exc:
             _fail(exc)
-        _guarded(run, cfg)
+        for cfg in configs:
+            _guarded(run, cfg)
     else:
         _hydra_main(run)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's

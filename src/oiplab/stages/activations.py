@@ -1,7 +1,7 @@
 """Stage `activations`: every layer's maps for the selected images of one seed, their grids, and the
 patterns common to a group (FCPs), with within- vs across-group overlaps.
 
-    dvc repro activations        # every seed
+    dvc repro activations        # every seed of `seeds`, in one process (--each-seed)
     python -m oiplab.stages.activations train.seed=0 activations.standardize_maps=true
 """
 
@@ -59,7 +59,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def main() -> None:
-    stage_main(run)
+    stage_main(run, per_seed=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Stage `oip`: for every map of a layer and several starts, the input pattern that drives it.
 
-dvc repro oip                                   # every seed
+dvc repro oip                               # every seed of `seeds`, in one process (--each-seed)
 python -m oiplab.stages.oip train.seed=0 oip.maps=[120] oip.n_starts=16 oip.start_kind=dark
 """
 
@@ -42,7 +42,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def main() -> None:
-    stage_main(run)
+    stage_main(run, per_seed=True)
 
 
 if __name__ == "__main__":

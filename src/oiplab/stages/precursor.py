@@ -1,7 +1,7 @@
 """Stage `precursor`: coarse-pattern starts for the maps that got no OIP from noise (article X),
 the warm-up rescue for those still without one, and a census of every map by cause.
 
-dvc repro precursor                      # every seed
+dvc repro precursor                      # every seed of `seeds`, in one process (--each-seed)
 python -m oiplab.stages.precursor train.seed=0 precursor.maps=[1,3,5]
 """
 
@@ -65,7 +65,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def main() -> None:
-    stage_main(run)
+    stage_main(run, per_seed=True)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def main() -> None:
-    stage_main(run)
+    stage_main(run, per_seed=True)
 
 
 if __name__ == "__main__":
