@@ -88,3 +88,26 @@ def test_configured_backend_follows_keras_rules_without_importing_it(tmp_path, m
     assert ask(KERAS_HOME=str(tmp_path)) == ["jax", "False"]
     assert ask(KERAS_HOME=str(tmp_path), KERAS_BACKEND="torch") == ["torch", "False"]
     assert ask(KERAS_HOME=str(tmp_path / "none")) == ["tensorflow", "False"]
+    assert ask(KERAS_HOME=str(tmp_path), KERAS_BACKEND="") == ["jax", "False"]  # empty: unset
+
+
+def test_keras_home_is_the_folder_keras_itself_chooses(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from oiplab.backend import keras_home
+
+    script = (
+        "from oiplab.backend import keras_home; import keras; "
+        "from keras.src.backend.config import keras_home as theirs; print(keras_home(), theirs())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_HOME"} | {"HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == [str(tmp_path / ".keras")] * 2, out.stderr[-500:]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
+    assert keras_home() == tmp_path / "k"
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(os, "access", lambda *_a, **_k: False)  # a home that is not writable
+    assert str(keras_home()) == "/tmp/.keras"

@@ -40,21 +40,30 @@ def jit_compile_arg(choice: str) -> bool | str:
     return JIT_MODES[choice]
 
 
+def keras_home():
+    """The folder Keras reads `keras.json` from, by Keras's own rule: `$KERAS_HOME`, else
+    `~/.keras`, or `/tmp/.keras` when the home folder is not writable."""
+    from pathlib import Path
+
+    if "KERAS_HOME" in os.environ:
+        return Path(os.environ["KERAS_HOME"])
+    base = Path.home() if os.access(Path.home(), os.W_OK) else Path("/tmp")
+    return base / ".keras"
+
+
 def configured_backend() -> str:
     """The backend Keras will use, without importing it (4-5 s per process here): the running
-    one once Keras is loaded, else what Keras reads at import (`KERAS_BACKEND`, then the
-    `backend` of `$KERAS_HOME/keras.json` or `~/.keras/keras.json`, else TensorFlow)."""
+    one once Keras is loaded, else what Keras reads at import (a non-empty `KERAS_BACKEND`, then
+    the `backend` of `keras.json` in `keras_home()`, else TensorFlow)."""
     import json
     import sys
-    from pathlib import Path
 
     if "keras" in sys.modules:
         return backend_name()
-    if os.environ.get("KERAS_BACKEND"):
+    if os.environ.get("KERAS_BACKEND"):  # Keras, too, ignores an empty value
         return os.environ["KERAS_BACKEND"]
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     try:
-        return str(json.loads((home / "keras.json").read_text())["backend"])
+        return str(json.loads((keras_home() / "keras.json").read_text())["backend"])
     except (OSError, ValueError, KeyError, TypeError):
         return "tensorflow"
 

@@ -38,9 +38,10 @@ def layer_outputs(
     """Outputs of each named layer for `images` (n, 28, 28, 1), as float32 arrays keyed by name.
 
     The probe model is built once per (model, layers) and run batch by batch through its compiled
-    predict step: callers that set new weights into one model and probe it again (the alignment
-    over training, the interpolation) pay neither a new model nor a new trace per call. The
-    numbers are those of `Model.predict` with the same batch size.
+    predict step: a caller that sets new weights into one model and probes it again (the
+    alignment over training) pays neither a new model nor a new trace per call. The numbers are
+    those of `Model.predict` with the same batch size (TensorFlow on a CPU; a backend compiling
+    with XLA may differ in the last bits).
     """
     probe = _probe_for(model, tuple(layer_names))
     starts = range(0, len(images), batch_size)
