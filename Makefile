@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-# uv installs the pinned set in a quarter of pip's time (parallel downloads, unpacking and
+# uv installs the pinned set in under half of pip's time (parallel downloads, unpacking and
 # bytecode compilation); the versions are constraints.txt's either way.
 UV := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt
 export PATH := $(abspath $(BIN)):$(PATH)

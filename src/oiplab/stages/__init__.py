@@ -136,7 +136,7 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None, *, per_seed: bool 
         _hydra_main(run)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
     # last garbage collection over the whole TensorFlow object graph (1.2-2 s per process here,
-    # 26 processes per pipeline); exit handlers still run.
+    # 14 processes per pipeline); exit handlers still run.
     gc.freeze()
 
 
