@@ -360,6 +360,21 @@ def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
     )
 
 
+def test_each_seed_stops_at_a_seed_without_a_model_and_keeps_what_it_finished(study, tmp_path):
+    """`--each-seed` runs the seeds in order: the ones before a failing seed are written whole,
+    the failing one leaves nothing (no folder, no temporaries), and the exit is one line, code 2."""
+    folder = tmp_path / "each"
+    shutil.copytree(study, folder)
+    oip_dir = folder / "artifacts" / "oip"
+    old_run = json.loads((oip_dir / "seed_0" / "run.json").read_text())
+    proc = _cli(folder, "oip", "--each-seed", "seeds=[0,7]")
+    assert proc.returncode == 2, proc.stderr[-800:]
+    assert "models/seed_7/model.keras" in proc.stderr and "not found" in proc.stderr
+    new_run = json.loads((oip_dir / "seed_0" / "run.json").read_text())
+    assert new_run["run_id"] != old_run["run_id"]  # seed 0 ran to the end, by a new run
+    assert sorted(p.name for p in oip_dir.iterdir()) == ["seed_0", "seed_1"]  # no seed_7, no temp
+
+
 SWAPPER = """
 import sys
 from pathlib import Path
