@@ -163,7 +163,7 @@ def test_each_seed_runs_a_per_seed_stage_for_every_seed_in_order(tmp_path, monke
     stage_main(run, argv, per_seed=True)
     assert seen == [(3, 2), (1, 2), (4, 2)]  # every seed, the other overrides kept
     stage_main(run, ["--params", str(path), "train.seed=2"], per_seed=True)
-    assert seen[-1] == (2, 8)  # without the flag: the one seed asked for
+    assert seen[-1] == (2, compose_typed().oip.n_starts)  # without the flag: the seed asked for
     bad = [
         (["--each-seed"], False, "not run per seed"),
         (["--each-seed", "train.seed=1"], True, "set seeds=\\[...\\], not train.seed"),
