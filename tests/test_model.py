@@ -64,7 +64,7 @@ def test_corrupt_or_foreign_model_files_give_clear_errors(tmp_path):
     foreign.save(tmp_path / "foreign.keras")
     with pytest.raises(ModelFileError, match="not an oiplab CNN"):
         load_model(tmp_path / "foreign.keras")
-    with pytest.raises(MissingInputError, match="not found"):
+    with pytest.raises(MissingInputError, match=r"not found.*dvc repro train.*train\.seed=N"):
         load_model(tmp_path / "absent.keras")
 
 

@@ -284,3 +284,129 @@ def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
     assert shown["same_init"]["url"] == run_page
     verdicts = [found["headline"][n]["verdict"] for n in cfg.compare.layers]
     assert shown["same_init"]["verdicts"] == verdicts
+
+
+def _stopped_run(smoke_cfg, work) -> tuple[str, BaseException | None]:
+    """Run `work` inside a stage's run; the run's status and what ended it."""
+    from mlflow.tracking import MlflowClient
+
+    from oiplab import tracking
+
+    raised, run_id = None, None
+    try:
+        with tracking.stage_run(smoke_cfg, "train", seed=0) as run:
+            run_id = run.info.run_id
+            work()
+    except tracking.StageInterrupted as exc:
+        raised = exc
+    return MlflowClient(smoke_cfg.tracking.uri).get_run(run_id).info.status, raised
+
+
+def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_killed(smoke_cfg):
+    """Raised inside MLflow's SQLAlchemy session, the signal would leave the store locked and the
+    run RUNNING; held, the write completes, the stage stops right after it, the run is KILLED."""
+    import os
+    import signal
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from oiplab import tracking
+
+    real = mlflow.log_metrics
+    after = []
+
+    def interrupted_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before the real write starts
+        real(*args, **kwargs)
+
+    def work():
+        mlflow.log_metrics = interrupted_write
+        try:
+            tracking.log_metrics({"loss": 0.5}, step=1)
+        finally:
+            mlflow.log_metrics = real
+        after.append("ran on")
+
+    status, raised = _stopped_run(smoke_cfg, work)
+    assert status == "KILLED" and str(raised) == "stopped by SIGTERM" and after == []
+    run = MlflowClient(smoke_cfg.tracking.uri).search_runs(
+        [mlflow.get_experiment_by_name(smoke_cfg.tracking.experiment).experiment_id]
+    )[0]
+    assert run.data.metrics == {"loss": 0.5}  # the write was completed, not torn
+    assert _stopped_run(smoke_cfg, lambda: None) == ("FINISHED", None)  # the store still works
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_whose_exception_python_swallows_still_ends_the_run_killed(smoke_cfg):
+    """A signal handled inside a finalizer raises there, and Python only prints "Exception
+    ignored"; the stop is kept and the run ends KILLED when the work returns."""
+    import gc
+    import os
+    import signal
+
+    class SignalsWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # the handler runs here, inside the finalizer
+
+    def work():
+        SignalsWhileCollected()
+        gc.collect()
+
+    status, raised = _stopped_run(smoke_cfg, work)
+    assert status == "KILLED" and str(raised) == "stopped by SIGTERM"
+    assert _stopped_run(smoke_cfg, lambda: None) == ("FINISHED", None)  # not carried over
+
+
+def _session_members(session: int) -> list[int]:
+    """The processes of a session (field 6 of /proc/<pid>/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while listed
+        if int(fields[3]) == session:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, stop):
+    """`mlflow ui` starts uvicorn and job runners; none of them outlives `oiplab ui`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    oiplab = Path(sys.executable).parent / "oiplab"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [oiplab, "ui", "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.5)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1
+    server = int(children[0])  # `mlflow ui`, leader of a session of its own
+    assert len(_session_members(server)) > 1  # it did start workers
+    proc.send_signal(getattr(signal, stop))
+    assert proc.wait(timeout=60) == {"SIGTERM": 143, "SIGINT": 130}[stop]
+    assert _session_members(server) == []
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -6,6 +6,7 @@ Everything else in the project is backend-neutral Keras 3. Nothing here runs at 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 JIT_MODES = {"auto": "auto", "on": True, "off": False}
 
@@ -40,11 +41,9 @@ def jit_compile_arg(choice: str) -> bool | str:
     return JIT_MODES[choice]
 
 
-def keras_home():
+def keras_home() -> Path:
     """The folder Keras reads `keras.json` from, by Keras's own rule: `$KERAS_HOME`, else
     `~/.keras`, or `/tmp/.keras` when the home folder is not writable."""
-    from pathlib import Path
-
     if "KERAS_HOME" in os.environ:
         return Path(os.environ["KERAS_HOME"])
     base = Path.home() if os.access(Path.home(), os.W_OK) else Path("/tmp")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from oiplab.errors import OiplabError
@@ -46,19 +49,37 @@ def _ui(args: argparse.Namespace) -> None:
     runs_page = _runs_page(uri, args.experiment)
     if runs_page:  # the UI itself opens on its GenAI overview
         print(f"the project's runs: {address}/{runs_page}")
-    subprocess.run(
-        [
-            str(mlflow),
-            "ui",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-        ],
-        check=False,
-    )
+    command = [str(mlflow), "ui", "--backend-store-uri", uri]
+    raise SystemExit(_serve([*command, "--host", args.host, "--port", str(args.port)]))
+
+
+def _serve(cmd: list[str]) -> int:
+    """Run a server that starts workers of its own (`mlflow ui`: uvicorn, job runners) in a
+    process group of its own, and stop the whole group when this command ends, on Ctrl-C, on
+    SIGTERM or when the server exits; its exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to `proc`'s process group; SIGKILL to what of it still runs after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(proc.pid, sig)
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader, or it counts as running
+                os.killpg(proc.pid, 0)  # raises once no process of the group is left
+                time.sleep(0.1)
+        except ProcessLookupError:
+            return
 
 
 def _runs_page(uri: str, experiment: str) -> str | None:

@@ -10,14 +10,15 @@ class MissingInputError(OiplabError, FileNotFoundError):
     """A stage's input (an earlier stage's output) does not exist yet."""
 
 
-def missing_input(path, what: str, stage: str = "") -> MissingInputError:
+def missing_input(path, what: str, stage: str = "", otherwise: str = "") -> MissingInputError:
     """The error for a stage input that does not exist: the file, what it is, where it was
-    looked for (paths are relative to the working directory), and what makes it."""
+    looked for (paths are relative to the working directory), and what makes it (`otherwise`:
+    what makes it where the DVC stage does not)."""
     from pathlib import Path
 
     where = Path.cwd()
     make = f"`dvc repro {stage}`" if stage else "`dvc repro`"
     return MissingInputError(
         f"{path}: {what} not found (paths are relative to {where}): run {make} in the project "
-        "root, the folder holding dvc.yaml"
+        "root, the folder holding dvc.yaml" + (f"; {otherwise}" if otherwise else "")
     )

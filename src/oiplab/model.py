@@ -72,20 +72,24 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     return keras.Model(inputs, outputs, name="oiplab_cnn")
 
 
+# `dvc repro train` trains the seeds of `seeds`, and only those
+OTHER_SEED = "for a seed outside `seeds`: `oiplab run train train.seed=N`"
+
+
 def load_model(path: str | Path):
     """Load a saved `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
     import keras
 
     path = Path(path)
     if not path.is_file():
-        raise missing_input(path, "model file", "train")
+        raise missing_input(path, "model file", "train", OTHER_SEED)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise ModelFileError(
             f"{path}: exists but is not a readable Keras model archive "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); delete it and rerun "
-            "`dvc repro train`"
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); delete it and train it "
+            f"again: `dvc repro train`; {OTHER_SEED}"
         ) from exc
     missing = [n for n in CONV_LAYERS if n not in {layer.name for layer in model.layers}]
     if missing:

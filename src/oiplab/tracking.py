@@ -9,16 +9,17 @@ temporary copy of the workspace (`dvc exp run --queue` / `--temp`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from oiplab.config import Config
 from oiplab.errors import OiplabError
@@ -38,6 +39,10 @@ HTTP_LIMITS = {
 DVC_WORKSPACES = (".dvc", "tmp", "exps")  # where DVC runs queued and --temp experiments
 # Files DVC or the pipeline itself rewrites during `dvc repro`: they do not make a checkout dirty.
 PIPELINE_WRITTEN = ("dvc.lock", "*.gitignore", "metrics")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TrackingError(OiplabError):
@@ -251,12 +256,48 @@ def _close_parent(client, parent: str) -> None:
     client.set_terminated(parent, status="FAILED" if bad else "FINISHED")
 
 
+class _Interrupt:
+    """SIGTERM/SIGINT while a stage runs. The handler raises `StageInterrupted` at once, except
+    inside a write to the store (`held` > 0): an exception raised in the middle of MLflow's
+    SQLAlchemy session leaves its transaction open, the store locked and the run RUNNING. There
+    the signal waits until the write ends. Python swallows an exception raised inside a finalizer
+    or weakref callback ("Exception ignored in ..."), so the signal is also kept (`pending`) and
+    raised again at the next check: the end of a write, an epoch, the stage's work."""
+
+    held = 0
+    pending: str | None = None
+
+
+def raise_if_interrupted() -> None:
+    """Raise `StageInterrupted` if a signal arrived that has not ended the stage yet."""
+    if _Interrupt.pending and not _Interrupt.held:
+        raise StageInterrupted(f"stopped by {_Interrupt.pending}")
+
+
+def _holding_signals(write: Callable[P, R]) -> Callable[P, R]:
+    """Let a SIGTERM/SIGINT that arrives during `write` (a call into the store) end the stage only
+    once the call has returned."""
+
+    @functools.wraps(write)
+    def held(*args: P.args, **kwargs: P.kwargs) -> R:
+        _Interrupt.held += 1
+        try:
+            result = write(*args, **kwargs)
+        finally:
+            _Interrupt.held -= 1
+        raise_if_interrupted()
+        return result
+
+    return held
+
+
 @contextmanager
 def _signals_raise() -> Iterator[None]:
     """Turn SIGTERM (and SIGINT) into an exception while a stage runs, so it can close its run."""
 
     def handler(signum, _frame):
-        raise StageInterrupted(f"stopped by {signal.Signals(signum).name}")
+        _Interrupt.pending = signal.Signals(signum).name
+        raise_if_interrupted()
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -264,8 +305,10 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, handler)
     except ValueError:  # not the main thread (e.g. a joblib thread): leave signals alone
         previous = {}
+    _Interrupt.pending = None
     try:
         yield
+        raise_if_interrupted()  # a signal whose exception was swallowed on the way
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -306,7 +349,7 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
     status, failure = "FAILED", None
     try:
         with _signals_raise():
-            mlflow.log_params(flatten(cfg.model_dump()))
+            _holding_signals(mlflow.log_params)(flatten(cfg.model_dump()))
             yield run
         status = "FINISHED"
     except StageInterrupted as exc:
@@ -369,6 +412,7 @@ def active() -> bool:
     return mlflow.active_run() is not None
 
 
+@_holding_signals
 def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     """Log the numeric values of `metrics` on the active run, if any."""
     import mlflow
@@ -383,6 +427,7 @@ def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     mlflow.log_metrics(clean, step=step)
 
 
+@_holding_signals
 def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -399,6 +444,7 @@ def log_results(
         log_artifacts(folder, name)
 
 
+@_holding_signals
 def log_json(data: Any, artifact_file: str) -> None:
     """Log `data` as a JSON artifact named `artifact_file` on the active run, if any."""
     import mlflow
@@ -407,6 +453,7 @@ def log_json(data: Any, artifact_file: str) -> None:
         mlflow.log_dict(json.loads(to_json(data)), artifact_file)
 
 
+@_holding_signals
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
@@ -414,6 +461,7 @@ def log_text(text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)
 
 
+@_holding_signals
 def describe(text: str) -> None:
     """Set the active run's description (shown at the top of its page in the UI)."""
     import mlflow
@@ -432,6 +480,7 @@ def run_record() -> dict[str, str]:
     return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
 
 
+@_holding_signals
 def log_dataset(x, y, name: str, digest: str, source: str, context: str) -> None:
     """Record a data split as an input of the active run (MLflow datasets), with its sha256."""
     import warnings
@@ -446,6 +495,7 @@ def log_dataset(x, y, name: str, digest: str, source: str, context: str) -> None
     mlflow.log_input(dataset, context=context)
 
 
+@_holding_signals
 def log_keras_model(model, example, registered_name: str | None) -> None:
     """Log a trained model as an MLflow Keras model with its signature; register it when the
     store has a model registry (not on plain file stores)."""
@@ -483,6 +533,7 @@ def epoch_logger():
     return EpochLogger()
 
 
+@_holding_signals
 def continue_from(state: dict) -> None:
     """On a resumed training: close the killed job's run as KILLED, and give the active run the
     epochs that job completed, so its learning curve is whole."""
@@ -537,6 +588,7 @@ def latest_study_headline(cfg: Config, study: str) -> dict | None:
     }
 
 
+@_holding_signals
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 

@@ -26,6 +26,7 @@ from oiplab.backend import jit_compile_arg, seed_everything
 from oiplab.config import ModelConfig, TrainConfig
 from oiplab.io import InputError, atomic_dir, load_npz, to_json
 from oiplab.model import build_model
+from oiplab.tracking import raise_if_interrupted
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -111,6 +112,7 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
 
     class FollowEpochs(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            raise_if_interrupted()  # a stop request whose exception Python swallowed
             dataset.set_epoch(epoch)  # before the epoch's first batch is read
 
     dataset = EpochOrdered()
