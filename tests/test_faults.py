@@ -442,6 +442,42 @@ def test_sigterm_ends_the_stage_killed_and_its_run_closed(study, tmp_path):
     assert not (folder / "models" / "seed_3").exists()
 
 
+SIGTERM_STRESS = """
+import os, random, signal, sys, threading
+from mlflow.tracking import MlflowClient
+from oiplab import tracking
+from oiplab.stages import load_params
+
+cfg = load_params(sys.argv[1])
+rng, statuses = random.Random(0), []
+for i in range(int(sys.argv[2])):
+    timer = threading.Timer(rng.uniform(0.05, 0.4), os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        with tracking.stage_run(cfg, "train", seed=100 + i) as run:
+            timer.start()
+            for step in range(10**6):  # a stage that writes to the store all the time
+                tracking.log_metrics({"loss": 1 / (step + 1), "step": step}, step=step)
+    except tracking.StageInterrupted:
+        pass
+    timer.join()
+    statuses.append(MlflowClient(cfg.tracking.uri).get_run(run.info.run_id).info.status)
+print(" ".join(statuses))
+"""
+
+
+@pytest.mark.slow
+def test_sigterms_at_random_moments_of_store_writes_all_end_their_runs_killed(tmp_path):
+    """A signal raised inside MLflow's SQLAlchemy session left the run RUNNING and the sqlite
+    store locked for every later run of the process; held until the write ends, it cannot."""
+    params = _params(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    script = tmp_path / "stress.py"
+    script.write_text(SIGTERM_STRESS)
+    done = subprocess.run([sys.executable, script, params, "20"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["KILLED"] * 20, done.stderr[-2000:]
+
+
 TRAIN = ("train", "train.epochs=4", "train.batch_size=16", "train.seed=0")
 
 
