@@ -299,19 +299,20 @@ def _signals_raise() -> Iterator[None]:
         _Interrupt.pending = signal.Signals(signum).name
         raise_if_interrupted()
 
+    _Interrupt.pending = None
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for s in previous:
             signal.signal(s, handler)
     except ValueError:  # not the main thread (e.g. a joblib thread): leave signals alone
         previous = {}
-    _Interrupt.pending = None
     try:
         yield
         raise_if_interrupted()  # a signal whose exception was swallowed on the way
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _Interrupt.pending = None  # this stage's stop; not one for later work of the process
 
 
 @contextmanager
