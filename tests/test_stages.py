@@ -299,7 +299,11 @@ def _stopped_run(smoke_cfg, work) -> tuple[str, BaseException | None]:
             work()
     except tracking.StageInterrupted as exc:
         raised = exc
-    return MlflowClient(smoke_cfg.tracking.uri).get_run(run_id).info.status, raised
+    client = MlflowClient(smoke_cfg.tracking.uri)
+    if run_id is None:  # stopped before the work began: the newest run
+        experiment = client.get_experiment_by_name(smoke_cfg.tracking.experiment)
+        run_id = client.search_runs([experiment.experiment_id], max_results=1)[0].info.run_id
+    return client.get_run(run_id).info.status, raised
 
 
 def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_killed(smoke_cfg):
@@ -413,3 +417,63 @@ def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, st
     assert _session_members(server) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def _signalling(module, name: str, before: bool):
+    """`module.name` wrapped to send this process SIGTERM before or after the real call."""
+    import os
+    import signal
+
+    real = getattr(module, name)
+
+    def call(*args, **kwargs):
+        if before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = real(*args, **kwargs)
+        if not before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    return call
+
+
+def test_a_sigterm_while_the_run_opens_or_closes_never_leaves_it_running(smoke_cfg, monkeypatch):
+    import mlflow
+
+    with monkeypatch.context() as patch:  # the run just started, its parameters not yet logged
+        patch.setattr(mlflow, "start_run", _signalling(mlflow, "start_run", before=False))
+        status, raised = _stopped_run(smoke_cfg, lambda: pytest.fail("the work ran"))
+    assert status == "KILLED" and str(raised) == "stopped by SIGTERM"
+    with monkeypatch.context() as patch:  # the work is done, the run being closed
+        patch.setattr(mlflow, "end_run", _signalling(mlflow, "end_run", before=True))
+        status, raised = _stopped_run(smoke_cfg, lambda: None)
+    assert status == "FINISHED" and str(raised) == "stopped by SIGTERM"  # closed, then stopped
+
+
+def test_a_stop_beside_a_failing_work_ends_the_run_killed(smoke_cfg):
+    from oiplab.errors import Interrupt
+
+    def work():
+        Interrupt.pending = "SIGTERM"  # as a swallowed signal leaves it
+        raise ValueError("the work failed too")
+
+    assert _stopped_run(smoke_cfg, work)[0] == "KILLED"
+
+
+def test_a_pending_stop_keeps_the_previous_output(tmp_path):
+    from oiplab.errors import Interrupt, StageInterrupted
+    from oiplab.io import atomic_dir, atomic_path
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a").write_text("old")
+    (tmp_path / "f.txt").write_text("old")
+    try:
+        with pytest.raises(StageInterrupted), atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a").write_text("new")
+            Interrupt.pending = "SIGTERM"
+        with pytest.raises(StageInterrupted), atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("new")
+    finally:
+        Interrupt.pending = None
+    assert (tmp_path / "out" / "a").read_text() == (tmp_path / "f.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "out"]

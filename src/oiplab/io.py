@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from oiplab.errors import OiplabError, missing_input
+from oiplab.errors import OiplabError, missing_input, raise_if_interrupted
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
@@ -146,6 +146,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         with _reported(target):
             yield tmp
+            raise_if_interrupted()  # a stop Python swallowed keeps the previous output
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -163,6 +164,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         with _reported(target):
             tmp.mkdir()
             yield tmp
+            raise_if_interrupted()  # a stop Python swallowed keeps the previous output
             swap_in(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,13 +16,14 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from oiplab.config import Config
-from oiplab.errors import OiplabError
+from oiplab.errors import Interrupt, OiplabError, StageInterrupted, raise_if_interrupted
 from oiplab.io import to_json
 
 TAG_PREFIX = "oiplab."
@@ -47,10 +48,6 @@ R = TypeVar("R")
 
 class TrackingError(OiplabError):
     """The MLflow tracking store cannot be used (server unreachable, sqlite store locked)."""
-
-
-class StageInterrupted(BaseException):
-    """SIGTERM or SIGINT arrived while a stage ran (its run is then closed as KILLED)."""
 
 
 def store_root(start: Path | None = None) -> Path:
@@ -256,63 +253,55 @@ def _close_parent(client, parent: str) -> None:
     client.set_terminated(parent, status="FAILED" if bad else "FINISHED")
 
 
-class _Interrupt:
-    """SIGTERM/SIGINT while a stage runs. The handler raises `StageInterrupted` at once, except
-    inside a write to the store (`held` > 0): an exception raised in the middle of MLflow's
-    SQLAlchemy session leaves its transaction open, the store locked and the run RUNNING. There
-    the signal waits until the write ends. Python swallows an exception raised inside a finalizer
-    or weakref callback ("Exception ignored in ..."), so the signal is also kept (`pending`) and
-    raised again at the next check: the end of a write, an epoch, the stage's work."""
-
-    held = 0
-    pending: str | None = None
-
-
-def raise_if_interrupted() -> None:
-    """Raise `StageInterrupted` if a signal arrived that has not ended the stage yet."""
-    if _Interrupt.pending and not _Interrupt.held:
-        raise StageInterrupted(f"stopped by {_Interrupt.pending}")
+@contextmanager
+def _held(check: bool = True) -> Iterator[None]:
+    """Let a stop that arrives inside the block (a call into the store) end the stage only once
+    the block is done (at its end, or at the caller's next check when `check` is false)."""
+    Interrupt.held += 1
+    try:
+        yield
+    finally:
+        Interrupt.held -= 1
+    if check:
+        raise_if_interrupted()
 
 
 def _holding_signals(write: Callable[P, R]) -> Callable[P, R]:
-    """Let a SIGTERM/SIGINT that arrives during `write` (a call into the store) end the stage only
-    once the call has returned."""
+    """`write` (a call into the store) under `_held`."""
 
     @functools.wraps(write)
     def held(*args: P.args, **kwargs: P.kwargs) -> R:
-        _Interrupt.held += 1
-        try:
-            result = write(*args, **kwargs)
-        finally:
-            _Interrupt.held -= 1
-        raise_if_interrupted()
-        return result
+        with _held():
+            return write(*args, **kwargs)
 
     return held
 
 
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into an exception while a stage runs, so it can close its run."""
+    """Turn SIGTERM (and SIGINT) into `StageInterrupted` while a stage runs, so it can close its
+    run (see `errors.Interrupt`); a second one during a held write raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals (e.g. a joblib thread): nothing to do
+        return
 
     def handler(signum, _frame):
-        _Interrupt.pending = signal.Signals(signum).name
+        again = Interrupt.pending is not None
+        Interrupt.pending = signal.Signals(signum).name
+        if again:
+            raise StageInterrupted(f"stopped by a second {Interrupt.pending}")
         raise_if_interrupted()
 
-    _Interrupt.pending = None
+    Interrupt.pending = None
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for s in previous:
             signal.signal(s, handler)
-    except ValueError:  # not the main thread (e.g. a joblib thread): leave signals alone
-        previous = {}
-    try:
         yield
-        raise_if_interrupted()  # a signal whose exception was swallowed on the way
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _Interrupt.pending = None  # this stage's stop; not one for later work of the process
+        Interrupt.pending = None  # this stage's stop; not one for later work of the process
 
 
 @contextmanager
@@ -320,10 +309,37 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
     """Open the stage's MLflow run before its work (nested under the execution's parent run) and
     close it FINISHED, or FAILED/KILLED with the reason. Yields the `mlflow.ActiveRun`, or None
     when `tracking.enabled` is false (then only the signal handling applies)."""
-    if not cfg.tracking.enabled:
-        with _signals_raise():
+    with _signals_raise():  # from before the run is opened until after it is closed
+        if not cfg.tracking.enabled:
             yield None
-        return
+            raise_if_interrupted()  # a stop whose exception was swallowed on the way
+            return
+        with _held(check=False):
+            client, run, parent = _open(cfg, stage, seed)
+        status, failure = "FAILED", None
+        try:
+            raise_if_interrupted()  # a stop while the run was being opened
+            yield run
+            raise_if_interrupted()
+            status = "FINISHED"
+        except StageInterrupted as exc:
+            status, failure = "KILLED", exc
+            raise
+        except BaseException as exc:
+            failure = exc
+            if Interrupt.pending:  # stopped while the work failed: the stop is the news
+                status = "KILLED"
+            if _store_failed(exc):
+                raise _store_error(exc, tracking_uri(cfg)) from exc
+            raise
+        finally:
+            with _held():
+                _close(client, status, failure, parent)
+
+
+def _open(cfg: Config, stage: str, seed: int | None):
+    """Start the stage's run under its execution's parent run, with the resolved config as its
+    parameters: (client, active run, parent id)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -345,24 +361,10 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Any]
             parent = _parent_run(client, experiment_id, cfg, *found) if found else None
         mlflow.set_experiment(experiment_id=experiment_id)
         run = mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent)
+        mlflow.log_params(flatten(cfg.model_dump()))
     except Exception as exc:
         raise _store_error(exc, uri) from exc
-    status, failure = "FAILED", None
-    try:
-        with _signals_raise():
-            _holding_signals(mlflow.log_params)(flatten(cfg.model_dump()))
-            yield run
-        status = "FINISHED"
-    except StageInterrupted as exc:
-        status, failure = "KILLED", exc
-        raise
-    except BaseException as exc:
-        failure = exc
-        if _store_failed(exc):
-            raise _store_error(exc, uri) from exc
-        raise
-    finally:
-        _close(client, status, failure, parent)
+    return client, run, parent
 
 
 def _store_failed(exc: BaseException) -> bool:
