@@ -381,7 +381,7 @@ def _session_members(session: int) -> list[int]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, stop):
     """`mlflow ui` starts uvicorn and job runners; none of them outlives `oiplab ui`."""
     import os
@@ -413,7 +413,7 @@ def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, st
     server = int(children[0])  # `mlflow ui`, leader of a session of its own
     assert len(_session_members(server)) > 1  # it did start workers
     proc.send_signal(getattr(signal, stop))
-    assert proc.wait(timeout=60) == {"SIGTERM": 143, "SIGINT": 130}[stop]
+    assert proc.wait(timeout=60) == 128 + getattr(signal, stop)
     assert _session_members(server) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
@@ -477,3 +477,20 @@ def test_a_pending_stop_keeps_the_previous_output(tmp_path):
         Interrupt.pending = None
     assert (tmp_path / "out" / "a").read_text() == (tmp_path / "f.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "out"]
+
+
+def test_oiplab_ui_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    oiplab = Path(sys.executable).parent / "oiplab"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([oiplab, "ui", "--port", str(port)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and f"port {port} on 127.0.0.1 is in use" in done.stderr
+    assert "MLflow UI on" not in done.stdout
+    assert not (tmp_path / "mlflow.db").exists()

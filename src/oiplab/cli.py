@@ -43,6 +43,8 @@ def _ui(args: argparse.Namespace) -> None:
     uri = default_uri()
     if uri.startswith("http"):
         raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser")
+    if not _port_free(args.host, args.port):
+        raise SystemExit(f"error: port {args.port} on {args.host} is in use: pass --port N")
     mlflow = Path(sys.executable).parent / "mlflow"
     address = f"http://{args.host}:{args.port}"
     print(f"MLflow UI on {address} (store {uri}); Ctrl-C to stop")
@@ -53,19 +55,33 @@ def _ui(args: argparse.Namespace) -> None:
     raise SystemExit(_serve([*command, "--host", args.host, "--port", str(args.port)]))
 
 
+STOPS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C: a kill, a closed terminal
+
+
 def _serve(cmd: list[str]) -> int:
     """Run a server that starts workers of its own (`mlflow ui`: uvicorn, job runners) in a
-    process group of its own, and stop the whole group when this command ends, on Ctrl-C, on
-    SIGTERM or when the server exits; its exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    process group of its own, and stop the whole group when this command ends: on Ctrl-C,
+    SIGTERM or SIGHUP, or when the server exits. The exit code: the server's, or 128 + the
+    signal's number (130 for Ctrl-C)."""
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
     proc = subprocess.Popen(cmd, start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous = {s: signal.getsignal(s) for s in (*STOPS, signal.SIGINT)}
+    for s in STOPS:
+        signal.signal(s, stop)
     try:
-        return proc.wait()
+        code = proc.wait()
+        return 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s in previous:  # a second signal must not cut the stop short
+            signal.signal(s, signal.SIG_IGN)
         _stop_group(proc)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -75,11 +91,33 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         try:
             os.killpg(proc.pid, sig)
             while time.monotonic() < deadline:
-                proc.poll()  # reap the leader, or it counts as running
+                _reap(proc.pid)
                 os.killpg(proc.pid, 0)  # raises once no process of the group is left
                 time.sleep(0.1)
         except ProcessLookupError:
             return
+
+
+def _reap(group: int) -> None:
+    """Collect the exit of every ended member of `group` that is this process's child: the
+    leader, and orphaned workers when this process is PID 1 or a subreaper."""
+    try:
+        while os.waitpid(-group, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass  # none (left) to collect
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _runs_page(uri: str, experiment: str) -> str | None:
