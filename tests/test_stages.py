@@ -306,10 +306,29 @@ def _stopped_run(smoke_cfg, work) -> tuple[str, BaseException | None]:
     return client.get_run(run_id).info.status, raised
 
 
-def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_killed(smoke_cfg):
+def _signalling(module, name: str, before: bool):
+    """`module.name` wrapped to send this process SIGTERM before or after the real call."""
+    import os
+    import signal
+
+    real = getattr(module, name)
+
+    def call(*args, **kwargs):
+        if before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = real(*args, **kwargs)
+        if not before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    return call
+
+
+def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_killed(
+    smoke_cfg, monkeypatch
+):
     """Raised inside MLflow's SQLAlchemy session, the signal would leave the store locked and the
     run RUNNING; held, the write completes, the stage stops right after it, the run is KILLED."""
-    import os
     import signal
 
     import mlflow
@@ -317,19 +336,12 @@ def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_ki
 
     from oiplab import tracking
 
-    real = mlflow.log_metrics
     after = []
 
-    def interrupted_write(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # delivered before the real write starts
-        real(*args, **kwargs)
-
     def work():
-        mlflow.log_metrics = interrupted_write
-        try:
+        with monkeypatch.context() as patch:  # delivered before the real write starts
+            patch.setattr(mlflow, "log_metrics", _signalling(mlflow, "log_metrics", before=True))
             tracking.log_metrics({"loss": 0.5}, step=1)
-        finally:
-            mlflow.log_metrics = real
         after.append("ran on")
 
     status, raised = _stopped_run(smoke_cfg, work)
@@ -417,24 +429,6 @@ def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, st
     assert _session_members(server) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-
-
-def _signalling(module, name: str, before: bool):
-    """`module.name` wrapped to send this process SIGTERM before or after the real call."""
-    import os
-    import signal
-
-    real = getattr(module, name)
-
-    def call(*args, **kwargs):
-        if before:
-            os.kill(os.getpid(), signal.SIGTERM)
-        result = real(*args, **kwargs)
-        if not before:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    return call
 
 
 def test_a_sigterm_while_the_run_opens_or_closes_never_leaves_it_running(smoke_cfg, monkeypatch):
