@@ -3,7 +3,9 @@ stage names, and `oiplab ui`'s server."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,12 +46,12 @@ def _files(folder: Path) -> list[str]:
 # Stage names
 
 
-def test_every_stage_is_a_module_and_every_module_a_stage():
+def test_every_stage_is_a_module_and_every_module_a_stage() -> None:
     modules = {p.stem for p in (SRC / "oiplab" / "stages").glob("*.py") if p.stem != "__init__"}
     assert modules == set(STAGES)
 
 
-def test_the_layout_and_the_runs_table_know_only_stages():
+def test_the_layout_and_the_runs_table_know_only_stages() -> None:
     from oiplab.runs import KEY_METRIC
 
     lay = Layout.of(compose_typed())
@@ -71,7 +73,9 @@ def _has_output_dir(lay: Layout, stage: str) -> bool:
 # `oiplab` and `oiplab run` help
 
 
-def test_oiplab_help_describes_the_commands_with_usage_lines(capsys):
+def test_oiplab_help_describes_the_commands_with_usage_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0
@@ -81,7 +85,9 @@ def test_oiplab_help_describes_the_commands_with_usage_lines(capsys):
         assert usage in out
 
 
-def test_oiplab_run_help_lists_every_stage_with_its_summary(capsys):
+def test_oiplab_run_help_lists_every_stage_with_its_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", "--help"])
     assert exit_info.value.code == 0
@@ -93,7 +99,7 @@ def test_oiplab_run_help_lists_every_stage_with_its_summary(capsys):
     assert "Stage `" not in out  # the summaries without their docstrings' prefix
 
 
-def test_oiplab_params_help(capsys):
+def test_oiplab_params_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["params", "--help"])
     assert exit_info.value.code == 0
@@ -102,7 +108,9 @@ def test_oiplab_params_help(capsys):
 
 
 @pytest.mark.parametrize("argv", [["run", "nosuchstage"], ["run"]])
-def test_an_unknown_or_missing_stage_is_one_line_listing_the_stages(argv, capsys):
+def test_an_unknown_or_missing_stage_is_one_line_listing_the_stages(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
@@ -114,11 +122,11 @@ def test_an_unknown_or_missing_stage_is_one_line_listing_the_stages(argv, capsys
 # A stage's command line
 
 
-def _parse(argv: list[str], default_params: str | None = None):
+def _parse(argv: list[str], default_params: str | None = None) -> argparse.Namespace:
     return parse_stage_args(stage_parser("test", ""), argv, default_params)
 
 
-def test_a_stage_reads_params_or_asks_hydra_as_its_command_line_says():
+def test_a_stage_reads_params_or_asks_hydra_as_its_command_line_says() -> None:
     # `oiplab run <stage>`: params.yaml unless Hydra is asked for
     assert _parse([], "params.yaml").params == "params.yaml"
     args = _parse(["train.seed=3", EACH_SEED, "seeds=[1]"], "params.yaml")
@@ -143,7 +151,9 @@ def test_a_stage_reads_params_or_asks_hydra_as_its_command_line_says():
         (["--params"], "--params: expected one argument"),
     ],
 )
-def test_a_stage_command_line_mistake_is_one_line(argv, message, capsys):
+def test_a_stage_command_line_mistake_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _parse(argv)
     assert exit_info.value.code == 2
@@ -160,9 +170,13 @@ def test_a_stage_command_line_mistake_is_one_line(argv, message, capsys):
         ([EACH_SEED], f"{EACH_SEED}: this stage is not run per seed"),
     ],
 )
-def test_oiplab_run_with_a_bad_override_is_one_line(extra, message, tmp_path, monkeypatch, capsys):
-    import re
-
+def test_oiplab_run_with_a_bad_override_is_one_line(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(compose([], root=REPO_ROOT)))
     with pytest.raises(SystemExit) as exit_info:
@@ -173,7 +187,9 @@ def test_oiplab_run_with_a_bad_override_is_one_line(extra, message, tmp_path, mo
     assert _files(tmp_path) == ["params.yaml"]  # nothing ran
 
 
-def test_oiplab_run_missing_params_file_is_one_line(tmp_path, monkeypatch, capsys):
+def test_oiplab_run_missing_params_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", "prepare"])
@@ -186,7 +202,9 @@ def test_oiplab_run_missing_params_file_is_one_line(tmp_path, monkeypatch, capsy
 # Hydra's flags (child processes: Hydra configures the logging of the process it runs in)
 
 
-def test_oiplab_run_train_help_prints_the_flags_config_groups_and_composed_config(project):
+def test_oiplab_run_train_help_prints_the_flags_config_groups_and_composed_config(
+    project: Path,
+) -> None:
     done = _oiplab(project, "run", "train", "--help", "experiment=smoke")
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -198,7 +216,7 @@ def test_oiplab_run_train_help_prints_the_flags_config_groups_and_composed_confi
     assert _files(project) == []  # nothing ran
 
 
-def test_oiplab_run_cfg_job_prints_the_composed_config_and_runs_nothing(project):
+def test_oiplab_run_cfg_job_prints_the_composed_config_and_runs_nothing(project: Path) -> None:
     done = _oiplab(project, "run", "train", "--cfg", "job", "experiment=smoke", "train.seed=7")
     assert done.returncode == 0, done.stderr
     cfg = OmegaConf.create(done.stdout)
@@ -206,7 +224,7 @@ def test_oiplab_run_cfg_job_prints_the_composed_config_and_runs_nothing(project)
     assert _files(project) == []  # no output folder, no store
 
 
-def test_a_hydra_job_is_named_after_its_stage(project):
+def test_a_hydra_job_is_named_after_its_stage(project: Path) -> None:
     """Without --params the stage runs as a Hydra app: its job (and log file) is the stage's."""
     args = ["experiment=smoke", "tracking.enabled=false", "hydra.run.dir=job"]
     done = _oiplab(project, "run", "prepare", *args)
@@ -219,7 +237,7 @@ def test_a_hydra_job_is_named_after_its_stage(project):
 # `oiplab ui` (moved from test_stages.py)
 
 
-def test_oiplab_ui_links_the_runs_table_of_the_project_store(tmp_path):
+def test_oiplab_ui_links_the_runs_table_of_the_project_store(tmp_path: Path) -> None:
     """The UI opens on its GenAI overview; `oiplab ui` prints the link to the runs instead."""
     from mlflow.tracking import MlflowClient
 

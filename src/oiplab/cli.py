@@ -12,7 +12,9 @@ command line, beside `dvc repro` (which runs every stage) and `make help`.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -27,7 +29,10 @@ from oiplab.layout import STAGES, Stage
 
 def _stage_summary(stage: Stage) -> str:
     """The first paragraph of a stage module's docstring, without its "Stage `x`:" prefix."""
-    doc = importlib.import_module(f"oiplab.stages.{stage}").__doc__ or ""
+    # read, not imported: `oiplab ui` or `oiplab runs` need not load ten stage modules
+    spec = importlib.util.find_spec(f"oiplab.stages.{stage}")
+    source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+    doc = ast.get_docstring(ast.parse(source)) or ""
     first = " ".join(doc.strip().split("\n\n")[0].split())
     return first.removeprefix(f"Stage `{stage}`: ")
 
