@@ -256,18 +256,6 @@ def test_a_resumed_training_run_has_each_epoch_once(tmp_path):
     assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.2), (3, 0.3)]
 
 
-def test_oiplab_ui_links_the_runs_table_of_the_project_store(pipeline, tmp_path):
-    """The UI opens on its GenAI overview; `oiplab ui` prints the link to the runs instead."""
-    from oiplab.cli import _runs_page
-
-    cfg, _ = pipeline
-    client, runs = _runs(cfg)
-    page = _runs_page(cfg.tracking.uri, cfg.tracking.experiment)
-    assert page == f"#/experiments/{runs[0].info.experiment_id}/runs"
-    assert _runs_page(f"sqlite:///{tmp_path}/none.db", "oiplab") is None
-    assert not (tmp_path / "none.db").exists()  # looking did not create a store
-
-
 def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
     """A finished comparison of another study in the store fills its "Why" block, with its link."""
     from oiplab import tracking
@@ -379,58 +367,6 @@ def test_a_sigterm_whose_exception_python_swallows_still_ends_the_run_killed(smo
     assert _stopped_run(smoke_cfg, lambda: None) == ("FINISHED", None)
 
 
-def _session_members(session: int) -> list[int]:
-    """The processes of a session (field 6 of /proc/<pid>/stat)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while listed
-        if int(fields[3]) == session:
-            found.append(int(stat.parent.name))
-    return found
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, stop):
-    """`mlflow ui` starts uvicorn and job runners; none of them outlives `oiplab ui`."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    oiplab = Path(sys.executable).parent / "oiplab"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [oiplab, "ui", "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-            time.sleep(0.5)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    assert len(children) == 1
-    server = int(children[0])  # `mlflow ui`, leader of a session of its own
-    assert len(_session_members(server)) > 1  # it did start workers
-    proc.send_signal(getattr(signal, stop))
-    assert proc.wait(timeout=60) == 128 + getattr(signal, stop)
-    assert _session_members(server) == []
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-
-
 def test_a_sigterm_while_the_run_opens_or_closes_never_leaves_it_running(smoke_cfg, monkeypatch):
     import mlflow
 
@@ -471,20 +407,3 @@ def test_a_pending_stop_keeps_the_previous_output(tmp_path):
         Interrupt.pending = None
     assert (tmp_path / "out" / "a").read_text() == (tmp_path / "f.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "out"]
-
-
-def test_oiplab_ui_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
-    oiplab = Path(sys.executable).parent / "oiplab"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run([oiplab, "ui", "--port", str(port)], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode != 0 and f"port {port} on 127.0.0.1 is in use" in done.stderr
-    assert "MLflow UI on" not in done.stdout
-    assert not (tmp_path / "mlflow.db").exists()

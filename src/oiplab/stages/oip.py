@@ -41,8 +41,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return metrics
 
 
-def main() -> None:
-    stage_main(run, per_seed=True)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, per_seed=True, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":
