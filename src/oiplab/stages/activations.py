@@ -13,7 +13,7 @@ import numpy as np
 
 from oiplab import tracking
 from oiplab.analysis.activations import layer_outputs
-from oiplab.analysis.common import group_patterns, selected_rows
+from oiplab.analysis.patterns import group_patterns, selected_rows
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import read_json, staged
