@@ -14,6 +14,7 @@ from pathlib import Path
 
 METRICS = "metrics.json"  # a stage's numbers, in its output folder (the headline is DVC's metric)
 RUN = "run.json"  # the MLflow run that produced a stage's output folder
+SELECTION = "selection.json"  # the image selection, in the artifacts folder
 
 
 class PreparedFiles:
@@ -124,7 +125,7 @@ class Layout:
         return self.checkpoints / f"train_seed_{seed}_{fingerprint}"
 
     def selection(self) -> Path:
-        return self.artifacts / "selection.json"
+        return self.artifacts / SELECTION
 
     def seeds_dir(self, stage: str) -> Path:
         """The folder of a per-seed analysis stage (activations, oip, precursor): one `seed_<n>`
