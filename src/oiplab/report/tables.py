@@ -48,7 +48,7 @@ def pct(value: float | None, digits: int = 0) -> str:
 
 
 def ci(e: Estimate, as_pct: bool = True) -> str:
-    """An estimate with its interval: '62% (55-70%)' or '0.83 (0.80-0.85)'."""
+    """An estimate with its interval: '62% (55%-70%)' or '0.83 (0.80-0.85)'."""
     if e.value is None or e.value != e.value:
         return "n/a"
     if as_pct:
