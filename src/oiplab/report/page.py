@@ -31,21 +31,9 @@ from oiplab.layout import (
 )
 from oiplab.oip.census import CensusMetrics
 from oiplab.oip.survey import SurveyMetrics
+from oiplab.report import tables
 from oiplab.report.html import Links
-from oiplab.report.tables import (
-    ANSWER,
-    BARRIERS,
-    CENSUS,
-    FIRMNESS,
-    GROUPS,
-    OVER_TRAINING,
-    PATTERNS,
-    RATES,
-    SURVEY,
-    TRAINING,
-    Table,
-    table,
-)
+from oiplab.report.tables import Table, table
 from oiplab.training import TrainMetrics
 
 SECTIONS = (
@@ -102,7 +90,7 @@ def training(cfg: Config, lay: Layout, curves: Path) -> dict[str, Any]:
     metrics = [TrainMetrics.load(lay.model_dir(s)) for s in cfg.seeds]
     accuracies = [m.test_accuracy for m in metrics]
     return {
-        "table": table(TRAINING, metrics),
+        "table": table(tables.TRAINING, metrics),
         "n_seeds": len(metrics),
         "acc_min": min(accuracies),
         "acc_max": max(accuracies),
@@ -124,7 +112,7 @@ def activations(cfg: Config, lay: Layout) -> dict[str, Any]:
     ]
     return {
         "seed": seed,
-        "groups": table(GROUPS, groups),
+        "groups": table(tables.GROUPS, groups),
         "threshold": f"{c.threshold:g}",
         "grids": [
             (
@@ -134,7 +122,7 @@ def activations(cfg: Config, lay: Layout) -> dict[str, Any]:
             for g in groups
             for layer in GRID_LAYERS
         ],
-        "patterns": table(PATTERNS, patterns),
+        "patterns": table(tables.PATTERNS, patterns),
         "common_figures": [
             (
                 folder / ActivationsFiles.common_figure(layer, name, other),
@@ -150,7 +138,7 @@ def oip(cfg: Config, lay: Layout) -> dict[str, Any]:
     first = cfg.seeds[0]
     return {
         "cfg": cfg.oip,
-        "table": table(SURVEY, [SurveyMetrics.load(lay.oip_dir(s)) for s in cfg.seeds]),
+        "table": table(tables.SURVEY, [SurveyMetrics.load(lay.oip_dir(s)) for s in cfg.seeds]),
         "galleries": [
             (
                 lay.oip_dir(s) / OipFiles.gallery_contrast,
@@ -166,12 +154,12 @@ def oip(cfg: Config, lay: Layout) -> dict[str, Any]:
 
 
 def silent(cfg: Config, lay: Layout, census_figure: Path) -> dict[str, Any]:
-    p, folder = cfg.precursor, lay.precursor_dir(cfg.seeds[0])
+    p, seeds, folder = cfg.precursor, cfg.seeds, lay.precursor_dir(cfg.seeds[0])
     return {
         "cfg": p,
         "n_candidates": len(p.values) ** (p.grid * p.grid),
         "seed": cfg.seeds[0],
-        "table": table(CENSUS, [CensusMetrics.load(lay.precursor_dir(s)) for s in cfg.seeds]),
+        "table": table(tables.CENSUS, [CensusMetrics.load(lay.precursor_dir(s)) for s in seeds]),
         "census": census_figure,
         "gallery": folder / PrecursorFiles.gallery,
         "variants": folder / PrecursorFiles.variants,
@@ -185,9 +173,9 @@ def compare(cfg: Config, lay: Layout) -> dict[str, Any]:
     layers = [answer.layers[layer] for layer in cfg.compare.layers]
     return {
         "verdicts": [x.verdict for x in layers],
-        "answer": table(ANSWER, layers),
-        "firmness": table(FIRMNESS, layers),
-        "barriers": table(BARRIERS, answer.barriers.rows()),
+        "answer": table(tables.ANSWER, layers),
+        "firmness": table(tables.FIRMNESS, layers),
+        "barriers": table(tables.BARRIERS, answer.barriers.rows()),
         "answers": [(folder / CompareFiles.answer(x.layer), x.layer) for x in layers],
         "n_pairs": len(MatchedPairs.load(folder).pairs),
         "rules": cfg.compare,
@@ -201,12 +189,12 @@ def compare(cfg: Config, lay: Layout) -> dict[str, Any]:
 
 def oip_compare(cfg: Config, lay: Layout) -> dict[str, Any]:
     summary, (a, b) = ResponseSummary.load(lay.oip_compare_dir()), cfg.seeds[:2]
-    groups = [("all", summary.all), ("partnered", summary.partnered)]
+    groups = [(n, r) for n, r in (("all", summary.all), ("partnered", summary.partnered)) if r]
     return {
         "layer": cfg.oip.layer,
         "pixels": summary.pixels,
         "pair": (a, b),
-        "table": table(RATES, [(name, rates) for name, rates in groups if rates is not None]),
+        "table": table(tables.RATES, groups),
         "galleries": lay.oip_compare_dir() / OipCompareFiles.galleries(a, b),
     }
 
@@ -228,12 +216,12 @@ def why(
                 "what": what,
                 "found": found is not None,
                 "verdicts": [x.verdict for x in answers],
-                "answer": table(ANSWER, answers),
+                "answer": table(tables.ANSWER, answers),
                 "url": links.run(found.run if found else None),
             }
         )
     return {
-        "table": table(OVER_TRAINING, [r for r in records if r.step in shown]),
+        "table": table(tables.OVER_TRAINING, [r for r in records if r.step in shown]),
         "studies": studies,
         "probe_images": cfg.alignment.probe_images,
         "figures": [
