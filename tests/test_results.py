@@ -8,6 +8,7 @@ import json
 import pytest
 
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
+from oiplab.errors import MissingInputError
 from oiplab.io import Record, StaleOutputError, to_json
 from tests import results
 from tests.conftest import compose_typed
@@ -144,3 +145,8 @@ CURVES = """[
   }
 ]
 """
+
+
+def test_a_missing_result_names_the_stage_that_makes_it(tmp_path):
+    with pytest.raises(MissingInputError, match=r"metrics\.json.*`dvc repro oip`"):
+        type(results.survey(0, "Conv2D_3")).load(tmp_path)

@@ -274,6 +274,8 @@ def read_typed(path: str | os.PathLike[str], kind: type[T] | Any, stage: str, wh
     """Read the JSON file `path` that DVC stage `stage` wrote, checked against type `kind`; an
     output of another format is one `StaleOutputError` naming the file and the stage to rerun."""
     path = Path(path)
+    if not path.is_file():
+        raise missing_input(path, what, stage)
     data = read_json(path, what)
     try:
         return TypeAdapter(kind).validate_python(data)
@@ -283,7 +285,7 @@ def read_typed(path: str | os.PathLike[str], kind: type[T] | Any, stage: str, wh
         )
         raise StaleOutputError(
             f"{path}: {what} of another format ({problems}), written by another version of "
-            f"oiplab; rerun its stage: `dvc repro {stage}`"
+            f"oiplab; rerun its stage: `dvc repro{f' {stage}' if stage else ''}`"
         ) from exc
 
 
