@@ -260,17 +260,20 @@ def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
     """A finished comparison of another study in the store fills its "Why" block, with its link."""
     from oiplab import tracking
     from oiplab.report import page
+    from oiplab.report.html import Links
+    from oiplab.stages.report import study_answer
 
     cfg, _ = pipeline
-    found = tracking.latest_study_headline(cfg, cfg.study)  # the smoke study's own comparison
-    assert found is not None and set(found["headline"]) >= set(cfg.compare.layers)
+    # the smoke study's own comparison
+    found = study_answer(tracking.latest_study_headline(cfg, cfg.study))
+    assert found is not None and set(found.answer.layers) >= set(cfg.compare.layers)
     lay = Layout.of(cfg)
-    why = page.why(cfg, lay, {"same_init": found}, page.Links("http://ui", lay))
+    why = page.why(cfg, lay, {"same_init": found}, Links("http://ui", lay))
     shown = {st["name"]: st for st in why["studies"]}
     assert shown["same_init"]["found"] and not shown["same_order"]["found"]
-    run_page = f"http://ui/#/experiments/{found['experiment_id']}/runs/{found['run_id']}"
+    run_page = f"http://ui/#/experiments/{found.run.experiment_id}/runs/{found.run.run_id}"
     assert shown["same_init"]["url"] == run_page
-    verdicts = [found["headline"][n]["verdict"] for n in cfg.compare.layers]
+    verdicts = [found.answer.layers[n].verdict for n in cfg.compare.layers]
     assert shown["same_init"]["verdicts"] == verdicts
 
 

@@ -34,6 +34,7 @@ STAGES: tuple[Stage, ...] = tuple(Stage)
 
 METRICS = "metrics.json"  # a stage's numbers, in its output folder (the headline is DVC's metric)
 RUN = "run.json"  # the MLflow run that produced a stage's output folder
+SELECTION = "selection.json"  # the image selection, in the artifacts folder
 
 
 class PreparedFiles:
@@ -144,7 +145,7 @@ class Layout:
         return self.checkpoints / f"train_seed_{seed}_{fingerprint}"
 
     def selection(self) -> Path:
-        return self.artifacts / "selection.json"
+        return self.artifacts / SELECTION
 
     def seeds_dir(self, stage: str) -> Path:
         """The folder of a per-seed analysis stage (activations, oip, precursor): one `seed_<n>`

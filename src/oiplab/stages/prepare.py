@@ -28,19 +28,19 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         with staged(lay.prepared) as (folder,):
             meta = save_prepared(folder, d.name, raw, digests, class_names)
-            stats = meta["standardization"]
+            stats = meta.standardization
             tracking.log_results(
-                {"n_train": meta["n_train"], "n_test": meta["n_test"]}
-                | {"pixel_mean": stats["mean"], "pixel_std": stats["std"]}
+                {"n_train": meta.n_train, "n_test": meta.n_test}
+                | {"pixel_mean": stats.mean, "pixel_std": stats.std}
             )
-            tracking.log_json(meta, f"prepared/{PreparedFiles.meta}")
+            tracking.log_json(meta.data(), f"prepared/{PreparedFiles.meta}")
             for split, x, y in (
                 ("train", raw.x_train, raw.y_train),
                 ("test", raw.x_test, raw.y_test),
             ):
                 tracking.log_dataset(x, y, f"{d.name}-{split}", digests[split], raw.origin, split)
-    print(f"[prepare] wrote {lay.prepared} (mean {stats['mean']:.4f}, std {stats['std']:.4f})")
-    return meta
+    print(f"[prepare] wrote {lay.prepared} (mean {stats.mean:.4f}, std {stats.std:.4f})")
+    return meta.data()
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import staged, to_json
+from oiplab.io import staged
 from oiplab.layout import Layout, TrainFiles
 from oiplab.render.training import save_training_figures
 from oiplab.stages import record, stage_main
-from oiplab.training import checkpoint_fingerprint, train
+from oiplab.training import History, TrainMetrics, checkpoint_fingerprint, train
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, seed = Layout.of(cfg), cfg.train.seed
     with tracking.stage_run(cfg, "train", seed=seed) as run_:
         data = load_prepared(lay.prepared)
-        fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta["sha256"]["train"])
+        fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)
         callbacks = [tracking.epoch_logger()] if run_ is not None else []
         run_id = {"run_id": run_.info.run_id} if run_ is not None else {}
@@ -32,17 +32,17 @@ def run(cfg: Config) -> dict[str, Any]:
         if result.resumed_from is not None:
             tracking.continue_from(result.resumed_from)
         tracking.log_dataset(
-            data.x_train, data.y_train, f"{data.name}-train", data.meta["sha256"]["train"],
+            data.x_train, data.y_train, f"{data.name}-train", data.meta.sha256["train"],
             str(lay.prepared), "training",
         )  # fmt: skip
         out = lay.model_dir(seed)
         with staged(out) as (folder,):
             result.model.save(folder / TrainFiles.model)
             result.trajectory.save(folder / TrainFiles.trajectory)
-            (folder / TrainFiles.history).write_text(to_json(result.history))
+            History(curves=result.history).save(folder)
             save_training_figures(folder, result, data.class_names)
             tracking.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
-            record(folder, result.metrics, "outputs")
+            record(folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
     print(
