@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oiplab.errors import OiplabError
-from oiplab.model import LAYERS, MATCHED, layer_shapes
+from oiplab.model import LAYERS, MATCHED, ModelConfig, layer_shapes
 
 
 class ConfigError(OiplabError, ValueError):
@@ -45,14 +45,6 @@ class DataConfig(Section):
     n_train: Index
     n_test: Index
     synthetic_seed: Index
-
-
-class ModelConfig(Section):
-    filters: Annotated[list[Count], Field(min_length=3, max_length=3)]
-    kernel_size: Annotated[int, Field(ge=1, le=3)]
-    dense_units: Count
-    n_classes: Annotated[int, Field(ge=2)]
-    input_shape: Annotated[list[Count], Field(min_length=3, max_length=3)]
 
 
 class TrainConfig(Section):
@@ -244,7 +236,8 @@ def _field_names() -> set[str]:
 
 
 def _is_section(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, Section)
+    # BaseModel, not Section: `ModelConfig` lives beside the model, outside this module
+    return isinstance(t, type) and issubclass(t, BaseModel)
 
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from oiplab.backend import jit_compile_arg, seed_everything
-from oiplab.config import ModelConfig, TrainConfig
+from oiplab.config import TrainConfig
 from oiplab.io import InputError, atomic_dir, load_npz, to_json
-from oiplab.model import build_model
+from oiplab.model import ModelConfig, build_model
 from oiplab.tracking import raise_if_interrupted
 
 CHECKPOINT_MODEL = "model.keras"
