@@ -61,7 +61,7 @@ def main() -> None:
     candidates = np.argwhere(responding)
     picked = candidates[rng.choice(len(candidates), args.pairs, replace=False)]
     images, maps = starts[picked[:, 0]], picked[:, 1]
-    settings = AscentSettings(n_epochs=args.steps, conv_criterion=0.0, n_snapshots=0)
+    settings = AscentSettings(n_steps=args.steps, convergence_tol=0.0, n_snapshots=0)
     rows = []
 
     work = args.pairs * args.steps
@@ -100,16 +100,16 @@ def main() -> None:
         rows[0]["speedup_vs_naive"] = t_naive / t_batched_warm
 
     if args.full:
-        n_maps, n_starts, n_epochs = grid[2], 8, 600
+        n_maps, n_starts, n_steps = grid[2], 8, 600
         full_starts = start_images(n_starts, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
         tiled = np.tile(full_starts, (n_maps, 1, 1, 1))
         obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), grid)
         for stop in (True, False):
-            s = AscentSettings(n_epochs=n_epochs, conv_criterion=2e-4, stop_on_convergence=stop)
+            s = AscentSettings(n_steps=n_steps, convergence_tol=2e-4, stop_on_convergence=stop)
             result, seconds = timed(lambda s=s: ascend(probe, tiled, obj, s, progress=None))
             rows.append(
                 {
-                    "workload": f"{n_maps} maps x {n_starts} starts x {n_epochs} steps",
+                    "workload": f"{n_maps} maps x {n_starts} starts x {n_steps} steps",
                     "engine": "batched, stop on convergence" if stop else "batched, all steps",
                     "seconds": seconds,
                     "image_grad_steps_per_s": float(result.steps.sum()) / seconds,

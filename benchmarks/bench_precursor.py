@@ -27,7 +27,7 @@ def silent_maps(probe, n_starts: int = 8) -> np.ndarray:
     n_maps = int(probe.output.shape[-1])
     tiled = np.tile(starts, (n_maps, 1, 1, 1))
     obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), (3, 3, n_maps))
-    result = ascend(probe, tiled, obj, AscentSettings(n_epochs=1, n_snapshots=0), progress=None)
+    result = ascend(probe, tiled, obj, AscentSettings(n_steps=1, n_snapshots=0), progress=None)
     return np.flatnonzero(result.silent.reshape(n_maps, n_starts).all(axis=1))
 
 

@@ -16,9 +16,8 @@ from oiplab.analysis.activations import probe_model
 from oiplab.data import load_image_target, load_prepared
 from oiplab.layout import Layout, OipFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.census import rescue
 from oiplab.oip.precursor import candidate_images, search
-from oiplab.oip.rescue import preactivation_probe
+from oiplab.oip.rescue import preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 
 

@@ -21,7 +21,7 @@ from oiplab.oip.precursor import (
 STATS = Standardization(mean=0.1307, std=0.3081)
 GRID = (1, 1, 2)  # the coarse-only network's output: two 1x1 maps
 SETTINGS = AscentSettings(
-    epsilon=0.05, n_epochs=40, conv_criterion=0.0, n_snapshots=0, chunk_size=128
+    epsilon=0.05, n_steps=40, convergence_tol=0.0, n_snapshots=0, chunk_size=128
 )
 
 

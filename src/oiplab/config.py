@@ -106,9 +106,9 @@ class OipConfig(Section):
     start_seed: Index
     warmup_steps: Index
     epsilon: Positive
-    n_epochs: Count
-    conv_criterion: NonNegative
-    conv_window: Count
+    n_steps: Count
+    convergence_tol: NonNegative
+    convergence_window: Count
     stop_on_convergence: bool
     n_snapshots: Index
     chunk_size: Count

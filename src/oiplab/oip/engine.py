@@ -6,8 +6,8 @@ image can then never move, so the map never responds from that start; such eleme
 which is exact, not an approximation).
 
 Convergence is judged over a window of steps: the loss's relative change per step, averaged over
-the last `conv_window` steps, under `conv_criterion` (the articles' 2e-4). A window of 1 is the
-articles' step-to-step test, which a slowly climbing loss passes long before it flattens.
+the last `convergence_window` steps, under `convergence_tol` (the articles' 2e-4). A window of 1
+is the articles' step-to-step test, which a slowly climbing loss passes long before it flattens.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from oiplab.oip.step import make_step
 @dataclass(frozen=True)
 class AscentSettings:
     epsilon: float = 0.01  # step size on the RMS-normalized gradient (article IX)
-    n_epochs: int = 600  # ascent steps
-    conv_criterion: float = 2e-4  # relative loss change per step counted as converged
-    conv_window: int = 1  # steps the change is measured over (see the module docstring)
+    n_steps: int = 600  # ascent steps
+    convergence_tol: float = 2e-4  # relative loss change per step counted as converged
+    convergence_window: int = 1  # steps the change is measured over (see the module docstring)
     stop_on_convergence: bool = True
     n_snapshots: int = 6  # images kept at log-spaced steps
     chunk_size: int = 512  # elements per compiled batch (bounds memory)
@@ -40,16 +40,16 @@ class AscentResult:
     steps: np.ndarray  # (B,) steps taken
     converged: np.ndarray  # (B,) bool
     silent: np.ndarray  # (B,) bool
-    loss_history: np.ndarray  # (B, n_epochs + 1) objective after each step (NaN once stopped)
+    loss_history: np.ndarray  # (B, n_steps + 1) objective after each step (NaN once stopped)
     snapshot_steps: np.ndarray  # (S,) step numbers of the snapshots
     snapshots: np.ndarray  # (B, S, 28, 28) images at those steps
 
 
-def snapshot_steps(n_epochs: int, n_snapshots: int) -> np.ndarray:
-    """Log-spaced step numbers in [1, n_epochs] (fewer if they collide at small n_epochs)."""
+def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
+    """Log-spaced step numbers in [1, n_steps] (fewer if they collide at small n_steps)."""
     if n_snapshots <= 0:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.round(np.geomspace(1, n_epochs, n_snapshots)).astype(np.int64))
+    return np.unique(np.round(np.geomspace(1, n_steps, n_snapshots)).astype(np.int64))
 
 
 def ascend(
@@ -73,7 +73,7 @@ def ascend(
     if len(starts) != len(objectives):
         raise ValueError(f"{len(starts)} start images but {len(objectives)} objectives")
     step = step or make_step(probe, settings.epsilon)
-    snaps = snapshot_steps(settings.n_epochs, settings.n_snapshots)
+    snaps = snapshot_steps(settings.n_steps, settings.n_snapshots)
     parts = []
     n = len(starts)
     n_chunks = -(-n // settings.chunk_size)
@@ -81,7 +81,7 @@ def ascend(
         rows = np.arange(lo, min(lo + settings.chunk_size, n))
         t0 = time.perf_counter()
         chunk = f"{label} chunk {k + 1}/{n_chunks}"
-        report = _Reporter(progress, chunk, settings.n_epochs) if progress else None
+        report = _Reporter(progress, chunk, settings.n_steps) if progress else None
         parts.append(
             _ascend_chunk(step, starts[rows], objectives.take(rows), settings, snaps, report)
         )
@@ -135,10 +135,10 @@ def _ascend_chunk(
     steps = np.zeros(b, dtype=np.int64)
     converged = np.zeros(b, dtype=bool)
     silent = np.zeros(b, dtype=bool)
-    history = np.full((b, s.n_epochs + 1), np.nan, dtype=np.float32)
+    history = np.full((b, s.n_steps + 1), np.nan, dtype=np.float32)
     snapshots = np.zeros((b, len(snaps), *starts.shape[1:3]), dtype=np.float32)
     live = np.arange(b)  # elements still ascending; finished ones leave the batch (less work)
-    for t in range(s.n_epochs + 1):
+    for t in range(s.n_steps + 1):
         # One call gives the objective at the current images and the next images.
         x_next, loss, grad_zero = step(
             x[live],
@@ -153,15 +153,17 @@ def _ascend_chunk(
             stuck = (loss <= 0) & np.asarray(grad_zero)
             silent[live[stuck]] = True
             keep = ~stuck
-        elif t >= s.conv_window:
-            before = history[live, t - s.conv_window]
-            change = np.abs(loss - before) / (s.conv_window * np.maximum(np.abs(loss), 1e-12))
-            done = (loss > 0) & (change < s.conv_criterion)
+        elif t >= s.convergence_window:
+            before = history[live, t - s.convergence_window]
+            change = np.abs(loss - before) / (
+                s.convergence_window * np.maximum(np.abs(loss), 1e-12)
+            )
+            done = (loss > 0) & (change < s.convergence_tol)
             converged[live[done]] = True
             keep = ~done if s.stop_on_convergence else np.ones(len(live), dtype=bool)
         else:
             keep = np.ones(len(live), dtype=bool)
-        if t == s.n_epochs:
+        if t == s.n_steps:
             break
         if report is not None:
             report(t, len(live))

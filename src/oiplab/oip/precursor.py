@@ -93,8 +93,8 @@ def screen(
         step = make_step(probe, settings.epsilon)
         short = AscentSettings(
             epsilon=settings.epsilon,
-            n_epochs=n_steps,
-            conv_criterion=0.0,
+            n_steps=n_steps,
+            convergence_tol=0.0,
             stop_on_convergence=False,
             n_snapshots=0,
             chunk_size=settings.chunk_size,
@@ -215,7 +215,7 @@ def search(
     so its losses are comparable with the survey's.
     """
     k = min(top_k, len(candidates))
-    settings = replace(settings, n_epochs=full_steps, n_snapshots=0)
+    settings = replace(settings, n_steps=full_steps, n_snapshots=0)
     prune = prune and relu_layer(probe)
     if progress is not None:
         progress(f"[precursor] {len(maps)} maps, {len(candidates)} candidates, prune={prune}")

@@ -24,12 +24,12 @@ from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objecti
 from oiplab.oip.rescue import preactivation_probe, warmed_ascent
 
 
-def ascent_settings(o: OipConfig, n_epochs: int | None = None) -> AscentSettings:
+def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
     return AscentSettings(
         epsilon=o.epsilon,
-        n_epochs=n_epochs or o.n_epochs,
-        conv_criterion=o.conv_criterion,
-        conv_window=o.conv_window,
+        n_steps=n_steps or o.n_steps,
+        convergence_tol=o.convergence_tol,
+        convergence_window=o.convergence_window,
         stop_on_convergence=o.stop_on_convergence,
         n_snapshots=o.n_snapshots,
         chunk_size=o.chunk_size,

@@ -17,9 +17,9 @@ from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, OipFiles, PrecursorFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.census import census, data_maxima, rescue
+from oiplab.oip.census import census, data_maxima
 from oiplab.oip.precursor import candidate_images, search, target_maps
-from oiplab.oip.rescue import preactivation_probe
+from oiplab.oip.rescue import preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 from oiplab.render.oip import save_precursor_figures
 from oiplab.stages import record, stage_main
