@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from oiplab.errors import OiplabError, missing_input
@@ -88,6 +89,16 @@ def build_model(cfg: ModelConfig, l2: float = 0.0) -> keras.Model:
         cfg.n_classes, activation="softmax", kernel_regularizer=reg, name="Dense_2"
     )(x)
     return keras.Model(inputs, outputs, name="oiplab_cnn")
+
+
+def cross_entropy_and_accuracy(probabilities: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of class `probabilities` (n, n_classes) for labels `y`.
+
+    The one evaluation of a network's predictions: the training's test metrics and every point
+    of the weight interpolation are scored here.
+    """
+    picked = np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(picked).mean()), float((probabilities.argmax(axis=1) == y).mean())
 
 
 # `dvc repro train` trains the seeds of `seeds`, and only those

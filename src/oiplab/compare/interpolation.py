@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from oiplab.compare.weights import interpolate
+from oiplab.model import cross_entropy_and_accuracy
 
 BATCH = 1000
 
@@ -20,8 +21,7 @@ def evaluate_weights(net, weights: list, x: np.ndarray, y: np.ndarray) -> tuple[
     probs = np.concatenate(
         [np.asarray(net.predict_on_batch(x[k : k + BATCH])) for k in range(0, len(x), BATCH)]
     ).astype(np.float64)
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
-    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
+    return cross_entropy_and_accuracy(probs, y)
 
 
 def path(
