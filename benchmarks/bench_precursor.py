@@ -18,7 +18,7 @@ from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import start_images
 from oiplab.oip.objectives import channel_objectives
-from oiplab.oip.precursor import candidate_images, screen
+from oiplab.oip.precursor import SearchSettings, candidate_images, screen
 
 
 def silent_maps(probe, n_starts: int = 8) -> np.ndarray:
@@ -47,8 +47,8 @@ def main() -> None:
     n = len(candidates)
     settings = AscentSettings(chunk_size=4096, n_snapshots=0)
     silent = silent_maps(probe)
-    grid = layer_shapes(model_cfg())[LAYER]
-    n_maps = grid[2]
+    layer_shape = layer_shapes(model_cfg())[LAYER]
+    n_maps = layer_shape[2]
     # A responding map (not silent), so that the unpruned screen's every step is real work.
     busy_map = int(np.setdiff1d(np.arange(n_maps), silent)[0])
     rows = []
@@ -63,7 +63,12 @@ def main() -> None:
             continue
         result, seconds = timed(
             lambda m=maps, p=prune: screen(
-                probe, candidates, m, args.steps, 8, settings, grid=grid, prune=p, progress=None
+                probe,
+                candidates,
+                m,
+                layer_shape,
+                SearchSettings(args.steps, 8, 0, p, settings),
+                None,
             )
         )
         rows.append(

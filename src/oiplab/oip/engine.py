@@ -15,11 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.oip.objectives import Objectives
 from oiplab.oip.step import make_step
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,12 @@ def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
 
 
 def ascend(
-    probe,
+    probe: keras.Model,
     starts: np.ndarray,
     objectives: Objectives,
     settings: AscentSettings,
     progress: Callable[[str], None] | None = print,
-    step=None,
+    step: Callable | None = None,
     label: str = "[oip]",
 ) -> AscentResult:
     """Run gradient ascent on the input for every element of the batch.
@@ -120,46 +124,79 @@ class _Reporter:
         )
 
 
+@dataclass
+class _Chunk:
+    """The state of a chunk's ascent, updated in place step by step (the loop's working arrays)."""
+
+    x: np.ndarray  # (b, 28, 28, 1) current images
+    target_mean: np.ndarray  # (b,) each start's mean and std, kept along the ascent
+    target_std: np.ndarray
+    steps: np.ndarray  # (b,) steps taken
+    converged: np.ndarray  # (b,) bool
+    silent: np.ndarray  # (b,) bool
+    history: np.ndarray  # (b, n_steps + 1) objective after each step, NaN once stopped
+    snapshots: np.ndarray  # (b, S, 28, 28)
+
+    @classmethod
+    def start(cls, starts: np.ndarray, n_steps: int, n_snaps: int) -> _Chunk:
+        b, x = len(starts), starts.astype(np.float32)
+        return cls(
+            x=x,
+            target_mean=x.mean(axis=(1, 2, 3)).astype(np.float32),
+            target_std=x.std(axis=(1, 2, 3)).astype(np.float32),
+            steps=np.zeros(b, dtype=np.int64),
+            converged=np.zeros(b, dtype=bool),
+            silent=np.zeros(b, dtype=bool),
+            history=np.full((b, n_steps + 1), np.nan, dtype=np.float32),
+            snapshots=np.zeros((b, n_snaps, *starts.shape[1:3]), dtype=np.float32),
+        )
+
+    def result(self, snaps: np.ndarray) -> AscentResult:
+        # Elements that stopped early keep their final image in the remaining snapshot slots.
+        for j, when in enumerate(snaps):
+            late = self.steps < when
+            self.snapshots[late, j] = self.x[late, ..., 0]
+        return AscentResult(
+            images=self.x,
+            # The objective at each final image is the last one recorded in its history.
+            loss=self.history[np.arange(len(self.x)), self.steps],
+            steps=self.steps,
+            converged=self.converged,
+            silent=self.silent,
+            loss_history=self.history,
+            snapshot_steps=snaps,
+            snapshots=self.snapshots,
+        )
+
+
 def _ascend_chunk(
-    step,
+    step: Callable,
     starts: np.ndarray,
     obj: Objectives,
     s: AscentSettings,
     snaps: np.ndarray,
     report: Callable[[int, int], None] | None = None,
 ) -> AscentResult:
-    b = len(starts)
-    x = starts.astype(np.float32)
-    target_mean = x.mean(axis=(1, 2, 3)).astype(np.float32)
-    target_std = x.std(axis=(1, 2, 3)).astype(np.float32)
-    steps = np.zeros(b, dtype=np.int64)
-    converged = np.zeros(b, dtype=bool)
-    silent = np.zeros(b, dtype=bool)
-    history = np.full((b, s.n_steps + 1), np.nan, dtype=np.float32)
-    snapshots = np.zeros((b, len(snaps), *starts.shape[1:3]), dtype=np.float32)
-    live = np.arange(b)  # elements still ascending; finished ones leave the batch (less work)
+    c = _Chunk.start(starts, s.n_steps, len(snaps))
+    live = np.arange(len(starts))  # elements still ascending; finished ones leave the batch
     for t in range(s.n_steps + 1):
         # One call gives the objective at the current images and the next images.
         x_next, loss, grad_zero = step(
-            x[live],
+            c.x[live],
             obj.channel_onehot[live],
             obj.spatial_weight[live],
-            target_mean[live],
-            target_std[live],
+            c.target_mean[live],
+            c.target_std[live],
         )
         loss = np.asarray(loss, dtype=np.float32)
-        history[live, t] = loss
+        c.history[live, t] = loss
         if t == 0:
             stuck = (loss <= 0) & np.asarray(grad_zero)
-            silent[live[stuck]] = True
+            c.silent[live[stuck]] = True
             keep = ~stuck
         elif t >= s.convergence_window:
-            before = history[live, t - s.convergence_window]
-            change = np.abs(loss - before) / (
-                s.convergence_window * np.maximum(np.abs(loss), 1e-12)
-            )
-            done = (loss > 0) & (change < s.convergence_tol)
-            converged[live[done]] = True
+            done = _converged(loss, c.history[live, t - s.convergence_window], s)
+            c.converged[live[done]] = True
             keep = ~done if s.stop_on_convergence else np.ones(len(live), dtype=bool)
         else:
             keep = np.ones(len(live), dtype=bool)
@@ -171,24 +208,17 @@ def _ascend_chunk(
         live, x_next = live[keep], x_next[keep]
         if not len(live):
             break
-        x[live] = x_next
-        steps[live] += 1
+        c.x[live] = x_next
+        c.steps[live] += 1
         hit = np.flatnonzero(snaps == t + 1)
         if hit.size:
-            snapshots[:, hit[0]] = x[..., 0]
-    # Elements that stopped early keep their final image in the remaining snapshot slots.
-    for j, when in enumerate(snaps):
-        late = steps < when
-        snapshots[late, j] = x[late, ..., 0]
-    # The objective at each final image is the last one recorded in its history.
-    final = history[np.arange(b), steps]
-    return AscentResult(
-        images=x,
-        loss=final,
-        steps=steps,
-        converged=converged,
-        silent=silent,
-        loss_history=history,
-        snapshot_steps=snaps,
-        snapshots=snapshots,
-    )
+            c.snapshots[:, hit[0]] = c.x[..., 0]
+    return c.result(snaps)
+
+
+def _converged(loss: np.ndarray, before: np.ndarray, s: AscentSettings) -> np.ndarray:
+    """Which elements converged: a positive loss whose relative change per step, averaged over
+    the window since `before` (the loss `convergence_window` steps ago), is under the tolerance."""
+    window = s.convergence_window
+    change = np.abs(loss - before) / (window * np.maximum(np.abs(loss), 1e-12))
+    return (loss > 0) & (change < s.convergence_tol)
