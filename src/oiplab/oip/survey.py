@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from oiplab.oip.engine import AscentResult, AscentSettings, ascend
 from oiplab.oip.init import digit_starts, start_images
 from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objectives
 from oiplab.oip.rescue import preactivation_probe, warmed_ascent
+
+if TYPE_CHECKING:
+    import keras
 
 
 def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
@@ -37,13 +41,15 @@ def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
 
 
 def objectives_for(
-    o: OipConfig, map_of_element: np.ndarray, grid: tuple[int, int, int]
+    o: OipConfig, map_of_element: np.ndarray, layer_shape: tuple[int, int, int]
 ) -> Objectives:
     """The configured objective (channel mean or one neuron) for each batch element."""
     if o.objective == "channel":
-        return channel_objectives(map_of_element, grid)
-    position = o.neuron_position or [grid[0] // 2, grid[1] // 2]
-    return neuron_objectives(map_of_element, np.tile(position, (len(map_of_element), 1)), grid)
+        return channel_objectives(map_of_element, layer_shape)
+    position = o.neuron_position or [layer_shape[0] // 2, layer_shape[1] // 2]
+    return neuron_objectives(
+        map_of_element, np.tile(position, (len(map_of_element), 1)), layer_shape
+    )
 
 
 @dataclass
@@ -143,9 +149,9 @@ def starts_for(
 
 
 def survey(
-    model,
+    model: keras.Model,
     o: OipConfig,
-    grid: tuple[int, int, int],
+    layer_shape: tuple[int, int, int],
     starts: np.ndarray,
     progress: Callable[[str], None] | None = print,
 ) -> Survey:
@@ -153,13 +159,13 @@ def survey(
     `o.warmup_steps`, each first warms up on the map's pre-activation (`rescue`).
 
     Args:
-        grid: the layer's output shape (h, w, n_maps) (`oiplab.model.layer_shapes`).
+        layer_shape: the layer's output shape (h, w, n_maps) (`oiplab.model.layer_shapes`).
         starts: (n_starts, 28, 28, 1) the images every map starts from (`starts_for`).
     """
-    maps = np.asarray(o.maps or range(grid[2]), dtype=np.int64)
+    maps = np.asarray(o.maps or range(layer_shape[2]), dtype=np.int64)
     map_of_element = np.repeat(maps, len(starts))
     tiled = np.tile(starts, (len(maps), 1, 1, 1))
-    objectives = objectives_for(o, map_of_element, grid)
+    objectives = objectives_for(o, map_of_element, layer_shape)
     probe = probe_model(model, [o.layer])
     t0 = time.perf_counter()
     if o.warmup_steps:
