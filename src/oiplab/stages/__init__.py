@@ -135,8 +135,8 @@ def stage_main(run: RunFn, argv: Sequence[str] | None = None, *, per_seed: bool 
     else:
         _hydra_main(run)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
-    # last garbage collection over the whole TensorFlow object graph (1.2-2 s per process here,
-    # 14 processes per pipeline); exit handlers still run.
+    # last garbage collection over the whole TensorFlow object graph, a cost every stage process
+    # would pay at exit; exit handlers still run.
     gc.freeze()
 
 
