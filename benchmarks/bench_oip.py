@@ -18,11 +18,12 @@ from oiplab.analysis.activations import probe_model
 from oiplab.data.prepared import Standardization
 from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
-from oiplab.oip.init import start_images
+from oiplab.oip.init import NoiseScales, start_images
 from oiplab.oip.objectives import channel_objectives
 
 LAYER = "Conv2D_3"
 MNIST_STATS = Standardization(mean=0.1307, std=0.3081)
+SCALES = NoiseScales((3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0))  # conf/oip/default.yaml's
 
 
 def naive_ascent(probe, image: np.ndarray, map_index: int, n_steps: int, epsilon: float):
@@ -56,7 +57,7 @@ def main() -> None:
     grid = layer_shapes(model_cfg())[LAYER]
     rng = np.random.default_rng(0)
     # Pick pairs that respond (non-silent), so both engines do every step.
-    starts = start_images(64, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+    starts = start_images(64, SCALES, 0, MNIST_STATS)
     responding = np.asarray(probe.predict(starts, verbose=0)).mean(axis=(1, 2)) > 0
     candidates = np.argwhere(responding)
     picked = candidates[rng.choice(len(candidates), args.pairs, replace=False)]
@@ -101,7 +102,7 @@ def main() -> None:
 
     if args.full:
         n_maps, n_starts, n_steps = grid[2], 8, 600
-        full_starts = start_images(n_starts, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+        full_starts = start_images(n_starts, SCALES, 0, MNIST_STATS)
         tiled = np.tile(full_starts, (n_maps, 1, 1, 1))
         obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), grid)
         for stop in (True, False):

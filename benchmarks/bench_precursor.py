@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.bench_oip import LAYER, MNIST_STATS, naive_ascent
+from benchmarks.bench_oip import LAYER, MNIST_STATS, SCALES, naive_ascent
 from benchmarks.common import load_model_or_untrained, model_cfg, timed, write_results
 from oiplab.analysis.activations import probe_model
 from oiplab.model import layer_shapes
@@ -23,7 +23,7 @@ from oiplab.oip.precursor import SearchSettings, candidate_images, screen
 
 def silent_maps(probe, n_starts: int = 8) -> np.ndarray:
     """Maps silent from every one of the oip stage's default noise starts (its definition)."""
-    starts = start_images(n_starts, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+    starts = start_images(n_starts, SCALES, 0, MNIST_STATS)
     n_maps = int(probe.output.shape[-1])
     tiled = np.tile(starts, (n_maps, 1, 1, 1))
     obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), (3, 3, n_maps))

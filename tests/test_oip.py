@@ -7,7 +7,7 @@ import pytest
 
 from oiplab.data.prepared import Standardization
 from oiplab.oip.engine import AscentSettings, ascend, snapshot_steps
-from oiplab.oip.init import multiscale_noise, start_images, upsample_bicubic
+from oiplab.oip.init import NoiseScales, multiscale_noise, start_images, upsample_bicubic
 from oiplab.oip.objectives import channel_objectives, neuron_objectives
 
 STATS = Standardization(mean=0.1307, std=0.3081)
@@ -49,7 +49,7 @@ SETTINGS = AscentSettings(
 
 
 def _starts(n: int, seed: int = 0) -> np.ndarray:
-    return start_images(n, (3, 7, 28), (0.5, 0.3, 0.2), seed, STATS)
+    return start_images(n, NoiseScales((3, 7, 28), (0.5, 0.3, 0.2)), seed, STATS)
 
 
 def test_start_images_are_standardized_and_reproducible():

@@ -8,7 +8,7 @@ import pytest
 
 from oiplab.data.prepared import Standardization
 from oiplab.oip.engine import AscentSettings, ascend
-from oiplab.oip.init import start_images
+from oiplab.oip.init import NoiseScales, start_images
 from oiplab.oip.objectives import channel_objectives
 from oiplab.oip.precursor import (
     SearchSettings,
@@ -86,7 +86,8 @@ def test_pruned_screen_selects_the_same_candidates_as_the_unpruned_one():
 def test_coarse_only_map_is_found_by_the_precursor_but_not_from_fine_noise():
     pattern = _pattern()
     model = coarse_only_network(pattern, threshold=8.0)
-    noise = start_images(16, (28,), (1.0,), seed=0, stats=STATS)  # fine, pixel-level noise
+    fine = NoiseScales((28,), (1.0,))  # pixel-level noise
+    noise = start_images(16, fine, seed=0, stats=STATS)
     from_noise = ascend(
         model, noise, channel_objectives(np.zeros(16, int), (1, 1, 2)), SETTINGS, progress=None
     )

@@ -20,7 +20,7 @@ from oiplab.config import OipConfig
 from oiplab.data.prepared import ImageTarget, Standardization
 from oiplab.io import load_npz
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
-from oiplab.oip.init import digit_starts, start_images
+from oiplab.oip.init import NoiseScales, digit_starts, start_images
 from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objectives
 from oiplab.oip.rescue import preactivation_probe, warmed_ascent
 
@@ -145,7 +145,8 @@ def starts_for(
             raise ValueError("oip.start_kind=digits needs the test images")
         return digit_starts(x_test, o.n_starts, o.start_seed, target)
     dark = o.dark_quantile if o.start_kind == "dark" else None
-    return start_images(o.n_starts, o.grids, o.weights, o.start_seed, stats, o.smoothing, to, dark)
+    scales = NoiseScales(o.grids, o.weights, o.smoothing)
+    return start_images(o.n_starts, scales, o.start_seed, stats, to, dark)
 
 
 def survey(
