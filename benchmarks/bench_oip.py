@@ -18,11 +18,12 @@ from oiplab.analysis.activations import probe_model
 from oiplab.data.prepared import Standardization
 from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
-from oiplab.oip.init import start_images
+from oiplab.oip.init import NoiseScales, start_images
 from oiplab.oip.objectives import channel_objectives
 
 LAYER = "Conv2D_3"
 MNIST_STATS = Standardization(mean=0.1307, std=0.3081)
+SCALES = NoiseScales((3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0))  # conf/oip/default.yaml's
 
 
 def naive_ascent(probe, image: np.ndarray, map_index: int, n_steps: int, epsilon: float):
@@ -56,12 +57,12 @@ def main() -> None:
     grid = layer_shapes(model_cfg())[LAYER]
     rng = np.random.default_rng(0)
     # Pick pairs that respond (non-silent), so both engines do every step.
-    starts = start_images(64, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+    starts = start_images(64, SCALES, 0, MNIST_STATS)
     responding = np.asarray(probe.predict(starts, verbose=0)).mean(axis=(1, 2)) > 0
     candidates = np.argwhere(responding)
     picked = candidates[rng.choice(len(candidates), args.pairs, replace=False)]
     images, maps = starts[picked[:, 0]], picked[:, 1]
-    settings = AscentSettings(n_epochs=args.steps, conv_criterion=0.0, n_snapshots=0)
+    settings = AscentSettings(n_steps=args.steps, convergence_tol=0.0, n_snapshots=0)
     rows = []
 
     work = args.pairs * args.steps
@@ -100,16 +101,16 @@ def main() -> None:
         rows[0]["speedup_vs_naive"] = t_naive / t_batched_warm
 
     if args.full:
-        n_maps, n_starts, n_epochs = grid[2], 8, 600
-        full_starts = start_images(n_starts, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+        n_maps, n_starts, n_steps = grid[2], 8, 600
+        full_starts = start_images(n_starts, SCALES, 0, MNIST_STATS)
         tiled = np.tile(full_starts, (n_maps, 1, 1, 1))
         obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), grid)
         for stop in (True, False):
-            s = AscentSettings(n_epochs=n_epochs, conv_criterion=2e-4, stop_on_convergence=stop)
+            s = AscentSettings(n_steps=n_steps, convergence_tol=2e-4, stop_on_convergence=stop)
             result, seconds = timed(lambda s=s: ascend(probe, tiled, obj, s, progress=None))
             rows.append(
                 {
-                    "workload": f"{n_maps} maps x {n_starts} starts x {n_epochs} steps",
+                    "workload": f"{n_maps} maps x {n_starts} starts x {n_steps} steps",
                     "engine": "batched, stop on convergence" if stop else "batched, all steps",
                     "seconds": seconds,
                     "image_grad_steps_per_s": float(result.steps.sum()) / seconds,

@@ -11,23 +11,23 @@ import argparse
 
 import numpy as np
 
-from benchmarks.bench_oip import LAYER, MNIST_STATS, naive_ascent
+from benchmarks.bench_oip import LAYER, MNIST_STATS, SCALES, naive_ascent
 from benchmarks.common import load_model_or_untrained, model_cfg, timed, write_results
 from oiplab.analysis.activations import probe_model
 from oiplab.model import layer_shapes
 from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import start_images
 from oiplab.oip.objectives import channel_objectives
-from oiplab.oip.precursor import candidate_images, screen
+from oiplab.oip.precursor import SearchSettings, candidate_images, screen
 
 
 def silent_maps(probe, n_starts: int = 8) -> np.ndarray:
     """Maps silent from every one of the oip stage's default noise starts (its definition)."""
-    starts = start_images(n_starts, (3, 7, 14, 28), (0.2, 0.2, 0.0, 0.0), 0, MNIST_STATS)
+    starts = start_images(n_starts, SCALES, 0, MNIST_STATS)
     n_maps = int(probe.output.shape[-1])
     tiled = np.tile(starts, (n_maps, 1, 1, 1))
     obj = channel_objectives(np.repeat(np.arange(n_maps), n_starts), (3, 3, n_maps))
-    result = ascend(probe, tiled, obj, AscentSettings(n_epochs=1, n_snapshots=0), progress=None)
+    result = ascend(probe, tiled, obj, AscentSettings(n_steps=1, n_snapshots=0), progress=None)
     return np.flatnonzero(result.silent.reshape(n_maps, n_starts).all(axis=1))
 
 
@@ -47,8 +47,8 @@ def main() -> None:
     n = len(candidates)
     settings = AscentSettings(chunk_size=4096, n_snapshots=0)
     silent = silent_maps(probe)
-    grid = layer_shapes(model_cfg())[LAYER]
-    n_maps = grid[2]
+    layer_shape = layer_shapes(model_cfg())[LAYER]
+    n_maps = layer_shape[2]
     # A responding map (not silent), so that the unpruned screen's every step is real work.
     busy_map = int(np.setdiff1d(np.arange(n_maps), silent)[0])
     rows = []
@@ -63,7 +63,12 @@ def main() -> None:
             continue
         result, seconds = timed(
             lambda m=maps, p=prune: screen(
-                probe, candidates, m, args.steps, 8, settings, grid=grid, prune=p, progress=None
+                probe,
+                candidates,
+                m,
+                layer_shape,
+                SearchSettings(args.steps, 8, 0, p, settings),
+                None,
             )
         )
         rows.append(

@@ -16,9 +16,8 @@ from oiplab.analysis.activations import probe_model
 from oiplab.data import load_image_target, load_prepared
 from oiplab.layout import Layout, OipFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.census import rescue
-from oiplab.oip.precursor import candidate_images, search
-from oiplab.oip.rescue import preactivation_probe
+from oiplab.oip.precursor import SearchSettings, candidate_images, search
+from oiplab.oip.rescue import preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 
 
@@ -31,7 +30,7 @@ def main() -> None:
     data = load_prepared(lay.prepared)
     target = load_image_target(lay.prepared)
     candidates = candidate_images(p.grid, p.values, data.standardization, target)
-    grid = layer_shapes(cfg.model)[o.layer]
+    layer_shape = layer_shapes(cfg.model)[o.layer]
     settings = replace(ascent_settings(o), chunk_size=p.chunk_size)
     rows = []
     for seed in args.seeds or cfg.seeds:
@@ -42,13 +41,16 @@ def main() -> None:
         probe, linear = probe_model(model, [o.layer]), preactivation_probe(model, o.layer)
         t0 = time.perf_counter()
         found = search(
-            probe, maps, candidates, grid=grid, screen_steps=p.screen_steps, top_k=p.top_k,
-            full_steps=p.full_steps, settings=settings, prune=p.prune, progress=None,
-        )  # fmt: skip
+            probe, maps, candidates, layer_shape, SearchSettings.of(p, settings), progress=None
+        )
         t_precursor = time.perf_counter() - t0
-        warm = rescue(probe, linear, maps, starts, grid, settings, p.rescue_warmup_steps, None)
+        warm = rescue(
+            probe, linear, maps, starts, layer_shape, settings, p.rescue_warmup_steps, None
+        )
         rest = found.map_index[~found.found]
-        after = rescue(probe, linear, rest, starts, grid, settings, p.rescue_warmup_steps, None)
+        after = rescue(
+            probe, linear, rest, starts, layer_shape, settings, p.rescue_warmup_steps, None
+        )
         by_precursor, by_warmup = set(found.map_index[found.found]), set(warm.map_index[warm.found])
         for method, n_found, seconds in (
             ("precursor", len(by_precursor), t_precursor),

@@ -19,7 +19,7 @@ from oiplab.analysis.activations import probe_model
 from oiplab.data import load_image_target, load_prepared
 from oiplab.layout import Layout, OipFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.precursor import candidate_images, search
+from oiplab.oip.precursor import SearchSettings, candidate_images, search
 from oiplab.oip.survey import ascent_settings, load_outcome
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     data = load_prepared(lay.prepared)
     target = load_image_target(lay.prepared) if o.standardize == "images" else None
     candidates = candidate_images(p.grid, p.values, data.standardization, target)
-    grid = layer_shapes(cfg.model)[o.layer]
+    layer_shape = layer_shapes(cfg.model)[o.layer]
     settings = replace(ascent_settings(o), chunk_size=p.chunk_size)
     rows = []
     for seed in args.seeds or cfg.seeds:
@@ -43,10 +43,8 @@ def main() -> None:
         reference = None
         for steps in args.steps:
             t0 = time.perf_counter()
-            found = search(
-                probe, maps, candidates, grid=grid, screen_steps=steps, top_k=p.top_k,
-                full_steps=p.full_steps, settings=settings, prune=p.prune, progress=None,
-            )  # fmt: skip
+            search_settings = replace(SearchSettings.of(p, settings), screen_steps=steps)
+            found = search(probe, maps, candidates, layer_shape, search_settings, progress=None)
             row = {
                 "seed": seed,
                 "silent_from_noise": len(maps),

@@ -7,7 +7,7 @@ import pytest
 
 from oiplab.data.prepared import Standardization
 from oiplab.oip.engine import AscentSettings, ascend, snapshot_steps
-from oiplab.oip.init import multiscale_noise, start_images, upsample_bicubic
+from oiplab.oip.init import NoiseScales, multiscale_noise, start_images, upsample_bicubic
 from oiplab.oip.objectives import channel_objectives, neuron_objectives
 
 STATS = Standardization(mean=0.1307, std=0.3081)
@@ -44,12 +44,12 @@ def tiny_network(patterns: list[np.ndarray], bias: float = 5.0, dead: int = 0):
 
 
 SETTINGS = AscentSettings(
-    epsilon=0.05, n_epochs=60, conv_criterion=0.0, n_snapshots=4, chunk_size=64
+    epsilon=0.05, n_steps=60, convergence_tol=0.0, n_snapshots=4, chunk_size=64
 )
 
 
 def _starts(n: int, seed: int = 0) -> np.ndarray:
-    return start_images(n, (3, 7, 28), (0.5, 0.3, 0.2), seed, STATS)
+    return start_images(n, NoiseScales((3, 7, 28), (0.5, 0.3, 0.2)), seed, STATS)
 
 
 def test_start_images_are_standardized_and_reproducible():
@@ -104,7 +104,7 @@ def test_dead_map_is_reported_silent():
     )
     assert result.silent.tolist() == [True, False]
     assert result.steps[0] == 0 and result.loss[0] == 0.0
-    assert result.steps[1] == SETTINGS.n_epochs and result.loss[1] > 0
+    assert result.steps[1] == SETTINGS.n_steps and result.loss[1] > 0
 
 
 def test_batched_equals_one_map_at_a_time():
@@ -112,7 +112,7 @@ def test_batched_equals_one_map_at_a_time():
     starts = _starts(2, seed=3)
     maps = np.repeat(np.arange(4), 2)
     tiled = np.tile(starts, (4, 1, 1, 1))
-    settings = AscentSettings(epsilon=0.05, n_epochs=40, conv_criterion=1e-3, chunk_size=3)
+    settings = AscentSettings(epsilon=0.05, n_steps=40, convergence_tol=1e-3, chunk_size=3)
     batched = ascend(model, tiled, channel_objectives(maps, (1, 1, 4)), settings, progress=None)
     for k in range(len(maps)):
         single = ascend(
@@ -138,7 +138,7 @@ def test_neuron_objective_reads_one_position():
     starts = _starts(1)
     grid = (26, 26, 2)  # a 3x3 valid convolution of a 28x28 image, two maps
     obj = neuron_objectives(np.array([1]), np.array([[5, 7]]), grid)
-    result = ascend(model, starts, obj, AscentSettings(n_epochs=1, n_snapshots=0), progress=None)
+    result = ascend(model, starts, obj, AscentSettings(n_steps=1, n_snapshots=0), progress=None)
     direct = np.asarray(model.predict(starts, verbose=0))[0, 5, 7, 1]
     assert result.loss_history[0, 0] == pytest.approx(direct, rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match="inside|lie in"):

@@ -352,7 +352,7 @@ def test_the_fashion_experiment_runs_end_to_end(tmp_path):
     env = _venv_env(MLFLOW_TRACKING_URI="")
     short = [
         "experiment=fashion", "seeds=[0,1]", "train.epochs=1", "oip.n_starts=2",
-        "oip.n_epochs=30", "precursor.grid=2", "precursor.values=[0.2,0.8]",
+        "oip.n_steps=30", "precursor.grid=2", "precursor.values=[0.2,0.8]",
         "precursor.full_steps=30", "compare.probe_images=200", "compare.eval_images=200",
         "compare.null_networks=3", "alignment.probe_images=100", "train.trajectory_every=200",
     ]  # fmt: skip

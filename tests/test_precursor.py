@@ -8,9 +8,10 @@ import pytest
 
 from oiplab.data.prepared import Standardization
 from oiplab.oip.engine import AscentSettings, ascend
-from oiplab.oip.init import start_images
+from oiplab.oip.init import NoiseScales, start_images
 from oiplab.oip.objectives import channel_objectives
 from oiplab.oip.precursor import (
+    SearchSettings,
     candidate_images,
     coarse_grids,
     relu_layer,
@@ -21,8 +22,12 @@ from oiplab.oip.precursor import (
 STATS = Standardization(mean=0.1307, std=0.3081)
 GRID = (1, 1, 2)  # the coarse-only network's output: two 1x1 maps
 SETTINGS = AscentSettings(
-    epsilon=0.05, n_epochs=40, conv_criterion=0.0, n_snapshots=0, chunk_size=128
+    epsilon=0.05, n_steps=40, convergence_tol=0.0, n_snapshots=0, chunk_size=128
 )
+
+
+def _search(screen_steps: int, top_k: int, prune: bool = True) -> SearchSettings:
+    return SearchSettings(screen_steps, top_k, full_steps=0, prune=prune, ascent=SETTINGS)
 
 
 def test_candidate_count_values_and_standardization():
@@ -69,8 +74,8 @@ def test_pruned_screen_selects_the_same_candidates_as_the_unpruned_one():
     assert relu_layer(model)
     candidates = candidate_images(3, (0.2, 0.5, 0.8), STATS)[::7]  # 2,812 candidates
     maps = np.array([0, 1])
-    pruned = screen(model, candidates, maps, 3, 5, SETTINGS, grid=GRID, prune=True, progress=None)
-    full = screen(model, candidates, maps, 3, 5, SETTINGS, grid=GRID, prune=False, progress=None)
+    pruned = screen(model, candidates, maps, GRID, _search(3, 5, prune=True), progress=None)
+    full = screen(model, candidates, maps, GRID, _search(3, 5, prune=False), progress=None)
     np.testing.assert_array_equal(pruned.top_candidates, full.top_candidates)
     np.testing.assert_allclose(pruned.top_losses, full.top_losses, rtol=1e-5, atol=1e-6)
     assert pruned.ascended_pairs < full.ascended_pairs == 2 * len(candidates)
@@ -81,14 +86,15 @@ def test_pruned_screen_selects_the_same_candidates_as_the_unpruned_one():
 def test_coarse_only_map_is_found_by_the_precursor_but_not_from_fine_noise():
     pattern = _pattern()
     model = coarse_only_network(pattern, threshold=8.0)
-    noise = start_images(16, (28,), (1.0,), seed=0, stats=STATS)  # fine, pixel-level noise
+    fine = NoiseScales((28,), (1.0,))  # pixel-level noise
+    noise = start_images(16, fine, seed=0, stats=STATS)
     from_noise = ascend(
         model, noise, channel_objectives(np.zeros(16, int), (1, 1, 2)), SETTINGS, progress=None
     )
     assert from_noise.silent.all() and (from_noise.loss == 0).all()
 
     candidates = candidate_images(3, (0.2, 0.5, 0.8), STATS)
-    result = screen(model, candidates, np.array([0]), 5, 4, SETTINGS, grid=GRID, progress=None)
+    result = screen(model, candidates, np.array([0]), GRID, _search(5, 4), progress=None)
     assert result.top_losses[0, 0] > 0
     best = coarse_grids(3, (0.2, 0.5, 0.8))[result.top_candidates[0, 0]]
     np.testing.assert_allclose(best, [[0.8, 0.2, 0.8], [0.2, 0.8, 0.2], [0.8, 0.2, 0.8]])

@@ -17,6 +17,7 @@ from oiplab.data.prepared import standardization_of
 from oiplab.model import build_model
 from oiplab.training import (
     CHECKPOINT_STATE,
+    Checkpointing,
     compile_model,
     confusion_matrix,
     epoch_order,
@@ -42,7 +43,7 @@ def _data():
 
 
 def _train(cfg: TrainConfig = CFG, checkpoint=None, callbacks=()):
-    return train(_data(), model_cfg(), cfg, checkpoint, "fp", callbacks, verbose=0)
+    return train(_data(), model_cfg(), cfg, Checkpointing(checkpoint, "fp"), callbacks, verbose=0)
 
 
 def _same(a, b) -> None:
@@ -212,8 +213,10 @@ def test_each_schedule_trains():
 def test_progress_counts_epochs_of_the_whole_run(tmp_path, capsys):
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
-        train(_data(), model_cfg(), RESUME, checkpoint, "fp", [_stop_at(1)], verbose=2)
-    train(_data(), model_cfg(), RESUME, checkpoint, "fp", verbose=2)
+        train(
+            _data(), model_cfg(), RESUME, Checkpointing(checkpoint, "fp"), [_stop_at(1)], verbose=2
+        )
+    train(_data(), model_cfg(), RESUME, Checkpointing(checkpoint, "fp"), verbose=2)
     out = capsys.readouterr().out
     assert "Epoch 1/3" in out and "Epoch 2/3" in out and "Epoch 3/3" in out
 

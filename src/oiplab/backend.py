@@ -35,8 +35,8 @@ def seed_everything(seed: int) -> None:
 def jit_compile_arg(choice: str) -> bool | str:
     """Translate the config's `auto|on|off` into Keras' `jit_compile` argument.
 
-    Keras' own `auto` turns XLA off for TensorFlow on a CPU (measured 2.4 to 3.8 times slower here)
-    and on for JAX, which is the per-backend choice we want.
+    Keras' own `auto` turns XLA off for TensorFlow on a CPU (where XLA measured slower, see
+    benchmarks/results/) and on for JAX, which is the per-backend choice we want.
     """
     return JIT_MODES[choice]
 
@@ -51,7 +51,7 @@ def keras_home() -> Path:
 
 
 def configured_backend() -> str:
-    """The backend Keras will use, without importing it (4-5 s per process here): the running
+    """The backend Keras will use, without importing it (an import costs seconds): the running
     one once Keras is loaded, else what Keras reads at import (a non-empty `KERAS_BACKEND`, then
     the `backend` of `keras.json` in `keras_home()`, else TensorFlow)."""
     import json

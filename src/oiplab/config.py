@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oiplab.errors import OiplabError
-from oiplab.model import LAYERS, MATCHED, layer_shapes
+from oiplab.model import LAYERS, MATCHED, ModelConfig, layer_shapes
 
 
 class ConfigError(OiplabError, ValueError):
@@ -45,14 +45,6 @@ class DataConfig(Section):
     n_train: Index
     n_test: Index
     synthetic_seed: Index
-
-
-class ModelConfig(Section):
-    filters: Annotated[list[Count], Field(min_length=3, max_length=3)]
-    kernel_size: Annotated[int, Field(ge=1, le=3)]
-    dense_units: Count
-    n_classes: Annotated[int, Field(ge=2)]
-    input_shape: Annotated[list[Count], Field(min_length=3, max_length=3)]
 
 
 class TrainConfig(Section):
@@ -114,9 +106,9 @@ class OipConfig(Section):
     start_seed: Index
     warmup_steps: Index
     epsilon: Positive
-    n_epochs: Count
-    conv_criterion: NonNegative
-    conv_window: Count
+    n_steps: Count
+    convergence_tol: NonNegative
+    convergence_window: Count
     stop_on_convergence: bool
     n_snapshots: Index
     chunk_size: Count
@@ -244,7 +236,8 @@ def _field_names() -> set[str]:
 
 
 def _is_section(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, Section)
+    # BaseModel, not Section: `ModelConfig` lives beside the model, outside this module
+    return isinstance(t, type) and issubclass(t, BaseModel)
 
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -263,14 +256,19 @@ def validate(cfg: Config) -> None:
         _check(d.n_test >= 10, "data.n_test", "an integer >= 10 for synthetic data", d.n_test)
     if d.source == "idx_dir":
         _check(bool(d.idx_dir), "data.idx_dir", "a folder when data.source=idx_dir", d.idx_dir)
-    shapes = layer_shapes(cfg.model)
+    _validate_activations(cfg.activations, cfg.model.n_classes)
+    layer_shape = layer_shapes(cfg.model)[cfg.oip.layer]
+    _validate_oip(cfg.oip, layer_shape)
+    _validate_precursor(cfg.precursor, layer_shape[2])
+    _validate_compare(cfg)
 
-    a = cfg.activations
+
+def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:
     names = [g.name for g in a.groups]
     _check(len(names) == len(set(names)), "activations.groups", "distinct group names", names)
+    n = n_classes
     for i, g in enumerate(a.groups):
         key = f"activations.groups[{i}]"
-        n = cfg.model.n_classes
         _check(g.true_class < n, f"{key}.true_class", f"a class in 0..{n - 1}", g.true_class)
         _check(g.count >= 1 or bool(g.indices), f"{key}.count", "an integer >= 1", g.count)
         if g.kind == "ambiguous" and not g.indices:
@@ -281,8 +279,9 @@ def validate(cfg: Config) -> None:
         expected = "pairs of two different group names from " + ", ".join(names)
         _check(ok, "activations.common.comparisons", expected, pair)
 
-    o = cfg.oip
-    h, w, n_maps = shapes[o.layer]
+
+def _validate_oip(o: OipConfig, layer_shape: tuple[int, int, int]) -> None:
+    h, w, n_maps = layer_shape
     bad = [i for i in o.maps if i >= n_maps]
     _check(not bad, "oip.maps", f"map indices in 0..{n_maps - 1} for {o.layer} ([]: all)", bad)
     if o.neuron_position:
@@ -292,14 +291,18 @@ def validate(cfg: Config) -> None:
     _check(len(o.weights) == len(o.grids), "oip.weights", "one weight per grid size", o.weights)
     _check(sum(o.weights) > 0, "oip.weights", "weights not all zero", o.weights)
 
-    p = cfg.precursor
+
+def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
+    """`n_maps`: of the OIP layer, the one the precursor search works on."""
     bad = [i for i in p.maps if i >= n_maps]
     _check(not bad, "precursor.maps", f"map indices in 0..{n_maps - 1} ([]: by target)", bad)
     n_candidates = len(p.values) ** (p.grid * p.grid)
     expected = "at most 5,000,000 candidates (len(values) ** (grid * grid))"
     _check(n_candidates <= 5_000_000, "precursor.grid", expected, f"{len(p.values)}**{p.grid**2}")
 
-    c = cfg.compare
+
+def _validate_compare(cfg: Config) -> None:
+    c, d = cfg.compare, cfg.data
     nulls = set(range(c.null_seed, c.null_seed + c.null_networks))
     last = c.null_seed + c.null_networks - 1
     expected = f"null networks' seeds {c.null_seed}..{last} apart from `seeds`"

@@ -14,12 +14,15 @@ layer's output shape; a test checks it against the built Keras model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from oiplab.errors import OiplabError, missing_input
 
 if TYPE_CHECKING:
-    from oiplab.config import ModelConfig
+    import keras
 
 CONV_LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
 POOL_LAYERS = ("Max_Pool_1", "Max_Pool_2")
@@ -32,6 +35,22 @@ PERMUTATION_OF = {n: n for n in PERMUTABLE} | {"Max_Pool_1": "Conv2D_1", "Max_Po
 ARTICLES_PARAM_COUNT = 208_982
 
 Shape = tuple[int, int, int]  # (height, width, n_maps); a dense layer is (1, 1, n_nodes)
+
+
+Count = Annotated[int, Field(ge=1)]
+
+
+class ModelConfig(BaseModel):
+    """The architecture's sizes (`conf/model/`); the schema `config.Config` holds it as `model`."""
+
+    # strict: "5" is not an integer; extra="forbid": a misspelt key is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    filters: Annotated[list[Count], Field(min_length=3, max_length=3)]
+    kernel_size: Annotated[int, Field(ge=1, le=3)]
+    dense_units: Count
+    n_classes: Annotated[int, Field(ge=2)]
+    input_shape: Annotated[list[Count], Field(min_length=3, max_length=3)]
 
 
 class ModelFileError(OiplabError, RuntimeError):
@@ -52,7 +71,7 @@ def layer_shapes(cfg: ModelConfig) -> dict[str, Shape]:
     return {name: shapes[name] for name in LAYERS}
 
 
-def build_model(cfg: ModelConfig, l2: float = 0.0):
+def build_model(cfg: ModelConfig, l2: float = 0.0) -> keras.Model:
     """Build the (uncompiled) CNN; `l2` adds an L2 penalty on every kernel."""
     import keras
     from keras import layers
@@ -72,11 +91,21 @@ def build_model(cfg: ModelConfig, l2: float = 0.0):
     return keras.Model(inputs, outputs, name="oiplab_cnn")
 
 
+def cross_entropy_and_accuracy(probabilities: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of class `probabilities` (n, n_classes) for labels `y`.
+
+    The one evaluation of a network's predictions: the training's test metrics and every point
+    of the weight interpolation are scored here.
+    """
+    picked = np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(picked).mean()), float((probabilities.argmax(axis=1) == y).mean())
+
+
 # `dvc repro train` trains the seeds of `seeds`, and only those
 OTHER_SEED = "for a seed outside `seeds`: `oiplab run train train.seed=N`"
 
 
-def load_model(path: str | Path):
+def load_model(path: str | Path) -> keras.Model:
     """Load a saved `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
     import keras
 

@@ -16,19 +16,25 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import model_validator
 
 from oiplab.backend import jit_compile_arg, seed_everything
-from oiplab.config import ModelConfig, TrainConfig
+from oiplab.config import TrainConfig
 from oiplab.io import InputError, Real, Record, atomic_dir, load_npz, to_json
 from oiplab.layout import METRICS, TrainFiles
-from oiplab.model import build_model
+from oiplab.model import ModelConfig, build_model, cross_entropy_and_accuracy
 from oiplab.tracking import raise_if_interrupted
+
+if TYPE_CHECKING:
+    import keras
+
+    from oiplab.data.prepared import PreparedData
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -249,7 +255,7 @@ class History(Record):
 
 @dataclass
 class TrainResult:
-    model: Any
+    model: keras.Model
     history: dict[str, list[float]]
     metrics: dict[str, Any]
     confusion: np.ndarray  # (n_classes, n_classes) test-set counts, rows: true class
@@ -257,7 +263,16 @@ class TrainResult:
     resumed_from: dict | None  # the state of the checkpoint this run resumed, if any
 
 
-def _resume(checkpoint: Path | None, fingerprint: str, epochs: int):
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a training keeps its per-epoch checkpoint, and what each one records."""
+
+    folder: Path | None  # None: no checkpoints, nothing to resume
+    fingerprint: str = ""  # `checkpoint_fingerprint` of the settings; another one is not resumed
+    run_id: str | None = None  # the tracking run training; a resumed job closes it as KILLED
+
+
+def _resume(checkpoint: Path | None, fingerprint: str, epochs: int) -> Any:
     """The checkpoint to resume, or None (a bad one is discarded with a one-line message)."""
     if checkpoint is None or not checkpoint.exists():
         return None
@@ -269,85 +284,116 @@ def _resume(checkpoint: Path | None, fingerprint: str, epochs: int):
         return None
 
 
-def train(
-    data,
-    model_cfg: ModelConfig,
-    cfg: TrainConfig,
-    checkpoint: Path | None,
-    fingerprint: str = "",
-    callbacks=(),
-    extra_state: dict | None = None,
-    verbose: int = 2,
-) -> TrainResult:
-    """Train the CNN on prepared `data` (resuming `checkpoint` if valid); evaluate it on the test
-    split. `extra_state` is stored in every checkpoint (e.g. the tracking run's id)."""
-    import keras
+@dataclass
+class _Start:
+    """Where a training starts: a fresh model at epoch 0, or a resumed checkpoint's."""
 
-    n = len(data.y_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    found = _resume(checkpoint, fingerprint, cfg.epochs)
+    model: keras.Model
+    history: dict[str, list[float]]  # per epoch done, appended to as training goes on
+    trajectory: Trajectory  # appended to as training goes on
+    epoch: int  # epochs already done
+    resumed: dict | None  # the resumed checkpoint's state
+
+
+def _start(
+    model_cfg: ModelConfig, cfg: TrainConfig, n_train: int, checkpointing: Checkpointing
+) -> _Start:
+    """Resume the checkpoint if it is valid, else build and compile a fresh model."""
+    found = _resume(checkpointing.folder, checkpointing.fingerprint, cfg.epochs)
     seed_everything(init_seed(cfg))  # the initialization, and deterministic kernels either way
     if found is None:
         model = build_model(model_cfg, l2=cfg.l2)
-        compile_model(model, cfg, n_train=n)
-        history, trajectory, start, resumed = {}, Trajectory(), 0, None
+        compile_model(model, cfg, n_train=n_train)
+        trajectory = Trajectory()
         trajectory.add(0, model.get_weights())
-    else:
-        model, resumed, trajectory = found
-        # a copy: `resumed` keeps describing the checkpoint (its epochs are replayed to MLflow)
-        history = {key: list(values) for key, values in resumed["history"].items()}
-        start = resumed["epochs_done"]
-        print(f"[train] resuming from {checkpoint} after epoch {start}")
-    print(
-        f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
-        f"{model.count_params():,} parameters, {n} images, {cfg.epochs} epochs of batch "
-        f"{cfg.batch_size}"
-    )
+        return _Start(model, {}, trajectory, 0, None)
+    model, resumed, trajectory = found
+    print(f"[train] resuming from {checkpointing.folder} after epoch {resumed['epochs_done']}")
+    # a copy: `resumed` keeps describing the checkpoint (its epochs are replayed to MLflow)
+    history = {key: list(values) for key, values in resumed["history"].items()}
+    return _Start(model, history, trajectory, resumed["epochs_done"], resumed)
+
+
+def _first_epoch_snapshots(
+    cfg: TrainConfig, trajectory: Trajectory, steps_per_epoch: int, verbose: int
+) -> keras.callbacks.Callback:
+    """A callback adding the weights every `trajectory_every` batches of the first epoch to
+    `trajectory`. (A batch-level hook makes Keras wait for every batch, so it only takes part in
+    epoch 1.)"""
+    import keras
 
     class Snapshots(keras.callbacks.Callback):
-        """The weights every `trajectory_every` batches of the first epoch. (A batch-level hook
-        makes Keras wait for every batch, so it only takes part in epoch 1.)"""
-
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             # Keras heads an epoch only when fit() runs more than one; this fit runs epoch 1 alone
             if verbose and cfg.epochs > 1:
                 print(f"Epoch 1/{cfg.epochs}")
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             step = int(self.model.optimizer.iterations.numpy())
             every = cfg.trajectory_every
             # crossing a multiple of `every` (steps_per_execution may step over it)
             if step < steps_per_epoch and step // every > trajectory.steps[-1] // every:
                 trajectory.add(step, self.model.get_weights())
 
-    class Keeper(keras.callbacks.Callback):
-        """The history, the weights and a checkpoint at the end of every epoch."""
+    return Snapshots()
 
-        def on_epoch_end(self, epoch, logs=None):
+
+def _epoch_keeper(start: _Start, checkpointing: Checkpointing) -> keras.callbacks.Callback:
+    """A callback keeping, at the end of every epoch, the history and the weights (in `start`'s
+    history and trajectory) and a checkpoint."""
+    import keras
+
+    history, trajectory = start.history, start.trajectory
+
+    class Keeper(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
             trajectory.add(int(self.model.optimizer.iterations.numpy()), self.model.get_weights())
-            if checkpoint is not None:
+            if checkpointing.folder is not None:
                 state = {
                     "epochs_done": epoch + 1,
                     "history": history,
                     "snapshots": len(trajectory.steps),
                     "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
-                    "fingerprint": fingerprint,
-                    **(extra_state or {}),
+                    "fingerprint": checkpointing.fingerprint,
                 }
-                save_checkpoint(checkpoint, self.model, state, trajectory)
+                if checkpointing.run_id is not None:
+                    state["run_id"] = checkpointing.run_id
+                save_checkpoint(checkpointing.folder, self.model, state, trajectory)
 
+    return Keeper()
+
+
+def train(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    checkpointing: Checkpointing = Checkpointing(None),  # noqa: B008 (frozen, immutable)
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 2,
+) -> TrainResult:
+    """Train the CNN on prepared `data` (resuming the checkpoint if valid); evaluate it on the
+    test split."""
+    n = len(data.y_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    start = _start(model_cfg, cfg, n, checkpointing)
+    print(
+        f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
+        f"{start.model.count_params():,} parameters, {n} images, {cfg.epochs} epochs of batch "
+        f"{cfg.batch_size}"
+    )
     dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
-    keep = [follow, Keeper(), *callbacks]
+    keep = [follow, _epoch_keeper(start, checkpointing), *callbacks]
     # epochs [first, last) and their callbacks: epoch 1 apart when it keeps batch snapshots
-    phases = [(start, cfg.epochs, keep)]
-    if start == 0 and cfg.trajectory_every:
-        phases = [(0, 1, [*keep, Snapshots()]), (1, cfg.epochs, keep)]
+    phases = [(start.epoch, cfg.epochs, keep)]
+    if start.epoch == 0 and cfg.trajectory_every:
+        snapshots = _first_epoch_snapshots(cfg, start.trajectory, steps_per_epoch, verbose)
+        phases = [(0, 1, [*keep, snapshots]), (1, cfg.epochs, keep)]
     start_time = time.perf_counter()
     for first, last, phase_callbacks in phases:
         if first < last:
-            model.fit(
+            start.model.fit(
                 dataset,
                 epochs=last,
                 initial_epoch=first,
@@ -358,30 +404,37 @@ def train(
                 verbose=verbose,
             )
     seconds = time.perf_counter() - start_time
+    return _result(start, data, model_cfg, cfg, seconds)
+
+
+def _result(
+    start: _Start, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, seconds: float
+) -> TrainResult:
+    """The trained model's test-set evaluation and the run's numbers."""
+    model, n = start.model, len(data.y_train)
     result = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
     metrics = {
         "seed": cfg.seed,
         "test_accuracy": result["accuracy"],
         "test_loss": result["loss"],
         "train_seconds": round(seconds, 2),
-        "images_per_second": round((cfg.epochs - start) * n / max(seconds, 1e-9), 1),
+        "images_per_second": round((cfg.epochs - start.epoch) * n / max(seconds, 1e-9), 1),
         "epochs": cfg.epochs,
         "n_params": int(model.count_params()),
     }
     matrix = confusion_matrix(data.y_test, result["predicted"], model_cfg.n_classes)
-    return TrainResult(model, history, metrics, matrix, trajectory, resumed)
+    return TrainResult(model, start.history, metrics, matrix, start.trajectory, start.resumed)
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, Any]:
     """Accuracy and mean cross-entropy (without the L2 term) on (x, y), plus the predictions."""
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    predicted = probs.argmax(axis=1)
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    loss, accuracy = cross_entropy_and_accuracy(probs, y)
     return {
-        "accuracy": float((predicted == y).mean()),
-        "loss": float(-np.log(picked).mean()),
+        "accuracy": accuracy,
+        "loss": loss,
         "probabilities": probs,
-        "predicted": predicted,
+        "predicted": probs.argmax(axis=1),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import model_validator
@@ -30,8 +30,12 @@ from oiplab.compare.stats import (
 )
 from oiplab.compare.study import partner_threshold
 from oiplab.compare.summary import Estimate
+from oiplab.config import AlignmentConfig, CompareConfig
 from oiplab.io import Fields, Real, Record
 from oiplab.layout import AlignmentFiles
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass
@@ -113,95 +117,180 @@ class AlignmentRecords(Record):
         return [r.model_dump() for r in self.records]
 
 
-def _estimate(values: list[float], pair_w: np.ndarray) -> Estimate:
-    """Mean over seed pairs with a seed-bootstrap interval."""
+def _estimate(values: list[float], pair_w: np.ndarray, null: float | None = None) -> Estimate:
+    """Mean over seed pairs with a seed-bootstrap interval (and the null's value, if given)."""
     values_arr = np.asarray(values, dtype=np.float64)
     low, high = interval(bootstrap_means(values_arr, pair_w))
-    return Estimate(float(values_arr.mean()), low, high)
+    return Estimate(float(values_arr.mean()), low, high, null)
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """The study's knobs (`conf/alignment/`, and `conf/compare/` for those it shares)."""
+
+    layers: list[str]
+    quantile: float  # partner threshold: this quantile of the untrained pairs' matched r
+    tolerance: float  # correlations closer than this to a map's best are ties (not decisive)
+    draws: int  # relabellings of the same-index test
+    bootstrap_draws: int  # seed resamples of the intervals
+    seed: int  # of the one generator behind both
+
+    @classmethod
+    def of(cls, a: AlignmentConfig, c: CompareConfig) -> AlignmentSettings:
+        return cls(
+            layers=list(a.layers),
+            quantile=c.partner_quantile,
+            tolerance=c.tie_tolerance,
+            draws=a.permutation_draws,
+            bootstrap_draws=a.bootstrap_draws,
+            seed=c.bootstrap_seed,
+        )
+
+
+@dataclass(frozen=True)
+class TrainingSnapshots:
+    """The weights kept along the training of every seed (`training.Trajectory`)."""
+
+    weights: dict[int, list[list[np.ndarray]]]  # per seed, the weights at each snapshot
+    steps: list[int]  # the optimizer step of each snapshot (the same for every seed)
+    steps_per_epoch: int
+
+
+@dataclass(frozen=True)
+class _Resamples:
+    """The seed pairs and the seeded resamples every snapshot shares."""
+
+    pairs: list[tuple[int, int]]
+    seed_counts: np.ndarray  # (draws, n_seeds)
+    pair_w: np.ndarray  # (draws, n_pairs)
+    rng: np.random.Generator  # for the relabelling test, drawn from in snapshot, layer order
+
+
+@dataclass(frozen=True)
+class _NullReference:
+    threshold: float  # matched r above which a map is partnered
+    partnered: float  # the fraction of partnered maps between untrained networks
+
+
+@dataclass(frozen=True)
+class _LayerPoint:
+    """One layer's statistics at one snapshot (see `LayerCurves`)."""
+
+    partnered: Estimate
+    same_index: dict
+    cka: Estimate
+    final_partnered: Estimate
+    final_same_index: Estimate
 
 
 def alignment_over_training(
-    net,
-    snapshots: dict[int, list[list[np.ndarray]]],
-    steps: list[int],
-    steps_per_epoch: int,
-    nulls: list,
+    net: keras.Model,
+    snapshots: TrainingSnapshots,
+    nulls: list[keras.Model],
     probe_x: np.ndarray,
-    layers: list[str],
-    *,
-    quantile: float,
-    tolerance: float,
-    draws: int,
-    bootstrap_draws: int,
-    seed: int,
+    settings: AlignmentSettings,
     progress: Callable[[str], None] | None = print,
 ) -> Alignment:
     """The comparison's statistics at every snapshot of training.
 
     Args:
         net: a model of the architecture (its weights are set to each snapshot in turn).
-        snapshots: per seed, the weights at each snapshot (`training.Trajectory.weights`).
-        steps: the optimizer step of each snapshot (the same for every seed).
         nulls: untrained models of the architecture (their pairs set the partner threshold).
+        probe_x: (n, 28, 28, 1) images the activations are compared on.
     """
-    seeds = list(snapshots)
+    s, seeds, steps, layers = settings, list(snapshots.weights), snapshots.steps, settings.layers
     pairs = list(combinations(range(len(seeds)), 2))
-    rng = np.random.default_rng(seed)
-    seed_counts = seed_resamples(len(seeds), bootstrap_draws, rng)
-    pair_w = pair_weights(seed_counts, pairs)
+    rng = np.random.default_rng(s.seed)
+    seed_counts = seed_resamples(len(seeds), s.bootstrap_draws, rng)
+    res = _Resamples(pairs, seed_counts, pair_weights(seed_counts, pairs), rng)
+    nulls_of = _null_references(nulls, probe_x, layers, s.quantile)
+
+    def units_at(k: int) -> list[dict[str, Units]]:
+        found = []
+        for seed in seeds:
+            net.set_weights(snapshots.weights[seed][k])
+            found.append(units_of(layer_outputs(net, probe_x, layers)))
+        return found
+
+    final = units_at(len(steps) - 1)
+    points: dict[str, list[_LayerPoint]] = {n: [] for n in layers}
+    for k, step in enumerate(steps):
+        outs = final if k == len(steps) - 1 else units_at(k)
+        for n in layers:
+            points[n].append(_layer_at(outs, final, n, nulls_of[n], res, s))
+        if progress is not None:
+            epoch = step / snapshots.steps_per_epoch
+            shown = ", ".join(f"{n} {points[n][-1].partnered.value:.0%}" for n in layers)
+            progress(f"[alignment] step {step} (epoch {epoch:.2f}): partnered {shown}")
+    epochs = [step / snapshots.steps_per_epoch for step in steps]
+    curves = {n: _curves(nulls_of[n].threshold, points[n]) for n in layers}
+    return Alignment(list(steps), epochs, curves)
+
+
+def _null_references(
+    nulls: list[keras.Model], probe_x: np.ndarray, layers: list[str], quantile: float
+) -> dict[str, _NullReference]:
+    """Per layer, the partner threshold the untrained pairs set, and their partnered fraction."""
     null_units = [units_of(layer_outputs(m, probe_x, layers)) for m in nulls]
-    curves, null_frac = {}, {}
+    found = {}
     for n in layers:
         null = [
             match_layer(null_units[a][n], null_units[b][n], False, False)
             for a, b in combinations(range(len(nulls)), 2)
         ]
-        curves[n] = LayerCurves(partner_threshold(null, quantile))
-        null_frac[n] = float(np.mean([(m.r > curves[n].threshold).mean() for m in null]))
+        threshold = partner_threshold(null, quantile)
+        found[n] = _NullReference(
+            threshold, float(np.mean([(m.r > threshold).mean() for m in null]))
+        )
+    return found
 
-    def units_at(k: int) -> list[dict[str, Units]]:
-        found = []
-        for s in seeds:
-            net.set_weights(snapshots[s][k])
-            found.append(units_of(layer_outputs(net, probe_x, layers)))
-        return found
 
-    final = units_at(len(steps) - 1)
-    for k, step in enumerate(steps):
-        outs = final if k == len(steps) - 1 else units_at(k)
-        for n in layers:
-            c = curves[n]
-            between = [match_layer(outs[a][n], outs[b][n], False, False) for a, b in pairs]
-            partnered = _estimate(_fracs(between, c.threshold), pair_w)
-            partnered.null = null_frac[n]
-            c.partnered.append(partnered)
-            c.same_index.append(
-                same_index_test(
-                    [(d, m.partner[d]) for m in between for d in [m.decisive(tolerance)]],
-                    between[0].corr.shape[1],
-                    draws,
-                    rng,
-                )  # fmt: skip
-            )
-            grams = [centered_gram(o[n].values.reshape(o[n].n_images, -1)) for o in outs]
-            c.cka.append(_estimate([linear_cka(grams[a], grams[b]) for a, b in pairs], pair_w))
-            own = [match_layer(outs[i][n], final[i][n], False, False) for i in range(len(seeds))]
-            seed_w = seed_counts.astype(np.float64)
-            c.final_partnered.append(_per_seed(_fracs(own, c.threshold), seed_w))
-            c.final_same_index.append(_per_seed([_same(m) for m in own], seed_w))
-        if progress is not None:
-            epoch = step / steps_per_epoch
-            shown = ", ".join(f"{n} {curves[n].partnered[-1].value:.0%}" for n in layers)
-            progress(f"[alignment] step {step} (epoch {epoch:.2f}): partnered {shown}")
-    epochs = [s / steps_per_epoch for s in steps]
-    return Alignment(list(steps), epochs, curves)
+def _layer_at(
+    outs: list[dict[str, Units]],
+    final: list[dict[str, Units]],
+    n: str,
+    null: _NullReference,
+    res: _Resamples,
+    s: AlignmentSettings,
+) -> _LayerPoint:
+    """Layer `n` at one snapshot: between the seeds' networks, and each against its final one."""
+    between = [match_layer(outs[a][n], outs[b][n], False, False) for a, b in res.pairs]
+    same_index = same_index_test(
+        [(d, m.partner[d]) for m in between for d in [m.decisive(s.tolerance)]],
+        n_maps=between[0].corr.shape[1],
+        draws=s.draws,
+        rng=res.rng,
+    )
+    grams = [centered_gram(o[n].values.reshape(o[n].n_images, -1)) for o in outs]
+    own = [match_layer(outs[i][n], final[i][n], False, False) for i in range(len(outs))]
+    seed_w = res.seed_counts.astype(np.float64)
+    return _LayerPoint(
+        partnered=_estimate(_fracs(between, null.threshold), res.pair_w, null=null.partnered),
+        same_index=same_index,
+        cka=_estimate([linear_cka(grams[a], grams[b]) for a, b in res.pairs], res.pair_w),
+        final_partnered=_per_seed(_fracs(own, null.threshold), seed_w),
+        final_same_index=_per_seed([_same(m) for m in own], seed_w),
+    )
+
+
+def _curves(threshold: float, points: list[_LayerPoint]) -> LayerCurves:
+    return LayerCurves(
+        threshold=threshold,
+        partnered=[p.partnered for p in points],
+        same_index=[p.same_index for p in points],
+        cka=[p.cka for p in points],
+        final_partnered=[p.final_partnered for p in points],
+        final_same_index=[p.final_same_index for p in points],
+    )
 
 
 def units_of(outputs: dict[str, np.ndarray]) -> dict[str, Units]:
+    """Each layer's outputs as `Units` (standardized once, for every match they enter)."""
     return {n: Units.of(o) for n, o in outputs.items()}
 
 
 def _fracs(matches: list[LayerMatch], threshold: float) -> list[float]:
+    """Per match, the fraction of matched maps with r above `threshold`."""
     return [float((m.r > threshold).mean()) if len(m.r) else 0.0 for m in matches]
 
 

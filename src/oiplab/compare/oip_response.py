@@ -176,9 +176,13 @@ def compare_oips(
             }
             if src == a:
                 entry["pixels"] = pixel_similarity(
-                    oips[a]["images"], oips[b]["images"], oips[a]["found"], oips[b]["found"],
-                    partner, rows,
-                )  # fmt: skip
+                    images_a=oips[a]["images"],
+                    images_b=oips[b]["images"],
+                    found_a=oips[a]["found"],
+                    found_b=oips[b]["found"],
+                    partner=partner,
+                    rows=rows,
+                )
             per_pair[f"{src}->{dst}"] = entry
     return {"pairs": per_pair, "summary": _summary(per_pair)}
 

@@ -69,6 +69,12 @@ def match_layer(
             a.values[:, m].reshape(shape), b.values[:, partner[m]].reshape(shape)
         )
     return LayerMatch(
-        corr, live_a, live_b, partner, hungarian(corr), margins(corr, partner, live_a, live_b),
-        stable, moments,
-    )  # fmt: skip
+        corr=corr,
+        live_a=live_a,
+        live_b=live_b,
+        partner=partner,
+        perm=hungarian(corr),
+        margin=margins(corr, partner, live_a, live_b),
+        stable=stable,
+        moments=moments,
+    )

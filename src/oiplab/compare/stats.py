@@ -103,7 +103,7 @@ def resampled_correlations(moments: np.ndarray, counts: np.ndarray, positions: i
         moments: (n_images, 5, m) from `per_image_moments`.
         counts: (draws, n_images) from `image_resamples`.
     """
-    # one matrix product (BLAS): 6x faster than the same contraction by einsum, equal to ~1e-15
+    # one matrix product (BLAS): faster than the same contraction by einsum, equal to ~1e-15
     shape = (len(counts), *moments.shape[1:])
     sums = (counts.astype(np.float64) @ moments.reshape(len(moments), -1)).reshape(shape)
     n = counts.sum(axis=1)[:, None] * positions

@@ -85,9 +85,9 @@ class VerdictRules:
     )
 
 
-def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
+def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRules) -> str:
     """One sentence for one layer, each word followed by the numbers it rests on."""
-    p = a.partnered
+    p = partnered
     # "beyond the null": the whole interval above the largest fraction any untrained pair reached
     beyond = p.null_high is not None and p.low > p.null_high
     if beyond and p.value >= 0.5:
@@ -96,7 +96,7 @@ def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
         maps = "some maps have a partner"
     else:
         maps = "not clearly more maps have a partner than between untrained networks"
-    o = a.order
+    o = order
     if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
         order = "same order"
     elif o.p_value < rules.alpha:
@@ -104,7 +104,7 @@ def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
     else:
         order = "order at chance"
     return (
-        f"{a.layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
+        f"{layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
         f"untrained {p.null:.0%}, at most {p.null_high or 0:.0%} in one untrained pair); "
         f"{order}: {o.observed} same-index vs {o.expected:.1f} expected, "
         f"p = {o.p_value:.2g}"

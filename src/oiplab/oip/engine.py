@@ -6,8 +6,8 @@ image can then never move, so the map never responds from that start; such eleme
 which is exact, not an approximation).
 
 Convergence is judged over a window of steps: the loss's relative change per step, averaged over
-the last `conv_window` steps, under `conv_criterion` (the articles' 2e-4). A window of 1 is the
-articles' step-to-step test, which a slowly climbing loss passes long before it flattens.
+the last `convergence_window` steps, under `convergence_tol` (the articles' 2e-4). A window of 1
+is the articles' step-to-step test, which a slowly climbing loss passes long before it flattens.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.oip.objectives import Objectives
 from oiplab.oip.step import make_step
 
+if TYPE_CHECKING:
+    import keras
+
 
 @dataclass(frozen=True)
 class AscentSettings:
     epsilon: float = 0.01  # step size on the RMS-normalized gradient (article IX)
-    n_epochs: int = 600  # ascent steps
-    conv_criterion: float = 2e-4  # relative loss change per step counted as converged
-    conv_window: int = 1  # steps the change is measured over (see the module docstring)
+    n_steps: int = 600  # ascent steps
+    convergence_tol: float = 2e-4  # relative loss change per step counted as converged
+    convergence_window: int = 1  # steps the change is measured over (see the module docstring)
     stop_on_convergence: bool = True
     n_snapshots: int = 6  # images kept at log-spaced steps
     chunk_size: int = 512  # elements per compiled batch (bounds memory)
@@ -40,25 +44,25 @@ class AscentResult:
     steps: np.ndarray  # (B,) steps taken
     converged: np.ndarray  # (B,) bool
     silent: np.ndarray  # (B,) bool
-    loss_history: np.ndarray  # (B, n_epochs + 1) objective after each step (NaN once stopped)
+    loss_history: np.ndarray  # (B, n_steps + 1) objective after each step (NaN once stopped)
     snapshot_steps: np.ndarray  # (S,) step numbers of the snapshots
     snapshots: np.ndarray  # (B, S, 28, 28) images at those steps
 
 
-def snapshot_steps(n_epochs: int, n_snapshots: int) -> np.ndarray:
-    """Log-spaced step numbers in [1, n_epochs] (fewer if they collide at small n_epochs)."""
+def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
+    """Log-spaced step numbers in [1, n_steps] (fewer if they collide at small n_steps)."""
     if n_snapshots <= 0:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.round(np.geomspace(1, n_epochs, n_snapshots)).astype(np.int64))
+    return np.unique(np.round(np.geomspace(1, n_steps, n_snapshots)).astype(np.int64))
 
 
 def ascend(
-    probe,
+    probe: keras.Model,
     starts: np.ndarray,
     objectives: Objectives,
     settings: AscentSettings,
     progress: Callable[[str], None] | None = print,
-    step=None,
+    step: Callable | None = None,
     label: str = "[oip]",
 ) -> AscentResult:
     """Run gradient ascent on the input for every element of the batch.
@@ -73,7 +77,7 @@ def ascend(
     if len(starts) != len(objectives):
         raise ValueError(f"{len(starts)} start images but {len(objectives)} objectives")
     step = step or make_step(probe, settings.epsilon)
-    snaps = snapshot_steps(settings.n_epochs, settings.n_snapshots)
+    snaps = snapshot_steps(settings.n_steps, settings.n_snapshots)
     parts = []
     n = len(starts)
     n_chunks = -(-n // settings.chunk_size)
@@ -81,7 +85,7 @@ def ascend(
         rows = np.arange(lo, min(lo + settings.chunk_size, n))
         t0 = time.perf_counter()
         chunk = f"{label} chunk {k + 1}/{n_chunks}"
-        report = _Reporter(progress, chunk, settings.n_epochs) if progress else None
+        report = _Reporter(progress, chunk, settings.n_steps) if progress else None
         parts.append(
             _ascend_chunk(step, starts[rows], objectives.take(rows), settings, snaps, report)
         )
@@ -120,48 +124,83 @@ class _Reporter:
         )
 
 
+@dataclass
+class _Chunk:
+    """The state of a chunk's ascent, updated in place step by step (the loop's working arrays)."""
+
+    x: np.ndarray  # (b, 28, 28, 1) current images
+    target_mean: np.ndarray  # (b,) each start's mean and std, kept along the ascent
+    target_std: np.ndarray
+    steps: np.ndarray  # (b,) steps taken
+    converged: np.ndarray  # (b,) bool
+    silent: np.ndarray  # (b,) bool
+    history: np.ndarray  # (b, n_steps + 1) objective after each step, NaN once stopped
+    snapshots: np.ndarray  # (b, S, 28, 28)
+
+    @classmethod
+    def start(cls, starts: np.ndarray, n_steps: int, n_snaps: int) -> _Chunk:
+        b, x = len(starts), starts.astype(np.float32)
+        return cls(
+            x=x,
+            target_mean=x.mean(axis=(1, 2, 3)).astype(np.float32),
+            target_std=x.std(axis=(1, 2, 3)).astype(np.float32),
+            steps=np.zeros(b, dtype=np.int64),
+            converged=np.zeros(b, dtype=bool),
+            silent=np.zeros(b, dtype=bool),
+            history=np.full((b, n_steps + 1), np.nan, dtype=np.float32),
+            snapshots=np.zeros((b, n_snaps, *starts.shape[1:3]), dtype=np.float32),
+        )
+
+    def result(self, snaps: np.ndarray) -> AscentResult:
+        # Elements that stopped early keep their final image in the remaining snapshot slots.
+        for j, when in enumerate(snaps):
+            late = self.steps < when
+            self.snapshots[late, j] = self.x[late, ..., 0]
+        return AscentResult(
+            images=self.x,
+            # The objective at each final image is the last one recorded in its history.
+            loss=self.history[np.arange(len(self.x)), self.steps],
+            steps=self.steps,
+            converged=self.converged,
+            silent=self.silent,
+            loss_history=self.history,
+            snapshot_steps=snaps,
+            snapshots=self.snapshots,
+        )
+
+
 def _ascend_chunk(
-    step,
+    step: Callable,
     starts: np.ndarray,
     obj: Objectives,
     s: AscentSettings,
     snaps: np.ndarray,
     report: Callable[[int, int], None] | None = None,
 ) -> AscentResult:
-    b = len(starts)
-    x = starts.astype(np.float32)
-    target_mean = x.mean(axis=(1, 2, 3)).astype(np.float32)
-    target_std = x.std(axis=(1, 2, 3)).astype(np.float32)
-    steps = np.zeros(b, dtype=np.int64)
-    converged = np.zeros(b, dtype=bool)
-    silent = np.zeros(b, dtype=bool)
-    history = np.full((b, s.n_epochs + 1), np.nan, dtype=np.float32)
-    snapshots = np.zeros((b, len(snaps), *starts.shape[1:3]), dtype=np.float32)
-    live = np.arange(b)  # elements still ascending; finished ones leave the batch (less work)
-    for t in range(s.n_epochs + 1):
+    c = _Chunk.start(starts, s.n_steps, len(snaps))
+    live = np.arange(len(starts))  # elements still ascending; finished ones leave the batch
+    for t in range(s.n_steps + 1):
         # One call gives the objective at the current images and the next images.
         x_next, loss, grad_zero = step(
-            x[live],
+            c.x[live],
             obj.channel_onehot[live],
             obj.spatial_weight[live],
-            target_mean[live],
-            target_std[live],
+            c.target_mean[live],
+            c.target_std[live],
         )
         loss = np.asarray(loss, dtype=np.float32)
-        history[live, t] = loss
+        c.history[live, t] = loss
         if t == 0:
             stuck = (loss <= 0) & np.asarray(grad_zero)
-            silent[live[stuck]] = True
+            c.silent[live[stuck]] = True
             keep = ~stuck
-        elif t >= s.conv_window:
-            before = history[live, t - s.conv_window]
-            change = np.abs(loss - before) / (s.conv_window * np.maximum(np.abs(loss), 1e-12))
-            done = (loss > 0) & (change < s.conv_criterion)
-            converged[live[done]] = True
+        elif t >= s.convergence_window:
+            done = _converged(loss, c.history[live, t - s.convergence_window], s)
+            c.converged[live[done]] = True
             keep = ~done if s.stop_on_convergence else np.ones(len(live), dtype=bool)
         else:
             keep = np.ones(len(live), dtype=bool)
-        if t == s.n_epochs:
+        if t == s.n_steps:
             break
         if report is not None:
             report(t, len(live))
@@ -169,24 +208,17 @@ def _ascend_chunk(
         live, x_next = live[keep], x_next[keep]
         if not len(live):
             break
-        x[live] = x_next
-        steps[live] += 1
+        c.x[live] = x_next
+        c.steps[live] += 1
         hit = np.flatnonzero(snaps == t + 1)
         if hit.size:
-            snapshots[:, hit[0]] = x[..., 0]
-    # Elements that stopped early keep their final image in the remaining snapshot slots.
-    for j, when in enumerate(snaps):
-        late = steps < when
-        snapshots[late, j] = x[late, ..., 0]
-    # The objective at each final image is the last one recorded in its history.
-    final = history[np.arange(b), steps]
-    return AscentResult(
-        images=x,
-        loss=final,
-        steps=steps,
-        converged=converged,
-        silent=silent,
-        loss_history=history,
-        snapshot_steps=snaps,
-        snapshots=snapshots,
-    )
+            c.snapshots[:, hit[0]] = c.x[..., 0]
+    return c.result(snaps)
+
+
+def _converged(loss: np.ndarray, before: np.ndarray, s: AscentSettings) -> np.ndarray:
+    """Which elements converged: a positive loss whose relative change per step, averaged over
+    the window since `before` (the loss `convergence_window` steps ago), is under the tolerance."""
+    window = s.convergence_window
+    change = np.abs(loss - before) / (window * np.maximum(np.abs(loss), 1e-12))
+    return (loss > 0) & (change < s.convergence_tol)

@@ -16,6 +16,7 @@ the fluctuations on a dark background (as digits are), `digits` starts are real 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -93,13 +94,20 @@ def darken(images01: np.ndarray, quantile: float) -> np.ndarray:
     return np.clip(images01 - cut, 0.0, None)
 
 
+@dataclass(frozen=True)
+class NoiseScales:
+    """The multiscale noise of the starts (article IX): grid sizes, their weights, smoothing."""
+
+    grids: Sequence[int]  # fluctuation grid sizes, each upsampled bicubically to 28x28
+    weights: Sequence[float]  # one per grid size
+    smoothing: float = 0.0  # Gaussian sigma in pixels over the sum (0: none)
+
+
 def start_images(
     n: int,
-    grids: Sequence[int],
-    weights: Sequence[float],
+    scales: NoiseScales,
     seed: int,
     stats: Standardization,
-    smoothing: float = 0.0,
     target: ImageTarget | None = None,
     dark_quantile: float | None = None,
 ) -> np.ndarray:
@@ -109,7 +117,7 @@ def start_images(
     without, images keep their own (the global standardization only), as in the articles.
     `dark_quantile` darkens all but the brightest part of each image first.
     """
-    images01 = multiscale_noise(n, grids, weights, seed, smoothing)
+    images01 = multiscale_noise(n, scales.grids, scales.weights, seed, scales.smoothing)
     if dark_quantile is not None:
         images01 = darken(images01, dark_quantile)
     if target is None:

@@ -28,12 +28,12 @@ class Objectives:
         )
 
 
-def channel_objectives(map_indices: np.ndarray, grid: tuple[int, int, int]) -> Objectives:
+def channel_objectives(map_indices: np.ndarray, layer_shape: tuple[int, int, int]) -> Objectives:
     """Maximize the mean activation of map `map_indices[b]` for element b.
 
-    `grid` is the layer's output shape (h, w, n_maps) from `oiplab.model.layer_shapes`.
+    `layer_shape` is the layer's output shape (h, w, n_maps) from `oiplab.model.layer_shapes`.
     """
-    h, w, c = grid
+    h, w, c = layer_shape
     map_indices = np.asarray(map_indices, dtype=np.int64)
     _check_maps(map_indices, c)
     onehot = np.eye(c, dtype=np.float32)[map_indices]
@@ -42,10 +42,10 @@ def channel_objectives(map_indices: np.ndarray, grid: tuple[int, int, int]) -> O
 
 
 def neuron_objectives(
-    map_indices: np.ndarray, positions: np.ndarray, grid: tuple[int, int, int]
+    map_indices: np.ndarray, positions: np.ndarray, layer_shape: tuple[int, int, int]
 ) -> Objectives:
     """Maximize one node, at `positions[b]` = (row, col), of map `map_indices[b]`."""
-    h, w, c = grid
+    h, w, c = layer_shape
     map_indices = np.asarray(map_indices, dtype=np.int64)
     positions = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
     _check_maps(map_indices, c)

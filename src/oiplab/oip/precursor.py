@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,11 @@ from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import to_target, upsample_bicubic
 from oiplab.oip.objectives import channel_objectives
 from oiplab.oip.step import make_step
+
+if TYPE_CHECKING:
+    import keras
+
+    from oiplab.config import PrecursorConfig
 
 
 def coarse_grids(grid: int, values: Sequence[float]) -> np.ndarray:
@@ -50,6 +56,21 @@ def candidate_images(
     return (to_target(images01, target) if target is not None else stats.apply(images01))[..., None]
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the precursor search ascends (`conf/precursor/`)."""
+
+    screen_steps: int  # the short ascent that ranks every candidate per map
+    top_k: int  # candidates per map that go on to the full ascent
+    full_steps: int
+    prune: bool  # skip (candidate, map) pairs that provably cannot move (module docstring)
+    ascent: AscentSettings  # step size and chunking (its step count is replaced by the above)
+
+    @classmethod
+    def of(cls, p: PrecursorConfig, ascent: AscentSettings) -> SearchSettings:
+        return cls(p.screen_steps, p.top_k, p.full_steps, p.prune, ascent)
+
+
 @dataclass
 class ScreenResult:
     top_candidates: np.ndarray  # (M, k) candidate indices, best first
@@ -59,27 +80,24 @@ class ScreenResult:
 
 
 def screen(
-    probe,
+    probe: keras.Model,
     candidates: np.ndarray,
     maps: np.ndarray,
-    n_steps: int,
-    top_k: int,
-    settings: AscentSettings,
-    *,
-    grid: tuple[int, int, int],
-    prune: bool = True,
+    layer_shape: tuple[int, int, int],
+    settings: SearchSettings,
     progress: Callable[[str], None] | None = print,
 ) -> ScreenResult:
-    """Short ascent of every candidate for every map; the top_k candidates per map by loss.
+    """Short ascent (`screen_steps`) of every candidate for every map; the `top_k` candidates
+    per map by loss.
 
-    The channel objective (a map's mean activation, `grid` being the layer's output shape) is
-    used, as in the article. Ties are broken towards the lower candidate index, so pruned and
+    The channel objective (a map's mean activation over the layer's output shape `layer_shape`)
+    is used, as in the article. Ties are broken towards the lower candidate index, so pruned and
     unpruned screens select the same candidates.
     """
-    n = len(candidates)
+    n, chunk_size = len(candidates), settings.ascent.chunk_size
     losses = np.zeros((len(maps), n), dtype=np.float32)
-    if prune:
-        start_loss = _mean_activation(probe, candidates, settings.chunk_size)[:, maps].T
+    if settings.prune:
+        start_loss = _mean_activation(probe, candidates, chunk_size)[:, maps].T
         live = start_loss > 0  # (M, N): the only pairs that can move
     else:
         live = np.ones((len(maps), n), dtype=bool)
@@ -87,29 +105,29 @@ def screen(
     if progress is not None:
         progress(
             f"[precursor] screen: {len(maps)} maps x {n} candidates, {len(m_idx)} pairs "
-            f"ascended ({n_steps} steps), {live.size - len(m_idx)} pruned exactly"
+            f"ascended ({settings.screen_steps} steps), {live.size - len(m_idx)} pruned exactly"
         )
     if len(m_idx):
-        step = make_step(probe, settings.epsilon)
+        epsilon = settings.ascent.epsilon
         short = AscentSettings(
-            epsilon=settings.epsilon,
-            n_epochs=n_steps,
-            conv_criterion=0.0,
+            epsilon=epsilon,
+            n_steps=settings.screen_steps,
+            convergence_tol=0.0,
             stop_on_convergence=False,
             n_snapshots=0,
-            chunk_size=settings.chunk_size,
+            chunk_size=chunk_size,
         )
         result = ascend(
             probe,
             candidates[c_idx],
-            channel_objectives(maps[m_idx], grid),
+            channel_objectives(maps[m_idx], layer_shape),
             short,
             progress=progress,
-            step=step,
+            step=make_step(probe, epsilon),
             label="[precursor] screen",
         )
         losses[m_idx, c_idx] = result.loss
-    order = np.argsort(-losses, axis=1, kind="stable")[:, :top_k]
+    order = np.argsort(-losses, axis=1, kind="stable")[:, : settings.top_k]
     return ScreenResult(
         order, np.take_along_axis(losses, order, axis=1), live.sum(axis=1), len(m_idx)
     )
@@ -157,6 +175,22 @@ class PrecursorResult:
     def found(self) -> np.ndarray:
         return (self.loss > 0).any(axis=1)
 
+    @classmethod
+    def empty(cls, maps: np.ndarray, n_candidates: int, k: int) -> PrecursorResult:
+        """The result of searching no maps."""
+        none = np.zeros((0, k))
+        return cls(
+            map_index=maps,
+            n_candidates=n_candidates,
+            top_candidates=none.astype(np.int64),
+            screen_loss=none.astype(np.float32),
+            images=np.zeros((0, k, 28, 28), np.float32),
+            loss=none.astype(np.float32),
+            ascended_pairs=0,
+            screen_seconds=0.0,
+            full_seconds=0.0,
+        )
+
     def metrics(self) -> dict:
         """The search's own numbers (the census by cause is `oip.census`)."""
         similarity = [
@@ -197,52 +231,34 @@ def target_maps(target: str, maps: list[int], noise: dict, n_maps: int) -> np.nd
 
 
 def search(
-    probe,
+    probe: keras.Model,
     maps: np.ndarray,
     candidates: np.ndarray,
-    *,
-    grid: tuple[int, int, int],
-    screen_steps: int,
-    top_k: int,
-    full_steps: int,
-    settings: AscentSettings,
-    prune: bool,
+    layer_shape: tuple[int, int, int],
+    settings: SearchSettings,
     progress: Callable[[str], None] | None = print,
 ) -> PrecursorResult:
     """Screen every candidate for `maps`, then ascend each map's best `top_k` for `full_steps`.
 
-    The full ascent uses the same objective as the oip stage (the map's mean over its `grid`),
-    so its losses are comparable with the survey's.
+    The full ascent uses the same objective as the oip stage (the map's mean over its
+    `layer_shape`), so its losses are comparable with the survey's.
     """
-    k = min(top_k, len(candidates))
-    settings = replace(settings, n_epochs=full_steps, n_snapshots=0)
-    prune = prune and relu_layer(probe)
+    k = min(settings.top_k, len(candidates))
+    settings = replace(settings, prune=settings.prune and relu_layer(probe))
     if progress is not None:
-        progress(f"[precursor] {len(maps)} maps, {len(candidates)} candidates, prune={prune}")
+        progress(
+            f"[precursor] {len(maps)} maps, {len(candidates)} candidates, prune={settings.prune}"
+        )
     t0 = time.perf_counter()
     if not len(maps):
-        empty = np.zeros((0, k))
-        return PrecursorResult(
-            maps, len(candidates), empty.astype(np.int64), empty.astype(np.float32),
-            np.zeros((0, k, 28, 28), np.float32), empty.astype(np.float32), 0, 0.0, 0.0,
-        )  # fmt: skip
-    screened = screen(
-        probe,
-        candidates,
-        maps,
-        screen_steps,
-        k,
-        settings,
-        grid=grid,
-        prune=prune,
-        progress=progress,
-    )
+        return PrecursorResult.empty(maps, len(candidates), k)
+    screened = screen(probe, candidates, maps, layer_shape, settings, progress=progress)
     t_screen = time.perf_counter() - t0
     full = ascend(
         probe,
         candidates[screened.top_candidates.ravel()],
-        channel_objectives(np.repeat(maps, k), grid),
-        settings,
+        channel_objectives(np.repeat(maps, k), layer_shape),
+        replace(settings.ascent, n_steps=settings.full_steps, n_snapshots=0),
         progress=progress,
         label="[precursor] ascent",
     )

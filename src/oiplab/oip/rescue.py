@@ -9,16 +9,21 @@ redirected ReLU, xplique's warm-up steps).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
-from oiplab.oip.objectives import Objectives
+from oiplab.oip.objectives import Objectives, channel_objectives
+
+if TYPE_CHECKING:
+    import keras
 
 
-def preactivation_probe(model, layer: str):
+def preactivation_probe(model: keras.Model, layer: str) -> keras.Model:
     """A Keras model from the input to `layer`'s output without its ReLU: the convolution or
     dense layer's linear output (for a pooling layer, the pooled linear output of the layer
     before it)."""
@@ -38,8 +43,8 @@ def preactivation_probe(model, layer: str):
 
 
 def warmed_ascent(
-    probe,
-    linear_probe,
+    probe: keras.Model,
+    linear_probe: keras.Model,
     starts: np.ndarray,
     objectives: Objectives,
     settings: AscentSettings,
@@ -49,9 +54,59 @@ def warmed_ascent(
     """`warmup_steps` of ascent on the pre-activation (`linear_probe`), then the usual ascent on
     the map (`probe`) from where the warm-up ended. Steps and loss history are the second
     phase's; silence is judged there too (a map still 0 with zero gradient after the warm-up)."""
-    warm = replace(settings, n_epochs=warmup_steps, stop_on_convergence=False, n_snapshots=0)
+    warm = replace(settings, n_steps=warmup_steps, stop_on_convergence=False, n_snapshots=0)
     first = ascend(linear_probe, starts, objectives, warm, progress=None)
     if progress is not None:
         lifted = int((first.loss > 0).sum())
         progress(f"[rescue] warm-up: {warmup_steps} steps, {lifted}/{len(starts)} starts lifted")
     return ascend(probe, first.images, objectives, settings, progress=progress, label="[rescue]")
+
+
+@dataclass
+class RescueResult:
+    map_index: np.ndarray  # (M,) maps tried
+    images: np.ndarray  # (M, n_starts, 28, 28)
+    loss: np.ndarray  # (M, n_starts) the map's objective at the end
+    seconds: float
+
+    @property
+    def found(self) -> np.ndarray:
+        return (self.loss > 0).any(axis=1) if self.loss.size else np.zeros(0, dtype=bool)
+
+
+def rescue(
+    probe: keras.Model,
+    linear_probe: keras.Model,
+    maps: np.ndarray,
+    starts: np.ndarray,
+    layer_shape: tuple[int, int, int],
+    settings: AscentSettings,
+    warmup_steps: int,
+    progress: Callable[[str], None] | None = print,
+) -> RescueResult:
+    """Warm up, then ascend, every (map, start) of `maps` from the starts (S, 28, 28, 1).
+
+    Args:
+        probe: the network up to the layer; linear_probe: the same without its ReLU
+            (`preactivation_probe`). layer_shape: the layer's (h, w, n_maps).
+    """
+    t0 = time.perf_counter()
+    if not len(maps) or not warmup_steps:
+        empty = np.zeros((len(maps), len(starts)), np.float32)
+        return RescueResult(maps, np.zeros((*empty.shape, 28, 28), np.float32), empty, 0.0)
+    n = len(starts)
+    result = warmed_ascent(
+        probe,
+        linear_probe,
+        starts=np.tile(starts, (len(maps), 1, 1, 1)),
+        objectives=channel_objectives(np.repeat(maps, n), layer_shape),
+        settings=settings,
+        warmup_steps=warmup_steps,
+        progress=progress,
+    )
+    return RescueResult(
+        maps,
+        result.images[..., 0].reshape(len(maps), n, 28, 28),
+        result.loss.reshape(len(maps), n),
+        time.perf_counter() - t0,
+    )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -21,17 +21,20 @@ from oiplab.data.prepared import ImageTarget, Standardization
 from oiplab.io import Record, load_npz
 from oiplab.layout import METRICS
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
-from oiplab.oip.init import digit_starts, start_images
+from oiplab.oip.init import NoiseScales, digit_starts, start_images
 from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objectives
 from oiplab.oip.rescue import preactivation_probe, warmed_ascent
 
+if TYPE_CHECKING:
+    import keras
 
-def ascent_settings(o: OipConfig, n_epochs: int | None = None) -> AscentSettings:
+
+def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
     return AscentSettings(
         epsilon=o.epsilon,
-        n_epochs=n_epochs or o.n_epochs,
-        conv_criterion=o.conv_criterion,
-        conv_window=o.conv_window,
+        n_steps=n_steps or o.n_steps,
+        convergence_tol=o.convergence_tol,
+        convergence_window=o.convergence_window,
         stop_on_convergence=o.stop_on_convergence,
         n_snapshots=o.n_snapshots,
         chunk_size=o.chunk_size,
@@ -39,13 +42,15 @@ def ascent_settings(o: OipConfig, n_epochs: int | None = None) -> AscentSettings
 
 
 def objectives_for(
-    o: OipConfig, map_of_element: np.ndarray, grid: tuple[int, int, int]
+    o: OipConfig, map_of_element: np.ndarray, layer_shape: tuple[int, int, int]
 ) -> Objectives:
     """The configured objective (channel mean or one neuron) for each batch element."""
     if o.objective == "channel":
-        return channel_objectives(map_of_element, grid)
-    position = o.neuron_position or [grid[0] // 2, grid[1] // 2]
-    return neuron_objectives(map_of_element, np.tile(position, (len(map_of_element), 1)), grid)
+        return channel_objectives(map_of_element, layer_shape)
+    position = o.neuron_position or [layer_shape[0] // 2, layer_shape[1] // 2]
+    return neuron_objectives(
+        map_of_element, np.tile(position, (len(map_of_element), 1)), layer_shape
+    )
 
 
 class SurveyMetrics(Record):
@@ -162,13 +167,14 @@ def starts_for(
             raise ValueError("oip.start_kind=digits needs the test images")
         return digit_starts(x_test, o.n_starts, o.start_seed, target)
     dark = o.dark_quantile if o.start_kind == "dark" else None
-    return start_images(o.n_starts, o.grids, o.weights, o.start_seed, stats, o.smoothing, to, dark)
+    scales = NoiseScales(o.grids, o.weights, o.smoothing)
+    return start_images(o.n_starts, scales, o.start_seed, stats, to, dark)
 
 
 def survey(
-    model,
+    model: keras.Model,
     o: OipConfig,
-    grid: tuple[int, int, int],
+    layer_shape: tuple[int, int, int],
     starts: np.ndarray,
     progress: Callable[[str], None] | None = print,
 ) -> Survey:
@@ -176,13 +182,13 @@ def survey(
     `o.warmup_steps`, each first warms up on the map's pre-activation (`rescue`).
 
     Args:
-        grid: the layer's output shape (h, w, n_maps) (`oiplab.model.layer_shapes`).
+        layer_shape: the layer's output shape (h, w, n_maps) (`oiplab.model.layer_shapes`).
         starts: (n_starts, 28, 28, 1) the images every map starts from (`starts_for`).
     """
-    maps = np.asarray(o.maps or range(grid[2]), dtype=np.int64)
+    maps = np.asarray(o.maps or range(layer_shape[2]), dtype=np.int64)
     map_of_element = np.repeat(maps, len(starts))
     tiled = np.tile(starts, (len(maps), 1, 1, 1))
-    objectives = objectives_for(o, map_of_element, grid)
+    objectives = objectives_for(o, map_of_element, layer_shape)
     probe = probe_model(model, [o.layer])
     t0 = time.perf_counter()
     if o.warmup_steps:

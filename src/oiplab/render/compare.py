@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.compare.weights import cosine_rows
 from oiplab.layout import CompareFiles
 from oiplab.render import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def ordered_correlations_figure(
@@ -111,21 +115,31 @@ def aligned_filters_figure(
     return fig
 
 
-def interpolation_figure(alphas: np.ndarray, curves: dict, eval_set: str, title: str):
+def interpolation_figure(alphas: np.ndarray, curves: dict, eval_set: str, title: str) -> Figure:
     """Loss and accuracy along the straight line between two networks, for every pair: as
     trained, aligned by activation matching, aligned by weight matching."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    styles = {"naive": ("--", "as trained"), "activations": ("-", "aligned (activations)"),
-              "weights": (":", "aligned (weights)")}  # fmt: skip
+    styles = {
+        "naive": ("--", "as trained"),
+        "activations": ("-", "aligned (activations)"),
+        "weights": (":", "aligned (weights)"),
+    }
     for k, by_alignment in enumerate(curves.values()):
         for label, (style, name) in styles.items():
             curve = by_alignment[label][eval_set]
             for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-                ax.plot(alphas, curve[metric], style, color=f"C{k % 10}", alpha=0.8,
-                        label=f"{name}" if k == 0 else None)  # fmt: skip
-    axes[0].set(xlabel="alpha (0: seed a, 1: seed b)", ylabel="cross-entropy", yscale="log",
-                title="loss")  # fmt: skip
+                ax.plot(
+                    alphas,
+                    curve[metric],
+                    style,
+                    color=f"C{k % 10}",
+                    alpha=0.8,
+                    label=f"{name}" if k == 0 else None,
+                )
+    axes[0].set(
+        xlabel="alpha (0: seed a, 1: seed b)", ylabel="cross-entropy", yscale="log", title="loss"
+    )
     axes[1].set(xlabel="alpha (0: seed a, 1: seed b)", ylabel="accuracy", title="accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -163,14 +177,14 @@ def save_comparison_figures(folder: Path, comparison, weights: dict) -> None:
     save_figure(fig, folder / CompareFiles.interpolation)
 
 
-def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int):
+def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int) -> Figure:
     """One layer's correspondence over training: between seeds (with its interval and the
     untrained level), and each seed against its own final network."""
     plt = pyplot()
     rows = [r for r in records if r["layer"] == layer]
     step = np.array([r["step"] for r in rows], dtype=float)
 
-    def col(key):
+    def col(key: str) -> np.ndarray:
         return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
     fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
@@ -184,8 +198,12 @@ def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int):
         ax.axvline(e * steps_per_epoch, color="k", lw=0.5, alpha=0.3)
     ax.set_xscale("symlog", linthresh=max(1.0, steps_per_epoch / 10))
     ax.set_xlim(left=0)  # symlog would otherwise leave room for negative steps
-    ax.set(xlabel="optimizer step (vertical lines: epoch ends)", ylabel="fraction of live maps",
-           ylim=(0, 1.05), title=f"{layer}: correspondence over training")  # fmt: skip
+    ax.set(
+        xlabel="optimizer step (vertical lines: epoch ends)",
+        ylabel="fraction of live maps",
+        ylim=(0, 1.05),
+        title=f"{layer}: correspondence over training",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return fig

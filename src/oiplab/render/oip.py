@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.layout import OipFiles, PrecursorFiles
 from oiplab.render import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def contrast_enhance(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -36,10 +41,10 @@ def gallery_figure(
     *,
     enhance: bool = False,
     per_row: int = 16,
-):
+) -> Figure:
     """One tile per map: its OIP (min-max or contrast-enhanced), the map number and final loss.
 
-    The tiles are one image in one set of axes (a grid of 128 axes took seconds to build and
+    The tiles are one image in one set of axes (a grid of 128 axes is slow to build and
     draw), each labelled above; a silent map's tile is grey, framed and marked in crimson.
 
     Args:
@@ -65,9 +70,12 @@ def gallery_figure(
             )
         corners.append((x, y))
     ax.imshow(
-        canvas, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=0, vmax=1,
+        canvas,
+        cmap=plt.get_cmap("gray").with_extremes(bad="white"),
+        vmin=0,
+        vmax=1,
         interpolation="nearest",
-    )  # fmt: skip
+    )
     for k, (x, y) in enumerate(corners):
         label = f"{map_index[k]}: {loss[k]:.3g}"
         ax.text(x + 13.5, y - 1.5, label, ha="center", va="bottom", fontsize=5)
@@ -197,27 +205,41 @@ def save_precursor_figures(folder: Path, result, rescued, seed: int, layer: str)
         save_figure(fig, folder / PrecursorFiles.variants, dpi=100)
 
 
+@dataclass(frozen=True)
+class SeedOips:
+    """One seed's best OIP per map, and which maps have one."""
+
+    seed: int
+    images: np.ndarray  # (n_maps, 28, 28)
+    found: np.ndarray  # (n_maps,) bool
+
+
 def paired_galleries_figure(
-    images_a: np.ndarray,
-    images_b: np.ndarray,
+    a: SeedOips,
+    b: SeedOips,
     partner: np.ndarray,
     partnered: np.ndarray,
-    found_a: np.ndarray,
-    found_b: np.ndarray,
-    seeds: tuple[int, int],
     layer: str,
     per_row: int = 16,
-):
+) -> Figure:
     """Seed a's OIP gallery beside seed b's, b re-ordered so that tile i shows b's partner of
     a's map i: partnered tiles framed, the others greyed. Same filters in another order shows as
-    matching tiles; a different order of maps does not hide them."""
+    matching tiles; a different order of maps does not hide them.
+
+    Args:
+        partner: (n_maps,) b's partner of each of a's maps (-1: none); partnered: (n_maps,) bool.
+    """
     plt = pyplot()
+    images_a, images_b, found_a, found_b = a.images, b.images, a.found, b.found
     n = len(images_a)
     rows = math.ceil(n / per_row)
     fig, axes = plt.subplots(
-        rows, 2 * per_row + 1, figsize=((2 * per_row + 1) * 0.55, rows * 0.62 + 0.8),
-        squeeze=False, gridspec_kw={"width_ratios": [1] * per_row + [0.3] + [1] * per_row},
-    )  # fmt: skip
+        rows,
+        2 * per_row + 1,
+        figsize=((2 * per_row + 1) * 0.55, rows * 0.62 + 0.8),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * per_row + [0.3] + [1] * per_row},
+    )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -240,17 +262,19 @@ def paired_galleries_figure(
                     spine.set_visible(True)
                     spine.set_edgecolor("seagreen")
                     spine.set_linewidth(1.5)
-    a, b = seeds
     fig.suptitle(
-        f"{layer}: seed {a}'s OIPs (left, map order) and seed {b}'s partners of them (right, "
-        f"re-ordered); framed: partnered ({int(partnered.sum())} of {n}), grey: no partner or OIP",
+        f"{layer}: seed {a.seed}'s OIPs (left, map order) and seed {b.seed}'s partners of them "
+        f"(right, re-ordered); framed: partnered ({int(partnered.sum())} of {n}), "
+        "grey: no partner or OIP",
         fontsize=9,
     )
     fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.005, right=0.995, bottom=0.005, top=0.9)
     return fig
 
 
-def census_figure(counts: dict[int, dict[str, int]], causes: tuple[str, ...], reference: int):
+def census_figure(
+    counts: dict[int, dict[str, int]], causes: tuple[str, ...], reference: int
+) -> Figure:
     """One stacked bar per seed: every map of the layer by cause; a dashed line at the articles'
     number of silent maps (`reference`)."""
     plt = pyplot()
@@ -260,12 +284,22 @@ def census_figure(counts: dict[int, dict[str, int]], causes: tuple[str, ...], re
     bottom = np.zeros(len(seeds))
     for cause, color in zip(causes, colors, strict=True):
         values = np.array([counts[s][cause] for s in seeds])
-        ax.bar([str(s) for s in seeds], values, bottom=bottom, color=color,
-               label=cause.replace("_", " "))  # fmt: skip
+        ax.bar(
+            [str(s) for s in seeds],
+            values,
+            bottom=bottom,
+            color=color,
+            label=cause.replace("_", " "),
+        )
         bottom += values
     total = bottom.max()
-    ax.axhline(total - reference, color="crimson", ls="--", lw=1,
-               label=f"articles: {reference} silent of {int(total)}")  # fmt: skip
+    ax.axhline(
+        total - reference,
+        color="crimson",
+        ls="--",
+        lw=1,
+        label=f"articles: {reference} silent of {int(total)}",
+    )
     ax.set(xlabel="seed", ylabel="maps", title="every map by cause")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig

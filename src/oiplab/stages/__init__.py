@@ -144,8 +144,8 @@ def stage_main(
         for cfg in _params_configs(args, per_seed):
             _guarded(run, cfg)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
-    # last garbage collection over the whole TensorFlow object graph (1.2-2 s per process here,
-    # 14 processes per pipeline); exit handlers still run.
+    # last garbage collection over the whole TensorFlow object graph, a cost every stage process
+    # would pay at exit; exit handlers still run.
     gc.freeze()
 
 

@@ -11,7 +11,12 @@ import math
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.dynamics import AlignmentRecords, alignment_over_training
+from oiplab.compare.dynamics import (
+    AlignmentRecords,
+    AlignmentSettings,
+    TrainingSnapshots,
+    alignment_over_training,
+)
 from oiplab.compare.study import untrained_networks
 from oiplab.config import Config
 from oiplab.data import load_prepared
@@ -35,12 +40,14 @@ def run(cfg: Config) -> dict[str, Any]:
         per_epoch = math.ceil(data.meta.n_train / cfg.train.batch_size)
         print(f"[alignment] {len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
         nulls = untrained_networks(cfg.model, c)
+        kept = TrainingSnapshots({s: t.weights for s, t in trajectories.items()}, steps, per_epoch)
         result = alignment_over_training(
-            build_model(cfg.model), {s: t.weights for s, t in trajectories.items()}, steps,
-            per_epoch, nulls, data.x_test[: a.probe_images], list(a.layers),
-            quantile=c.partner_quantile, tolerance=c.tie_tolerance, draws=a.permutation_draws,
-            bootstrap_draws=a.bootstrap_draws, seed=c.bootstrap_seed,
-        )  # fmt: skip
+            build_model(cfg.model),
+            snapshots=kept,
+            nulls=nulls,
+            probe_x=data.x_test[: a.probe_images],
+            settings=AlignmentSettings.of(a, c),
+        )
         records = result.records()
         stored = AlignmentRecords.model_validate(records)
         with staged(lay.alignment_dir()) as (folder,):

@@ -26,9 +26,9 @@ def run(cfg: Config) -> dict[str, Any]:
         model = load_model(lay.model_file(seed))
         data = load_prepared(lay.prepared)
         starts = starts_for(o, data.standardization, load_image_target(lay.prepared), data.x_test)
-        grid = layer_shapes(cfg.model)[o.layer]
-        print(f"[oip] seed {seed}: {o.layer}, {len(o.maps) or grid[2]} maps x {o.n_starts} starts")
-        found = survey(model, o, grid, starts)
+        shape = layer_shapes(cfg.model)[o.layer]
+        print(f"[oip] seed {seed}: {o.layer}, {len(o.maps) or shape[2]} maps x {o.n_starts} starts")
+        found = survey(model, o, shape, starts)
         summary = SurveyMetrics.model_validate({"seed": seed, "layer": o.layer, **found.metrics()})
         metrics = summary.data()
         with staged(lay.oip_dir(seed)) as (folder,):

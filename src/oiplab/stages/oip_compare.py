@@ -25,7 +25,7 @@ from oiplab.layout import Layout, OipCompareFiles, OipFiles
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.survey import load_outcome
 from oiplab.render import save_figure
-from oiplab.render.oip import paired_galleries_figure
+from oiplab.render.oip import SeedOips, paired_galleries_figure
 from oiplab.stages import record, stage_main
 
 
@@ -51,9 +51,12 @@ def run(cfg: Config) -> dict[str, Any]:
         found = {s: o["found"].any(axis=1) for s, o in oips.items()}
         with staged(lay.oip_compare_dir()) as (folder,):
             fig = paired_galleries_figure(
-                oips[a]["best"], oips[b]["best"], pairs[(a, b)]["partner"],
-                pairs[(a, b)]["partnered"], found[a], found[b], (a, b), layer,
-            )  # fmt: skip
+                SeedOips(a, oips[a]["best"], found[a]),
+                SeedOips(b, oips[b]["best"], found[b]),
+                partner=pairs[(a, b)]["partner"],
+                partnered=pairs[(a, b)]["partnered"],
+                layer=layer,
+            )
             save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
             (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
             summary = ResponseSummary.model_validate(result["summary"])

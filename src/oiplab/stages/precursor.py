@@ -17,9 +17,9 @@ from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, OipFiles, PrecursorFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.census import CensusMetrics, census, data_maxima, rescue
-from oiplab.oip.precursor import candidate_images, search, target_maps
-from oiplab.oip.rescue import preactivation_probe
+from oiplab.oip.census import CensusMetrics, census, data_maxima
+from oiplab.oip.precursor import SearchSettings, candidate_images, search, target_maps
+from oiplab.oip.rescue import preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 from oiplab.render.oip import save_precursor_figures
 from oiplab.stages import record, stage_main
@@ -30,26 +30,31 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, o, p, seed = Layout.of(cfg), cfg.oip, cfg.precursor, cfg.train.seed
     with tracking.stage_run(cfg, "precursor", seed=seed):
         noise = load_outcome(lay.oip_dir(seed) / OipFiles.arrays)
-        grid = layer_shapes(cfg.model)[o.layer]
-        maps = target_maps(p.target, p.maps, noise, grid[2])
+        layer_shape = layer_shapes(cfg.model)[o.layer]
+        maps = target_maps(p.target, p.maps, noise, layer_shape[2])
         model, data = load_model(lay.model_file(seed)), load_prepared(lay.prepared)
         target = load_image_target(lay.prepared) if o.standardize == "images" else None
         probe = probe_model(model, [o.layer])
         settings = replace(ascent_settings(o), chunk_size=p.chunk_size)
         found = search(
-            probe, maps, candidate_images(p.grid, p.values, data.standardization, target),
-            grid=grid, screen_steps=p.screen_steps, top_k=p.top_k, full_steps=p.full_steps,
-            settings=settings, prune=p.prune,
-        )  # fmt: skip
+            probe,
+            maps,
+            candidate_images(p.grid, p.values, data.standardization, target),
+            layer_shape,
+            SearchSettings.of(p, settings),
+        )
         still = found.map_index[~found.found]
         starts = noise["start_images"][..., None]
         linear = preactivation_probe(model, o.layer)
-        saved = rescue(probe, linear, still, starts, grid, settings, p.rescue_warmup_steps)
+        saved = rescue(probe, linear, still, starts, layer_shape, settings, p.rescue_warmup_steps)
         outputs = layer_outputs(model, data.x_test[: p.probe_images], [o.layer])[o.layer]
         cause, counts = census(
-            grid[2], noise["map_index"][noise["found"]], found.map_index[found.found],
-            saved.map_index[saved.found], data_maxima(outputs),
-        )  # fmt: skip
+            layer_shape[2],
+            from_noise=noise["map_index"][noise["found"]],
+            from_precursor=found.map_index[found.found],
+            from_rescue=saved.map_index[saved.found],
+            maxima=data_maxima(outputs),
+        )
         metrics = {"seed": seed, "layer": o.layer, **found.metrics(), **counts}
         metrics |= {"rescue_tried": len(still), "rescue_seconds": round(saved.seconds, 2)}
         metrics = CensusMetrics.model_validate(metrics).data()

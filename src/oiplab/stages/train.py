@@ -16,7 +16,7 @@ from oiplab.io import staged
 from oiplab.layout import Layout, TrainFiles
 from oiplab.render.training import save_training_figures
 from oiplab.stages import record, stage_main
-from oiplab.training import History, TrainMetrics, checkpoint_fingerprint, train
+from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fingerprint, train
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -27,8 +27,8 @@ def run(cfg: Config) -> dict[str, Any]:
         fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)
         callbacks = [tracking.epoch_logger()] if run_ is not None else []
-        run_id = {"run_id": run_.info.run_id} if run_ is not None else {}
-        result = train(data, cfg.model, cfg.train, checkpoint, fingerprint, callbacks, run_id)
+        saving = Checkpointing(checkpoint, fingerprint, run_.info.run_id if run_ else None)
+        result = train(data, cfg.model, cfg.train, saving, callbacks)
         if result.resumed_from is not None:
             tracking.continue_from(result.resumed_from)
         tracking.log_dataset(
