@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from oiplab.compare.cka import centered_gram, debiased_cka, linear_cka
 from oiplab.compare.correlation import Units
@@ -151,3 +152,37 @@ def test_linear_cka_centres_non_centred_data():
     assert linear_cka(centered_gram(x + offset), centered_gram(x + 2 * offset)) == pytest.approx(
         1.0, abs=1e-6
     )
+
+
+def test_rotation_null_from_moments_equals_rotating_the_data():
+    """The k x k shortcut gives what mixing the rows themselves, re-standardizing and matching
+    would give, also for correlated units (whose mixtures do not keep unit variance)."""
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(150, 2, 2, 6)) @ rng.normal(size=(6, 6))  # correlated units
+    a, b = Units.of(x), Units.of(x[..., ::-1] + 0.5 * rng.normal(size=x.shape))
+    out = rotation_null(a, b, 0.3, 30, np.random.default_rng(11))
+    q = haar_rotations(6, 30, np.random.default_rng(11))  # the same rotations
+    direct = []
+    for d in range(30):
+        mixed = Units.of((a.z @ q[d]).reshape(x.shape))
+        r = mixed.z.T @ b.z / len(b.z)
+        rows, cols = linear_sum_assignment(r, maximize=True)
+        direct.append((r[rows, cols] > 0.3).mean())
+    np.testing.assert_allclose(out.null, direct)
+    assert 0.0 < np.mean(direct) < 1.0  # the threshold cuts inside the null's range
+
+
+def test_many_to_one_counts_a_shift_on_held_out_images_as_error():
+    """A unit that follows b exactly on the fit images and is shifted by 2 on the held-out
+    ones: correlation is blind to the shift (r^2 = 1); the linear map's held-out R^2 is
+    1 - 2^2 / 1 = -3 (the mean residual counts, SST is about the held-out mean)."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(400, 2, 2, 3))
+    x = (x - x.mean(axis=(0, 1, 2))) / x.std(axis=(0, 1, 2))
+    fit = np.arange(400) < 200
+    shifted = x.copy()
+    shifted[~fit, ..., 0] += 2.0
+    out = linear_fits(Units.of(shifted), Units.of(x), fit)
+    assert out.per_unit_one[0] == pytest.approx(1.0)
+    held_var = x[~fit, ..., 0].var()
+    assert out.per_unit_many[0] == pytest.approx(1 - 4 / held_var)

@@ -4,7 +4,8 @@ the relabelling test's calibration, and AUROC at its ends."""
 
 from __future__ import annotations
 
-from itertools import permutations
+from fractions import Fraction
+from itertools import combinations, permutations
 
 import numpy as np
 import pytest
@@ -202,6 +203,36 @@ def test_relabelling_test_ties_are_not_flipped_by_float_noise():
     assert out.p_value == 1.0
 
 
+def test_relabelling_test_counts_exact_ties_that_float_sums_split():
+    # tenths: one relabelling's difference equals the observed one exactly, but its float sum
+    # comes out an ulp lower; the p-value must be the one of exact arithmetic
+    tenths = np.array(
+        [
+            [0, 6, 5, 3, 3, 1],
+            [6, 0, 2, 8, 6, 9],
+            [5, 2, 0, 7, 6, 5],
+            [3, 8, 7, 0, 7, 1],
+            [3, 6, 6, 7, 0, 7],
+            [1, 9, 5, 1, 7, 0],
+        ]
+    )
+    trained = np.arange(6) < 3
+
+    def difference(group: tuple[int, ...]) -> Fraction:
+        rest = tuple(sorted(set(range(6)) - set(group)))
+        return (
+            sum((Fraction(int(tenths[a, b]), 10) for a, b in combinations(group, 2)), Fraction(0))
+            / 3
+            - sum((Fraction(int(tenths[a, b]), 10) for a, b in combinations(rest, 2)), Fraction(0))
+            / 3
+        )
+
+    exact = [difference(g) for g in combinations(range(6), 3)]
+    p_exact = np.mean([d >= difference((0, 1, 2)) for d in exact])
+    out = trained_vs_untrained(tenths / 10, trained, np.random.default_rng(0))
+    assert out.p_value == pytest.approx(p_exact)
+
+
 def test_relabelling_test_monte_carlo_branch():
     rng = np.random.default_rng(6)
     s, trained = planted(14, 7, rng)  # C(14, 7) = 3432 relabellings
@@ -242,3 +273,18 @@ def test_auroc_known_answers():
     assert tie.value == pytest.approx((3 * 2 + 3 * 0.5) / 9)
     with pytest.raises(ValueError, match="pairs of a set of seeds"):
         auroc([np.ones(3)] * 4, group(rng, 0.0))
+
+
+def test_exact_test_is_calibrated_on_random_matchings():
+    rng = np.random.default_rng(10)
+    n, sims = 32, 1500
+    ps = []
+    for _ in range(sims):
+        pairs = [(np.arange(n)[:20], rng.permutation(n)[:20]) for _ in range(5)]
+        ps.append(exact_same_index_test(pairs, n).p_value)
+    law = exact_same_index_test(pairs, n)
+    tails = np.cumsum(law.pmf[::-1])[::-1]  # P(X >= x)
+    size = law.pmf[tails <= 0.05].sum()  # the attainable level of a discrete test, <= 0.05
+    assert 0.02 <= size <= 0.05
+    rate = np.mean(np.array(ps) <= 0.05)
+    assert abs(rate - size) <= 3 * np.sqrt(size * (1 - size) / sims)
