@@ -44,6 +44,7 @@ def debiased_cka(gram_a: np.ndarray, gram_b: np.ndarray) -> float:
         raise ValueError("debiased CKA needs at least 4 samples")
 
     def hsic(k: np.ndarray, m: np.ndarray) -> float:
+        """HSIC_u of two zero-diagonal Gram matrices (the formula above)."""
         trace = (k * m).sum()  # tr(K~ L~) for symmetric K~, L~
         sums = k.sum() * m.sum() / ((n - 1) * (n - 2))
         cross = 2.0 / (n - 2) * (k.sum(axis=0) @ m.sum(axis=1))

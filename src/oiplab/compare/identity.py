@@ -187,6 +187,7 @@ def _many_to_one(fit: Moments, held: Moments, ka: int) -> np.ndarray:
 
 
 def _nanmean(x: np.ndarray) -> float:
+    """Mean over the finite entries; NaN when there are none (without NumPy's warning)."""
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
