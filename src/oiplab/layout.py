@@ -160,10 +160,10 @@ class Layout:
     def output_dir(self, stage: str, seed: int | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
         return {
-            "train": lambda: self.model_dir(seed),
-            "activations": lambda: self.activations_dir(seed),
-            "oip": lambda: self.oip_dir(seed),
-            "precursor": lambda: self.precursor_dir(seed),
+            "train": lambda: self.model_dir(_seed(stage, seed)),
+            "activations": lambda: self.activations_dir(_seed(stage, seed)),
+            "oip": lambda: self.oip_dir(_seed(stage, seed)),
+            "precursor": lambda: self.precursor_dir(_seed(stage, seed)),
             "compare": self.compare_dir,
             "alignment": self.alignment_dir,
             "oip_compare": self.oip_compare_dir,
@@ -176,26 +176,26 @@ class Layout:
         """What DVC stage `stage` (for `seed`) reads (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
         io = {
-            "prepare": ([], [self.prepared]),
-            "train": ([self.prepared], [self.model_dir(seed)]),
-            "select_images": ([self.prepared, self.models], [self.selection()]),
-            "activations": (
+            "prepare": lambda: ([], [self.prepared]),
+            "train": lambda: ([self.prepared], [self.model_dir(_seed(stage, seed))]),
+            "select_images": lambda: ([self.prepared, self.models], [self.selection()]),
+            "activations": lambda: (
                 [self.prepared, self.models, self.selection()],
                 [self.seeds_dir("activations")],
             ),
-            "oip": ([self.prepared, self.models], [self.seeds_dir("oip")]),
-            "precursor": (
+            "oip": lambda: ([self.prepared, self.models], [self.seeds_dir("oip")]),
+            "precursor": lambda: (
                 [self.prepared, self.models, self.seeds_dir("oip")],
                 [self.seeds_dir("precursor")],
             ),
-            "compare": ([self.prepared, self.models], [self.compare_dir()]),
-            "alignment": ([self.prepared, self.models], [self.alignment_dir()]),
-            "oip_compare": (
+            "compare": lambda: ([self.prepared, self.models], [self.compare_dir()]),
+            "alignment": lambda: ([self.prepared, self.models], [self.alignment_dir()]),
+            "oip_compare": lambda: (
                 [self.prepared, self.models, self.seeds_dir("oip"), self.compare_dir()],
                 [self.oip_compare_dir()],
             ),
-            "report": ([pm, self.models, self.artifacts, self.metrics], [self.report()]),
-        }[stage]
+            "report": lambda: ([pm, self.models, self.artifacts, self.metrics], [self.report()]),
+        }[stage]()
         extra = {
             "compare": {
                 "metrics": [self.headline()],
@@ -203,6 +203,13 @@ class Layout:
             }
         }.get(stage, {})
         return {"deps": io[0], "outs": io[1], "metrics": [], "plots": [], **extra}
+
+
+def _seed(stage: str, seed: int | None) -> int:
+    """The seed of a stage that runs once per seed (its folder is named after it)."""
+    if seed is None:
+        raise ValueError(f"stage {stage!r} writes one folder per seed: give the seed")
+    return seed
 
 
 def project_root() -> Path:

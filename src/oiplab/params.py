@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args[:1] == ["--check"]:
             path = project_root() / PARAMS_FILE
-            check_params(path, OmegaConf.to_container(OmegaConf.load(path)), project_root())
+            raw = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))  # a mapping
+            check_params(path, raw, project_root())
             print(f"{path}: matches conf/")
             return
         print(f"wrote {write_params(args)}")

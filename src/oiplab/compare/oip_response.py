@@ -89,12 +89,13 @@ def shift_tolerant_similarity(images_a: np.ndarray, images_b: np.ndarray) -> np.
         images_a, images_b: (n_maps, S, 28, 28) per-start OIPs of the two networks.
     """
     a = _standardized(_shifted(images_a, 0, 0)).transpose(1, 0, 2)  # (S, n_a, P)
-    best = None
+    best: np.ndarray | None = None
     for dy in range(-SHIFT, SHIFT + 1):
         for dx in range(-SHIFT, SHIFT + 1):
             b = _standardized(_shifted(images_b, dy, dx)).transpose(1, 0, 2)
             sim = np.einsum("sip,sjp->sij", a, b)
             best = sim if best is None else np.maximum(best, sim)
+    assert best is not None  # SHIFT >= 0: the unshifted pair at least
     return best
 
 

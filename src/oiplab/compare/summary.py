@@ -93,7 +93,7 @@ def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
     )
 
 
-def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, float]]:
+def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, float | None]]:
     """The few numbers per layer a user compares between experiments."""
     return {
         layer: {

