@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 UV := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-dev pipeline test test-slow test-all params lint mlflow-ui
+.PHONY: install install-dev pipeline test test-slow test-all params lint typecheck mlflow-ui
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,11 @@ test-all: install-dev  ## the default and the slow tests
 params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")
 	python -m oiplab.params $(ARGS)
 
-lint: install-dev
+lint: install-dev  ## ruff: lint rules and formatting
 	ruff check src tests benchmarks && ruff format --check src tests benchmarks
+
+typecheck: install-dev  ## mypy on src/ (configuration in pyproject.toml)
+	mypy
 
 mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000
 	oiplab ui
