@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,10 +12,15 @@ from oiplab.compare.weights import cosine_rows
 from oiplab.layout import CompareFiles
 from oiplab.render import pyplot, save_figure
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from oiplab.compare.summary import LayerAnswer
+
 
 def ordered_correlations_figure(
     corrs: dict[str, np.ndarray], perms: dict[str, np.ndarray], title: str
-):
+) -> Figure:
     """Correlation matrices with b's maps re-ordered by the matching: a bright diagonal means
     every map of a has a partner in b."""
     plt = pyplot()
@@ -38,7 +44,7 @@ def ordered_correlations_figure(
     return fig
 
 
-def answer_figure(answer, trained_r: np.ndarray, null_r: np.ndarray):
+def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray) -> Figure:
     """One layer's answer: matched r of trained vs untrained pairs (with the partner threshold),
     and each statistic's 95% interval against the untrained networks' values."""
     plt = pyplot()
@@ -88,7 +94,7 @@ def answer_figure(answer, trained_r: np.ndarray, null_r: np.ndarray):
 
 def aligned_filters_figure(
     filters_a: np.ndarray, filters_b: np.ndarray, cosine: np.ndarray, title: str, per_row: int = 8
-):
+) -> Figure:
     """Conv2D_1 filters of a (upper tile) above b's matched filter (lower tile), with cosines."""
     plt = pyplot()
     n = filters_a.shape[-1]
@@ -111,7 +117,7 @@ def aligned_filters_figure(
     return fig
 
 
-def interpolation_figure(alphas: np.ndarray, curves: dict, eval_set: str, title: str):
+def interpolation_figure(alphas: np.ndarray, curves: dict, eval_set: str, title: str) -> Figure:
     """Loss and accuracy along the straight line between two networks, for every pair: as
     trained, aligned by activation matching, aligned by weight matching."""
     plt = pyplot()
@@ -163,14 +169,14 @@ def save_comparison_figures(folder: Path, comparison, weights: dict) -> None:
     save_figure(fig, folder / CompareFiles.interpolation)
 
 
-def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int):
+def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int) -> Figure:
     """One layer's correspondence over training: between seeds (with its interval and the
     untrained level), and each seed against its own final network."""
     plt = pyplot()
     rows = [r for r in records if r["layer"] == layer]
     step = np.array([r["step"] for r in rows], dtype=float)
 
-    def col(key):
+    def col(key: str) -> np.ndarray:
         return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
     fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")

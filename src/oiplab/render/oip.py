@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from oiplab.layout import OipFiles, PrecursorFiles
 from oiplab.render import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from oiplab.config import OipConfig
 
 
 def contrast_enhance(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -36,7 +42,7 @@ def gallery_figure(
     *,
     enhance: bool = False,
     per_row: int = 16,
-):
+) -> Figure:
     """One tile per map: its OIP (min-max or contrast-enhanced), the map number and final loss.
 
     The tiles are one image in one set of axes (a grid of 128 axes took seconds to build and
@@ -84,7 +90,9 @@ def gallery_figure(
     return fig
 
 
-def evolution_figure(snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarray, title: str):
+def evolution_figure(
+    snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarray, title: str
+) -> Figure:
     """The image at each snapshot step for one map (plain, then contrast-enhanced)."""
     plt = pyplot()
     n = len(steps)
@@ -103,7 +111,7 @@ def evolution_figure(snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarra
     return fig
 
 
-def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str):
+def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str) -> Figure:
     """Objective per step (log step axis) for a few elements; NaN tails (stopped) are not drawn."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -118,11 +126,11 @@ def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str):
     return fig
 
 
-def save_survey_figures(folder: Path, survey, seed: int, o) -> None:
+def save_survey_figures(folder: Path, survey, seed: int, o: OipConfig) -> None:
     """Galleries (plain and contrast-enhanced), evolution strips of the strongest maps and their
     loss curves, for one seed's OIP survey (`o`: the config's `oip` section)."""
     r, best, maps = survey.result, survey.best_element, survey.map_index
-    silent_map = survey.silent.all(axis=1)
+    silent_map = cast(np.ndarray, survey.silent.all(axis=1))  # numpy types axis= as maybe scalar
     for enhance, name in ((False, OipFiles.gallery_plain), (True, OipFiles.gallery_contrast)):
         fig = gallery_figure(
             r.images[best, ..., 0],
@@ -207,7 +215,7 @@ def paired_galleries_figure(
     seeds: tuple[int, int],
     layer: str,
     per_row: int = 16,
-):
+) -> Figure:
     """Seed a's OIP gallery beside seed b's, b re-ordered so that tile i shows b's partner of
     a's map i: partnered tiles framed, the others greyed. Same filters in another order shows as
     matching tiles; a different order of maps does not hide them."""
@@ -250,7 +258,9 @@ def paired_galleries_figure(
     return fig
 
 
-def census_figure(counts: dict[int, dict[str, int]], causes: tuple[str, ...], reference: int):
+def census_figure(
+    counts: dict[int, dict[str, int]], causes: tuple[str, ...], reference: int
+) -> Figure:
     """One stacked bar per seed: every map of the layer by cause; a dashed line at the articles'
     number of silent maps (`reference`)."""
     plt = pyplot()
