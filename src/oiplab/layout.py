@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oiplab.config import Config
 
 METRICS = "metrics.json"  # a stage's numbers, in its output folder (the headline is DVC's metric)
 RUN = "run.json"  # the MLflow run that produced a stage's output folder
@@ -106,7 +110,7 @@ class Layout:
     checkpoints: Path
 
     @classmethod
-    def of(cls, cfg) -> Layout:
+    def of(cls, cfg: Config) -> Layout:
         p = cfg.paths
         return cls(*(Path(getattr(p, f)) for f in cls.__dataclass_fields__))
 

@@ -13,14 +13,21 @@ non-partner pair of the same start.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from oiplab.analysis.activations import layer_outputs
 
+if TYPE_CHECKING:
+    import keras
+
 SHIFT = 2  # pixels: OIPs of the same feature may sit a little apart
 
 
-def map_responses(model, layer: str, images: np.ndarray, batch: int = 256) -> np.ndarray:
+def map_responses(
+    model: keras.Model, layer: str, images: np.ndarray, batch: int = 256
+) -> np.ndarray:
     """(n_images, n_maps) mean activation of every map of `layer` on each image."""
     out = layer_outputs(model, images, [layer], batch_size=batch)[layer]
     return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1)

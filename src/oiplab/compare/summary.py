@@ -3,6 +3,7 @@ untrained networks, and a verdict whose every word names the number behind it.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,9 +107,9 @@ def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, floa
     }
 
 
-def mean_or_nan(values) -> float:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def mean_or_nan(values: Iterable[float | None]) -> float:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def headline_metrics(

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from oiplab.data import sources
 from oiplab.data.sources import DataSourceError, RawSplits
 from oiplab.errors import OiplabError
+
+if TYPE_CHECKING:
+    from oiplab.config import DataConfig
 
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -216,7 +219,9 @@ def load_verified(
     )
 
 
-def read_dataset(d, n_classes: int) -> tuple[RawSplits, dict[str, str], tuple[str, ...], str]:
+def read_dataset(
+    d: DataConfig, n_classes: int
+) -> tuple[RawSplits, dict[str, str], tuple[str, ...], str]:
     """The configured data set (`d`: the config's `data` section) as (raw splits, sha256 per
     split, class names, how it was checked)."""
     if d.name == "synthetic":

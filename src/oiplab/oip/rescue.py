@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
 from oiplab.oip.objectives import Objectives
 
+if TYPE_CHECKING:
+    import keras
 
-def preactivation_probe(model, layer: str):
+
+def preactivation_probe(model: keras.Model, layer: str) -> keras.Model:
     """A Keras model from the input to `layer`'s output without its ReLU: the convolution or
     dense layer's linear output (for a pooling layer, the pooled linear output of the layer
     before it)."""
@@ -38,8 +42,8 @@ def preactivation_probe(model, layer: str):
 
 
 def warmed_ascent(
-    probe,
-    linear_probe,
+    probe: keras.Model,
+    linear_probe: keras.Model,
     starts: np.ndarray,
     objectives: Objectives,
     settings: AscentSettings,

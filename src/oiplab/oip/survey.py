@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from oiplab.oip.engine import AscentResult, AscentSettings, ascend
 from oiplab.oip.init import digit_starts, start_images
 from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objectives
 from oiplab.oip.rescue import preactivation_probe, warmed_ascent
+
+if TYPE_CHECKING:
+    import keras
 
 
 def ascent_settings(o: OipConfig, n_epochs: int | None = None) -> AscentSettings:
@@ -143,7 +147,7 @@ def starts_for(
 
 
 def survey(
-    model,
+    model: keras.Model,
     o: OipConfig,
     grid: tuple[int, int, int],
     starts: np.ndarray,
