@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 UV := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install install-dev pipeline test test-slow test-all params lint mlflow-ui
+.PHONY: help install install-dev pipeline test test-slow test-all params lint typecheck mlflow-ui
 # `make` alone lists the targets (nothing in README or .ci/run calls a bare `make`).
 .DEFAULT_GOAL := help
 
@@ -51,6 +51,9 @@ params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS=
 
 lint: install-dev  ## ruff: lint and format check
 	ruff check src tests benchmarks && ruff format --check src tests benchmarks
+
+typecheck: install-dev  ## mypy on src/ (configuration in pyproject.toml)
+	mypy
 
 mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000
 	oiplab ui

@@ -104,6 +104,15 @@ def test_stage_inputs_and_outputs_are_the_layouts():
     }
 
 
+@pytest.mark.parametrize("stage", ["train", "activations", "oip", "precursor"])
+def test_a_per_seed_folder_needs_its_seed(stage):
+    lay = Layout.of(compose_typed())
+    assert lay.output_dir(stage, 3).name == "seed_3"
+    with pytest.raises(ValueError, match=f"stage '{stage}' writes one folder per seed"):
+        lay.output_dir(stage)
+    assert lay.stage_io("prepare")["outs"] == [lay.prepared]  # the others need no seed
+
+
 def test_stages_that_run_every_seed_rerun_when_the_seed_list_changes():
     each = {name: s for name, s in dvc_stages().items() if "--each-seed" in s.cmd}
     assert set(each) == {"activations", "oip", "precursor"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-JIT_MODES = {"auto": "auto", "on": True, "off": False}
+JIT_MODES: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
 
 
 def backend_name() -> str:

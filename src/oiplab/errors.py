@@ -1,6 +1,8 @@
 """The project's error base: every expected failure (bad config, missing or corrupt input) derives
 from `OiplabError`, so a stage's entry point reports it as one clear line instead of a traceback."""
 
+from os import PathLike
+
 
 class OiplabError(Exception):
     """An expected failure whose message names the key, file or value and what was expected."""
@@ -10,7 +12,9 @@ class MissingInputError(OiplabError, FileNotFoundError):
     """A stage's input (an earlier stage's output) does not exist yet."""
 
 
-def missing_input(path, what: str, stage: str = "", otherwise: str = "") -> MissingInputError:
+def missing_input(
+    path: str | PathLike[str], what: str, stage: str = "", otherwise: str = ""
+) -> MissingInputError:
     """The error for a stage input that does not exist: the file, what it is, where it was
     looked for (paths are relative to the working directory), and what makes it (`otherwise`:
     what makes it where the DVC stage does not)."""

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oiplab.config import Config
 
 
 class Stage(StrEnum):
@@ -127,7 +131,7 @@ class Layout:
     checkpoints: Path
 
     @classmethod
-    def of(cls, cfg) -> Layout:
+    def of(cls, cfg: Config) -> Layout:
         p = cfg.paths
         return cls(*(Path(getattr(p, f)) for f in cls.__dataclass_fields__))
 
@@ -181,10 +185,10 @@ class Layout:
     def output_dir(self, stage: str, seed: int | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
         return {
-            Stage.TRAIN: lambda: self.model_dir(seed),
-            Stage.ACTIVATIONS: lambda: self.activations_dir(seed),
-            Stage.OIP: lambda: self.oip_dir(seed),
-            Stage.PRECURSOR: lambda: self.precursor_dir(seed),
+            Stage.TRAIN: lambda: self.model_dir(_seed(stage, seed)),
+            Stage.ACTIVATIONS: lambda: self.activations_dir(_seed(stage, seed)),
+            Stage.OIP: lambda: self.oip_dir(_seed(stage, seed)),
+            Stage.PRECURSOR: lambda: self.precursor_dir(_seed(stage, seed)),
             Stage.COMPARE: self.compare_dir,
             Stage.ALIGNMENT: self.alignment_dir,
             Stage.OIP_COMPARE: self.oip_compare_dir,
@@ -197,26 +201,29 @@ class Layout:
         """What DVC stage `stage` (for `seed`) reads (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
         io = {
-            Stage.PREPARE: ([], [self.prepared]),
-            Stage.TRAIN: ([self.prepared], [self.model_dir(seed)]),
-            Stage.SELECT_IMAGES: ([self.prepared, self.models], [self.selection()]),
-            Stage.ACTIVATIONS: (
+            Stage.PREPARE: lambda: ([], [self.prepared]),
+            Stage.TRAIN: lambda: ([self.prepared], [self.model_dir(_seed(stage, seed))]),
+            Stage.SELECT_IMAGES: lambda: ([self.prepared, self.models], [self.selection()]),
+            Stage.ACTIVATIONS: lambda: (
                 [self.prepared, self.models, self.selection()],
                 [self.seeds_dir(Stage.ACTIVATIONS)],
             ),
-            Stage.OIP: ([self.prepared, self.models], [self.seeds_dir(Stage.OIP)]),
-            Stage.PRECURSOR: (
+            Stage.OIP: lambda: ([self.prepared, self.models], [self.seeds_dir(Stage.OIP)]),
+            Stage.PRECURSOR: lambda: (
                 [self.prepared, self.models, self.seeds_dir(Stage.OIP)],
                 [self.seeds_dir(Stage.PRECURSOR)],
             ),
-            Stage.COMPARE: ([self.prepared, self.models], [self.compare_dir()]),
-            Stage.ALIGNMENT: ([self.prepared, self.models], [self.alignment_dir()]),
-            Stage.OIP_COMPARE: (
+            Stage.COMPARE: lambda: ([self.prepared, self.models], [self.compare_dir()]),
+            Stage.ALIGNMENT: lambda: ([self.prepared, self.models], [self.alignment_dir()]),
+            Stage.OIP_COMPARE: lambda: (
                 [self.prepared, self.models, self.seeds_dir(Stage.OIP), self.compare_dir()],
                 [self.oip_compare_dir()],
             ),
-            Stage.REPORT: ([pm, self.models, self.artifacts, self.metrics], [self.report()]),
-        }[stage]
+            Stage.REPORT: lambda: (
+                [pm, self.models, self.artifacts, self.metrics],
+                [self.report()],
+            ),
+        }[stage]()
         extra = {
             Stage.COMPARE: {
                 "metrics": [self.headline()],
@@ -224,6 +231,13 @@ class Layout:
             }
         }.get(stage, {})
         return {"deps": io[0], "outs": io[1], "metrics": [], "plots": [], **extra}
+
+
+def _seed(stage: str, seed: int | None) -> int:
+    """The seed of a stage that runs once per seed (its folder is named after it)."""
+    if seed is None:
+        raise ValueError(f"stage {stage!r} writes one folder per seed: give the seed")
+    return seed
 
 
 def project_root() -> Path:

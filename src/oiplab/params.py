@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,7 +139,8 @@ def execute(args: argparse.Namespace) -> None:
             if args.overrides:
                 raise ConfigError("--check compares with the overrides the file records; give none")
             path = project_root() / PARAMS_FILE
-            check_params(path, OmegaConf.to_container(OmegaConf.load(path)), project_root())
+            raw = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))  # a mapping
+            check_params(path, raw, project_root())
             print(f"{path}: matches conf/")
             return
         print(f"wrote {write_params(args.overrides)}")

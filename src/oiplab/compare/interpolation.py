@@ -13,6 +13,9 @@ from oiplab.model import cross_entropy_and_accuracy
 if TYPE_CHECKING:
     import keras
 
+if TYPE_CHECKING:
+    import keras
+
 BATCH = 1000
 
 

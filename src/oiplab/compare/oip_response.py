@@ -13,7 +13,7 @@ non-partner pair of the same start.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, model_validator
@@ -22,10 +22,15 @@ from oiplab.analysis.activations import layer_outputs
 from oiplab.io import Fields, Real, Record
 from oiplab.layout import METRICS, CompareFiles
 
+if TYPE_CHECKING:
+    import keras
+
 SHIFT = 2  # pixels: OIPs of the same feature may sit a little apart
 
 
-def map_responses(model, layer: str, images: np.ndarray, batch: int = 256) -> np.ndarray:
+def map_responses(
+    model: keras.Model, layer: str, images: np.ndarray, batch: int = 256
+) -> np.ndarray:
     """(n_images, n_maps) mean activation of every map of `layer` on each image."""
     out = layer_outputs(model, images, [layer], batch_size=batch)[layer]
     return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1)
@@ -94,12 +99,13 @@ def shift_tolerant_similarity(images_a: np.ndarray, images_b: np.ndarray) -> np.
         images_a, images_b: (n_maps, S, 28, 28) per-start OIPs of the two networks.
     """
     a = _standardized(_shifted(images_a, 0, 0)).transpose(1, 0, 2)  # (S, n_a, P)
-    best = None
+    best: np.ndarray | None = None
     for dy in range(-SHIFT, SHIFT + 1):
         for dx in range(-SHIFT, SHIFT + 1):
             b = _standardized(_shifted(images_b, dy, dx)).transpose(1, 0, 2)
             sim = np.einsum("sip,sjp->sij", a, b)
             best = sim if best is None else np.maximum(best, sim)
+    assert best is not None  # SHIFT >= 0: the unshifted pair at least
     return best
 
 

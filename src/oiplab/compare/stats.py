@@ -6,13 +6,23 @@ networks. Pure NumPy, seeded, vectorized over draws.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import TypedDict
 
 import numpy as np
 
 
+class SameIndex(TypedDict):
+    """`same_index_test`'s result (the fields of `summary.OrderTest`)."""
+
+    observed: int
+    expected: float
+    p_value: float
+    n_tested: int
+
+
 def same_index_test(
     pairs: list[tuple[np.ndarray, np.ndarray]], n_maps: int, draws: int, rng: np.random.Generator
-) -> dict[str, float]:
+) -> SameIndex:
     """Relabelling test of "same map order", summed over pairs of networks.
 
     Each pair gives the matched maps (i of network a, j of network b) that count. Under the null

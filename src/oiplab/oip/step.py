@@ -16,14 +16,20 @@ TensorFlow (the default backend) and JAX (the GPU machines).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from oiplab.backend import backend_name
+
+if TYPE_CHECKING:
+    import keras
+
+Tensor = Any  # a tensor of the active backend (Keras has no type information)
 
 GRAD_EPS = 1e-8  # guards the RMS normalization of an all-zero gradient
 STD_EPS = 1e-12
 
 
-def _objective(probe, x, onehot, spatial):
+def _objective(probe: Callable[..., Tensor], x: Tensor, onehot: Tensor, spatial: Tensor) -> Tensor:
     from keras import ops
 
     act = probe(x, training=False)
@@ -34,7 +40,9 @@ def _objective(probe, x, onehot, spatial):
     return ops.sum(act * weight, axis=(1, 2, 3))
 
 
-def _update(x, grad, epsilon, target_mean, target_std):
+def _update(
+    x: Tensor, grad: Tensor, epsilon: float, target_mean: Tensor, target_std: Tensor
+) -> tuple[Tensor, Tensor]:
     from keras import ops
 
     rms = ops.sqrt(ops.mean(ops.square(grad), axis=(1, 2, 3), keepdims=True))
@@ -46,7 +54,7 @@ def _update(x, grad, epsilon, target_mean, target_std):
     return x, ops.all(ops.equal(grad, 0.0), axis=(1, 2, 3))
 
 
-def make_step(probe, epsilon: float) -> Callable:
+def make_step(probe: keras.Model, epsilon: float) -> Callable:
     """Compile one batched ascent step for the active Keras backend."""
     name = backend_name()
     if name == "tensorflow":
@@ -56,11 +64,13 @@ def make_step(probe, epsilon: float) -> Callable:
     raise NotImplementedError(f"OIP ascent supports the tensorflow and jax backends, not {name}")
 
 
-def _tensorflow_step(probe, epsilon: float) -> Callable:
+def _tensorflow_step(probe: keras.Model, epsilon: float) -> Callable:
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True, jit_compile=False)
-    def step(x, onehot, spatial, target_mean, target_std):
+    def step(
+        x: Tensor, onehot: Tensor, spatial: Tensor, target_mean: Tensor, target_std: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = _objective(probe, x, onehot, spatial)
@@ -72,24 +82,26 @@ def _tensorflow_step(probe, epsilon: float) -> Callable:
     return step
 
 
-def _jax_step(probe, epsilon: float) -> Callable:
+def _jax_step(probe: keras.Model, epsilon: float) -> Callable:
     import jax
 
     trainable = [v.value for v in probe.trainable_variables]
     frozen = [v.value for v in probe.non_trainable_variables]
 
-    def total(x, onehot, spatial):
+    def total(x: Tensor, onehot: Tensor, spatial: Tensor) -> Tensor:
         act, _ = probe.stateless_call(trainable, frozen, x, training=False)
         return _objective(lambda _x, training: act, x, onehot, spatial)
 
-    def summed(x, onehot, spatial):
+    def summed(x: Tensor, onehot: Tensor, spatial: Tensor) -> tuple[Tensor, Tensor]:
         loss = total(x, onehot, spatial)
         return loss.sum(), loss
 
     grad_fn = jax.grad(summed, has_aux=True)
 
     @jax.jit
-    def step(x, onehot, spatial, target_mean, target_std):
+    def step(
+        x: Tensor, onehot: Tensor, spatial: Tensor, target_mean: Tensor, target_std: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         grad, loss = grad_fn(x, onehot, spatial)
         x_next, zero = _update(x, grad, epsilon, target_mean, target_std)
         return x_next, loss, zero

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from oiplab.io import save_with
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def pyplot():
+
+def pyplot() -> ModuleType:
     """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
@@ -17,7 +22,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> None:
     """Write `fig` as PNG to `path` atomically and close it."""
     save_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     pyplot().close(fig)

@@ -15,10 +15,12 @@ from oiplab.render import pyplot, save_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from oiplab.compare.summary import LayerAnswer
+
 
 def ordered_correlations_figure(
     corrs: dict[str, np.ndarray], perms: dict[str, np.ndarray], title: str
-):
+) -> Figure:
     """Correlation matrices with b's maps re-ordered by the matching: a bright diagonal means
     every map of a has a partner in b."""
     plt = pyplot()
@@ -42,7 +44,7 @@ def ordered_correlations_figure(
     return fig
 
 
-def answer_figure(answer, trained_r: np.ndarray, null_r: np.ndarray):
+def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray) -> Figure:
     """One layer's answer: matched r of trained vs untrained pairs (with the partner threshold),
     and each statistic's 95% interval against the untrained networks' values."""
     plt = pyplot()
@@ -92,7 +94,7 @@ def answer_figure(answer, trained_r: np.ndarray, null_r: np.ndarray):
 
 def aligned_filters_figure(
     filters_a: np.ndarray, filters_b: np.ndarray, cosine: np.ndarray, title: str, per_row: int = 8
-):
+) -> Figure:
     """Conv2D_1 filters of a (upper tile) above b's matched filter (lower tile), with cosines."""
     plt = pyplot()
     n = filters_a.shape[-1]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oiplab.layout import ActivationsFiles
 from oiplab.render import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from oiplab.config import ActivationsConfig
 
 
 def as_maps(layer_output: np.ndarray) -> np.ndarray:
@@ -49,7 +55,7 @@ def activation_figure(
     standardize: bool = False,
     contrast: float = 1.0,
     per_row: int = 8,
-):
+) -> Figure:
     """The input image beside the grid of all maps (or nodes) of one layer for that image.
 
     Args:
@@ -89,7 +95,7 @@ def common_pattern_figure(
     *,
     colormap: str = "jet",
     per_row: int = 8,
-):
+) -> Figure:
     """A group's mean layer output, and where its common (and distinct) elements lie.
 
     Args:
@@ -132,7 +138,7 @@ def save_activation_figures(
     rows: tuple[list[int], list[str], dict[str, np.ndarray]],
     labels: np.ndarray,
     patterns: tuple[dict, dict],
-    a,
+    a: ActivationsConfig,
 ) -> None:
     """Every selected image's layer grids and every group's common-pattern figure (`a`: the
     config's `activations` section)."""

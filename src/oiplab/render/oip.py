@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -14,6 +14,8 @@ from oiplab.render import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from oiplab.config import OipConfig
 
 
 def contrast_enhance(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -92,7 +94,9 @@ def gallery_figure(
     return fig
 
 
-def evolution_figure(snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarray, title: str):
+def evolution_figure(
+    snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarray, title: str
+) -> Figure:
     """The image at each snapshot step for one map (plain, then contrast-enhanced)."""
     plt = pyplot()
     n = len(steps)
@@ -111,7 +115,7 @@ def evolution_figure(snapshots: np.ndarray, steps: np.ndarray, losses: np.ndarra
     return fig
 
 
-def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str):
+def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str) -> Figure:
     """Objective per step (log step axis) for a few elements; NaN tails (stopped) are not drawn."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -126,11 +130,11 @@ def loss_curves_figure(histories: np.ndarray, labels: list[str], title: str):
     return fig
 
 
-def save_survey_figures(folder: Path, survey, seed: int, o) -> None:
+def save_survey_figures(folder: Path, survey, seed: int, o: OipConfig) -> None:
     """Galleries (plain and contrast-enhanced), evolution strips of the strongest maps and their
     loss curves, for one seed's OIP survey (`o`: the config's `oip` section)."""
     r, best, maps = survey.result, survey.best_element, survey.map_index
-    silent_map = survey.silent.all(axis=1)
+    silent_map = cast(np.ndarray, survey.silent.all(axis=1))  # numpy types axis= as maybe scalar
     for enhance, name in ((False, OipFiles.gallery_plain), (True, OipFiles.gallery_contrast)):
         fig = gallery_figure(
             r.images[best, ..., 0],

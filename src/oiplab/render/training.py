@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from oiplab.layout import TrainFiles
 from oiplab.render import pyplot, save_figure
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: str):
+
+def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: str) -> Figure:
     """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
     plt = pyplot()
     n = len(class_names)
@@ -33,7 +38,7 @@ def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: st
     return fig
 
 
-def history_figure(history: dict[str, list[float]], title: str):
+def history_figure(history: dict[str, list[float]], title: str) -> Figure:
     """Loss and accuracy per epoch, training vs test."""
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -54,7 +59,7 @@ def history_figure(history: dict[str, list[float]], title: str):
     return fig
 
 
-def seeds_history_figure(histories: dict[int, dict[str, list[float]]], title: str):
+def seeds_history_figure(histories: dict[int, dict[str, list[float]]], title: str) -> Figure:
     """Test accuracy and training loss per epoch, one line per seed."""
     plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
