@@ -10,7 +10,8 @@ value and what was expected.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,8 +29,12 @@ Index = Annotated[int, Field(ge=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-LayerName = Literal[LAYERS]
-MatchedLayer = Literal[MATCHED]
+if TYPE_CHECKING:  # mypy reads no Literal built from a tuple; pydantic does, and names them
+    LayerName = str
+    MatchedLayer = str
+else:
+    LayerName = Literal[LAYERS]
+    MatchedLayer = Literal[MATCHED]
 
 
 class Section(BaseModel):
@@ -189,7 +194,7 @@ def to_typed(raw: DictConfig | dict[str, Any]) -> Config:
         ConfigError: naming the offending key, its value and what was expected.
     """
     if isinstance(raw, DictConfig):
-        raw = OmegaConf.to_container(raw, resolve=True)
+        raw = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))
     raw = {k: v for k, v in raw.items() if k != "hydra"}
     try:
         cfg = Config.model_validate(raw)
@@ -199,7 +204,7 @@ def to_typed(raw: DictConfig | dict[str, Any]) -> Config:
     return cfg
 
 
-def _message(error: dict) -> str:
+def _message(error: Mapping[str, Any]) -> str:
     key, loc = "", error["loc"]
     for i, part in enumerate(loc):
         if isinstance(part, int):
@@ -225,13 +230,14 @@ def _message(error: dict) -> str:
 
 
 def _field_names() -> set[str]:
-    names, todo = set(), [Config]
+    names: set[str] = set()
+    todo: list[Any] = [Config]
     while todo:
         model = todo.pop()
         for name, field in model.model_fields.items():
             names.add(name)
             todo += [t for t in getattr(field.annotation, "__args__", ()) if _is_section(t)]
-            todo += [field.annotation] if _is_section(field.annotation) else []
+            todo += [field.annotation] if field.annotation and _is_section(field.annotation) else []
     return names
 
 

@@ -9,6 +9,7 @@ OipFiles.arrays`. `Layout.stage_io` lists what each DVC stage reads and writes, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -184,7 +185,7 @@ class Layout:
 
     def output_dir(self, stage: str, seed: int | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
-        return {
+        folders: dict[str, Callable[[], Path]] = {
             Stage.TRAIN: lambda: self.model_dir(_seed(stage, seed)),
             Stage.ACTIVATIONS: lambda: self.activations_dir(_seed(stage, seed)),
             Stage.OIP: lambda: self.oip_dir(_seed(stage, seed)),
@@ -192,7 +193,8 @@ class Layout:
             Stage.COMPARE: self.compare_dir,
             Stage.ALIGNMENT: self.alignment_dir,
             Stage.OIP_COMPARE: self.oip_compare_dir,
-        }[stage]()
+        }
+        return folders[stage]()
 
     def report(self) -> Path:
         return self.reports / "index.html"
@@ -200,7 +202,7 @@ class Layout:
     def stage_io(self, stage: str, seed: int | None = None) -> dict[str, list[Path]]:
         """What DVC stage `stage` (for `seed`) reads (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
-        io = {
+        io: dict[str, Callable[[], tuple[list[Path], list[Path]]]] = {
             Stage.PREPARE: lambda: ([], [self.prepared]),
             Stage.TRAIN: lambda: ([self.prepared], [self.model_dir(_seed(stage, seed))]),
             Stage.SELECT_IMAGES: lambda: ([self.prepared, self.models], [self.selection()]),
@@ -223,14 +225,15 @@ class Layout:
                 [pm, self.models, self.artifacts, self.metrics],
                 [self.report()],
             ),
-        }[stage]()
-        extra = {
+        }
+        deps, outs = io[stage]()
+        extra: dict[str, dict[str, list[Path]]] = {
             Stage.COMPARE: {
                 "metrics": [self.headline()],
                 "plots": [self.plot_data("learning_curves"), self.plot_data("answer")],
             }
-        }.get(stage, {})
-        return {"deps": io[0], "outs": io[1], "metrics": [], "plots": [], **extra}
+        }
+        return {"deps": deps, "outs": outs, "metrics": [], "plots": [], **extra.get(stage, {})}
 
 
 def _seed(stage: str, seed: int | None) -> int:

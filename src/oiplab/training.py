@@ -140,7 +140,7 @@ class Trajectory:
         self.weights.append([np.array(w, copy=True) for w in weights])
 
     def save(self, path: Path) -> None:
-        arrays = {
+        arrays: dict[str, Any] = {
             f"w{k}": np.stack([w[k] for w in self.weights]) for k in range(len(self.weights[0]))
         }
         np.savez(path, steps=np.asarray(self.steps, dtype=np.int64), **arrays)

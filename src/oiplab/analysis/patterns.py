@@ -51,8 +51,8 @@ def common_elements(sets_group: np.ndarray, sets_other: np.ndarray) -> dict[str,
     Returns:
         {"common": bool (n_elements,), "distinct": bool (n_elements,)}
     """
-    common = sets_group.all(axis=0)
-    distinct = common & ~sets_other.any(axis=0)
+    common = np.asarray(sets_group.all(axis=0))
+    distinct = common & ~np.asarray(sets_other.any(axis=0))
     return {"common": common, "distinct": distinct}
 
 

@@ -22,6 +22,7 @@ from oiplab.compare.cka import centered_gram, linear_cka
 from oiplab.compare.correlation import Units
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
+    SameIndex,
     bootstrap_means,
     interval,
     pair_weights,
@@ -44,7 +45,9 @@ class LayerCurves:
 
     threshold: float
     partnered: list[Estimate] = field(default_factory=list)  # between seeds
-    same_index: list[dict] = field(default_factory=list)  # observed, expected, p, between seeds
+    same_index: list[SameIndex] = field(
+        default_factory=list
+    )  # observed, expected, p, between seeds
     cka: list[Estimate] = field(default_factory=list)  # between seeds
     final_partnered: list[Estimate] = field(default_factory=list)  # each seed vs its final net
     final_same_index: list[Estimate] = field(default_factory=list)  # ... at the same index
@@ -177,7 +180,7 @@ class _LayerPoint:
     """One layer's statistics at one snapshot (see `LayerCurves`)."""
 
     partnered: Estimate
-    same_index: dict
+    same_index: SameIndex
     cka: Estimate
     final_partnered: Estimate
     final_same_index: Estimate

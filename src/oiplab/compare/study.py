@@ -22,6 +22,7 @@ from oiplab.compare.interpolation import barriers, evaluate_weights, path
 from oiplab.compare.matching import consistency
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
+    SameIndex,
     bootstrap_means,
     image_resamples,
     interval,
@@ -361,7 +362,7 @@ def _layer_answer(
     cut = leave_one_out_thresholds(null_values, c.partner_quantile) if len(m.null) > 1 else []
     null_fracs = [float((r > t).mean()) for r, t in zip(null_values, cut, strict=True) if len(r)]
 
-    boot_r = [resampled_correlations(t.moments, res.image_counts, m.positions) for t in m.trained]
+    boot_r = [resampled_correlations(_moments(t), res.image_counts, m.positions) for t in m.trained]
     frac = np.array([(t.r > threshold).mean() for t in m.trained])
     frac_b = np.stack([(r > threshold).mean(axis=1) for r in boot_r])
     median = np.array([np.median(t.r) for t in m.trained])
@@ -423,7 +424,7 @@ def _estimate(
 
 def _same_index(
     matches: list[LayerMatch], n_maps: int, rng: np.random.Generator, c: CompareConfig
-) -> dict[str, float]:
+) -> SameIndex:
     """The relabelling test of "same order" over the decisive matches of `matches`."""
     decisive = [(d, m.partner[d]) for m in matches for d in [m.decisive(c.tie_tolerance)]]
     return same_index_test(decisive, n_maps, c.permutation_draws, rng)
@@ -484,3 +485,10 @@ def _barriers(
                 by_set = out.setdefault(label, {}).setdefault(name, {})
                 by_set[measure] = Estimate(float(values.mean()), low, high)
     return Barriers(by_alignment=out)
+
+
+def _moments(match: LayerMatch) -> np.ndarray:
+    """A trained pair's per-image moments (kept by `match_layer` for resampling the images)."""
+    if match.moments is None:
+        raise ValueError("a trained pair was matched without its per-image moments")
+    return match.moments

@@ -99,15 +99,15 @@ def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRul
         maps = "not clearly more maps have a partner than between untrained networks"
     o = order
     if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
-        order = "same order"
+        kept = "same order"
     elif o.p_value < rules.alpha:
-        order = "order partly kept"
+        kept = "order partly kept"
     else:
-        order = "order at chance"
+        kept = "order at chance"
     return (
         f"{layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
         f"untrained {p.null:.0%}, at most {p.null_high or 0:.0%} in one untrained pair); "
-        f"{order}: {o.observed} same-index vs {o.expected:.1f} expected, "
+        f"{kept}: {o.observed} same-index vs {o.expected:.1f} expected, "
         f"p = {o.p_value:.2g}"
     )
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class PrecursorResult:
 
     @property
     def found(self) -> np.ndarray:
-        return (self.loss > 0).any(axis=1)
+        return np.asarray((self.loss > 0).any(axis=1))
 
     @classmethod
     def empty(cls, maps: np.ndarray, n_candidates: int, k: int) -> PrecursorResult:
@@ -207,7 +207,7 @@ class PrecursorResult:
             "pairs_ascended_in_screen": int(self.ascended_pairs),
         }
 
-    def save(self, path: Path, **extra: np.ndarray) -> None:
+    def save(self, path: Path, **extra: Any) -> None:
         np.savez_compressed(
             path,
             map_index=self.map_index,

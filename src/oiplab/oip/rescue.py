@@ -71,7 +71,9 @@ class RescueResult:
 
     @property
     def found(self) -> np.ndarray:
-        return (self.loss > 0).any(axis=1) if self.loss.size else np.zeros(0, dtype=bool)
+        return (
+            np.asarray((self.loss > 0).any(axis=1)) if self.loss.size else np.zeros(0, dtype=bool)
+        )
 
 
 def rescue(

@@ -21,11 +21,12 @@ import argparse
 import functools
 import gc
 import inspect
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
@@ -49,7 +50,7 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         raise ConfigError(f"{path}: not a readable YAML params file ({first})") from None
     if not isinstance(raw, DictConfig):
         raise ConfigError(f"{path}: expected a mapping of settings, got a {type(raw).__name__}")
-    check_params(path, OmegaConf.to_container(raw))
+    check_params(path, cast(dict[str, Any], OmegaConf.to_container(raw)))
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
@@ -129,7 +130,8 @@ def stage_main(
     as `oiplab run <stage>`, which reads params.yaml unless the command line asks for Hydra."""
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
+    if isinstance(sys.stdout, io.TextIOWrapper):  # not a replaced stream (a test's StringIO)
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
     name = stage_name(run)
     prog = f"oiplab run {name}" if as_oiplab_run else f"python -m oiplab.stages.{name}"
     parser = stage_parser(prog, sys.modules[run.__module__].__doc__ or "")

@@ -39,13 +39,13 @@ def run(cfg: Config) -> dict[str, Any]:
         summary = PatternSummary(seed=seed, n_images=len(rows[0]), common=patterns[0])
         metrics = summary.data()
         with staged(lay.activations_dir(seed)) as (folder,):
-            np.savez(
-                folder / ActivationsFiles.dump,
-                image_indices=np.asarray(rows[0]),
-                groups=np.asarray(rows[1]),
-                layer_names=np.asarray(a.layers),
+            dump: dict[str, Any] = {
+                "image_indices": np.asarray(rows[0]),
+                "groups": np.asarray(rows[1]),
+                "layer_names": np.asarray(a.layers),
                 **outputs,
-            )
+            }
+            np.savez(folder / ActivationsFiles.dump, **dump)
             images01 = data.standardization.invert(images[..., 0])
             save_activation_figures(folder, seed, images01, outputs, rows, data.y_test, patterns, a)
             record(folder, metrics, "activations")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from oiplab import tracking
 from oiplab.compare.oip_response import (
     MatchedPairs,
@@ -48,7 +50,7 @@ def run(cfg: Config) -> dict[str, Any]:
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
         result = compare_oips(models, layer, oips, typical, pairs, cfg.compare.bootstrap_seed)
         a, b = seeds[0], seeds[1]
-        found = {s: o["found"].any(axis=1) for s, o in oips.items()}
+        found = {s: np.asarray(o["found"].any(axis=1)) for s, o in oips.items()}
         with staged(lay.oip_compare_dir()) as (folder,):
             fig = paired_galleries_figure(
                 SeedOips(a, oips[a]["best"], found[a]),
