@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from oiplab.errors import OiplabError, missing_input, raise_if_interrupted
+from oiplab.errors import OiplabError, missing_input
+from oiplab.stops import raise_if_interrupted
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2

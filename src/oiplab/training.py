@@ -26,7 +26,7 @@ from oiplab.backend import jit_compile_arg, seed_everything
 from oiplab.config import ModelConfig, TrainConfig
 from oiplab.io import InputError, atomic_dir, load_npz, to_json
 from oiplab.model import build_model
-from oiplab.tracking import raise_if_interrupted
+from oiplab.stops import raise_if_interrupted
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"

@@ -29,7 +29,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Feed each seed's OIPs into every other seed; draw the first pair's galleries side by side."""
     lay, layer, seeds = Layout.of(cfg), cfg.oip.layer, list(cfg.seeds)
-    with tracking.stage_run(cfg, "oip_compare"):
+    with tracking.stage_run(cfg, "oip_compare") as run:
         if layer not in cfg.compare.layers:
             raise ConfigError(f"config key 'oip.layer': {layer} must be in compare.layers")
         details = read_json(lay.compare_dir() / CompareFiles.details, "comparison details")
@@ -53,7 +53,7 @@ def run(cfg: Config) -> dict[str, Any]:
             )  # fmt: skip
             save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
             (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
-            record(folder, result["summary"], "oip_compare")
+            record(run, folder, result["summary"], "oip_compare")
     s = result["summary"].get("all", {})
     if s:
         print(
