@@ -238,24 +238,6 @@ def test_oip_compare_and_the_report(pipeline):
     assert "figure missing" not in html and "Not run yet" in html  # no seed-split studies yet
 
 
-def test_a_resumed_training_run_has_each_epoch_once(tmp_path):
-    """The epochs a killed job completed are replayed into the resuming run, the rest are live."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from oiplab import tracking
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracking.use_uri(uri)
-    mlflow.set_experiment("resume")
-    with mlflow.start_run() as run:
-        for epoch in (2, 3):  # logged live after resuming from a checkpoint after epoch 1
-            tracking.log_metrics({"val_accuracy": epoch / 10}, step=epoch)
-        tracking.continue_from({"history": {"val_accuracy": [0.1, 0.2, 0.3]}, "epochs_done": 1})
-    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "val_accuracy")
-    assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.2), (3, 0.3)]
-
-
 def test_oiplab_ui_links_the_runs_table_of_the_project_store(pipeline, tmp_path):
     """The UI opens on its GenAI overview; `oiplab ui` prints the link to the runs instead."""
     from oiplab.cli import _runs_page
@@ -284,99 +266,6 @@ def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
     assert shown["same_init"]["url"] == run_page
     verdicts = [found["headline"][n]["verdict"] for n in cfg.compare.layers]
     assert shown["same_init"]["verdicts"] == verdicts
-
-
-def _stopped_run(smoke_cfg, work) -> tuple[str, BaseException | None]:
-    """Run `work` inside a stage's run; the run's status and what ended it."""
-    from mlflow.tracking import MlflowClient
-
-    from oiplab import tracking
-
-    raised, run_id = None, None
-    try:
-        with tracking.stage_run(smoke_cfg, "train", seed=0) as run:
-            run_id = run.info.run_id
-            work()
-    except tracking.StageInterrupted as exc:
-        raised = exc
-    client = MlflowClient(smoke_cfg.tracking.uri)
-    if run_id is None:  # stopped before the work began: the newest run
-        experiment = client.get_experiment_by_name(smoke_cfg.tracking.experiment)
-        run_id = client.search_runs([experiment.experiment_id], max_results=1)[0].info.run_id
-    return client.get_run(run_id).info.status, raised
-
-
-def _signalling(module, name: str, before: bool):
-    """`module.name` wrapped to send this process SIGTERM before or after the real call."""
-    import os
-    import signal
-
-    real = getattr(module, name)
-
-    def call(*args, **kwargs):
-        if before:
-            os.kill(os.getpid(), signal.SIGTERM)
-        result = real(*args, **kwargs)
-        if not before:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    return call
-
-
-def test_a_sigterm_during_a_store_write_waits_for_the_write_then_ends_the_run_killed(
-    smoke_cfg, monkeypatch
-):
-    """Raised inside MLflow's SQLAlchemy session, the signal would leave the store locked and the
-    run RUNNING; held, the write completes, the stage stops right after it, the run is KILLED."""
-    import signal
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from oiplab import tracking
-
-    after = []
-
-    def work():
-        with monkeypatch.context() as patch:  # delivered before the real write starts
-            patch.setattr(mlflow, "log_metrics", _signalling(mlflow, "log_metrics", before=True))
-            tracking.log_metrics({"loss": 0.5}, step=1)
-        after.append("ran on")
-
-    status, raised = _stopped_run(smoke_cfg, work)
-    assert status == "KILLED" and str(raised) == "stopped by SIGTERM" and after == []
-    run = MlflowClient(smoke_cfg.tracking.uri).search_runs(
-        [mlflow.get_experiment_by_name(smoke_cfg.tracking.experiment).experiment_id]
-    )[0]
-    assert run.data.metrics == {"loss": 0.5}  # the write was completed, not torn
-    assert _stopped_run(smoke_cfg, lambda: None) == ("FINISHED", None)  # the store still works
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_sigterm_whose_exception_python_swallows_still_ends_the_run_killed(smoke_cfg):
-    """A signal handled inside a finalizer raises there, and Python only prints "Exception
-    ignored"; the stop is kept and the run ends KILLED when the work returns."""
-    import gc
-    import os
-    import signal
-
-    class SignalsWhileCollected:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-            sum(range(1000))  # the handler runs here, inside the finalizer
-
-    def work():
-        SignalsWhileCollected()
-        gc.collect()
-
-    from oiplab import tracking
-
-    status, raised = _stopped_run(smoke_cfg, work)
-    assert status == "KILLED" and str(raised) == "stopped by SIGTERM"
-    tracking.raise_if_interrupted()  # the stop ended with its stage: later work of the process runs
-    assert _stopped_run(smoke_cfg, lambda: None) == ("FINISHED", None)
 
 
 def _session_members(session: int) -> list[int]:
@@ -429,48 +318,6 @@ def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, st
     assert _session_members(server) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-
-
-def test_a_sigterm_while_the_run_opens_or_closes_never_leaves_it_running(smoke_cfg, monkeypatch):
-    import mlflow
-
-    with monkeypatch.context() as patch:  # the run just started, its parameters not yet logged
-        patch.setattr(mlflow, "start_run", _signalling(mlflow, "start_run", before=False))
-        status, raised = _stopped_run(smoke_cfg, lambda: pytest.fail("the work ran"))
-    assert status == "KILLED" and str(raised) == "stopped by SIGTERM"
-    with monkeypatch.context() as patch:  # the work is done, the run being closed
-        patch.setattr(mlflow, "end_run", _signalling(mlflow, "end_run", before=True))
-        status, raised = _stopped_run(smoke_cfg, lambda: None)
-    assert status == "FINISHED" and str(raised) == "stopped by SIGTERM"  # closed, then stopped
-
-
-def test_a_stop_beside_a_failing_work_ends_the_run_killed(smoke_cfg):
-    from oiplab.errors import Interrupt
-
-    def work():
-        Interrupt.pending = "SIGTERM"  # as a swallowed signal leaves it
-        raise ValueError("the work failed too")
-
-    assert _stopped_run(smoke_cfg, work)[0] == "KILLED"
-
-
-def test_a_pending_stop_keeps_the_previous_output(tmp_path):
-    from oiplab.errors import Interrupt, StageInterrupted
-    from oiplab.io import atomic_dir, atomic_path
-
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "a").write_text("old")
-    (tmp_path / "f.txt").write_text("old")
-    try:
-        with pytest.raises(StageInterrupted), atomic_dir(tmp_path / "out") as tmp:
-            (tmp / "a").write_text("new")
-            Interrupt.pending = "SIGTERM"
-        with pytest.raises(StageInterrupted), atomic_path(tmp_path / "f.txt") as tmp:
-            tmp.write_text("new")
-    finally:
-        Interrupt.pending = None
-    assert (tmp_path / "out" / "a").read_text() == (tmp_path / "f.txt").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "out"]
 
 
 def test_oiplab_ui_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
