@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from oiplab import tracking
-from oiplab.tracking import runs, store
+from oiplab.tracking import identity, store
 
 
 def _client(cfg):
@@ -112,7 +112,7 @@ def test_the_parent_run_shares_the_stage_runs_tags(smoke_cfg, monkeypatch):
     assert parent.info.status == "FINISHED"  # closed by its last stage
     own = {"oiplab.execution": "sweep:/tmp/one-sweep", "oiplab.stage": "pipeline"}
     ours = {k: v for k, v in parent.data.tags.items() if k.startswith("oiplab.")}
-    assert ours == own | runs.shared_tags(smoke_cfg)
+    assert ours == own | identity.shared_tags(smoke_cfg)
     not_shared = ("oiplab.stage", "oiplab.seed", "oiplab.dvc_exp", "oiplab.v.")
     shared = {k: v for k, v in stage.items() if k.startswith("oiplab.")}
     shared = {k: v for k, v in shared.items() if not k.startswith(not_shared)}
@@ -130,9 +130,11 @@ def test_git_is_asked_once_per_process_and_folder(tmp_path, monkeypatch):
         calls.append(kwargs.get("cwd"))
         return real(*args, **kwargs)
 
-    runs._git_commit.cache_clear()
+    identity._git_commit.cache_clear()
     monkeypatch.setattr(subprocess, "run", counted)
-    assert runs.git_commit(tmp_path) == runs.git_commit(tmp_path) == "unknown"  # not a checkout
+    assert (
+        identity.git_commit(tmp_path) == identity.git_commit(tmp_path) == "unknown"
+    )  # not a checkout
     assert calls == [str(tmp_path)]  # `git rev-parse` failed once, and was not asked again
 
 

@@ -1,9 +1,12 @@
 """MLflow bookkeeping, by concern: `store` (the store's URI, server probe, lock and errors),
-`runs` (run identity, the parent and stage run lifecycle, the run handle a stage logs through),
-`query` (what the report and `oiplab runs` ask of the store)."""
+`identity` (git commit, config digest, execution, the tags of a run), `runs` (the parent and stage
+run lifecycle), `handle` (the `Run` a stage logs through), `query` (what the report and
+`oiplab runs` ask of the store)."""
 
+from oiplab.tracking.handle import Run, TrackedRun
+from oiplab.tracking.identity import config_digest, git_commit
 from oiplab.tracking.query import execution_table, latest_study_headline
-from oiplab.tracking.runs import Run, TrackedRun, config_digest, git_commit, stage_run
+from oiplab.tracking.runs import stage_run
 from oiplab.tracking.store import (
     TrackingError,
     check_server,
