@@ -24,6 +24,7 @@ class Run:
 
     enabled = False
     run_id: str | None = None
+    experiment_id: str | None = None
 
     @property
     def record(self) -> dict[str, str]:
