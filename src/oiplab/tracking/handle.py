@@ -98,12 +98,13 @@ class TrackedRun(Run):
     enabled = True
 
     def __init__(self, active: ActiveRun) -> None:
+        self._info = active.info
         self.run_id = active.info.run_id
         self.experiment_id = active.info.experiment_id
 
     @property
     def record(self) -> dict[str, str]:
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id}
+        return {"run_id": self._info.run_id, "experiment_id": self._info.experiment_id}
 
     @holding
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -162,9 +163,9 @@ class TrackedRun(Run):
         x, y = arrays
         with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(
-                x, source=source, targets=y, name=name, digest=digest[:16]
-            )
+            from mlflow.data.numpy_dataset import from_numpy
+
+            dataset = from_numpy(x, source=source, targets=y, name=name, digest=digest[:16])
         mlflow.log_input(dataset, context=context)
 
     @holding

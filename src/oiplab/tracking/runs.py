@@ -93,7 +93,8 @@ def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Run]
             return
         with held(check=False):
             client, run, parent = _open(cfg, stage, seed)
-        status, failure = "FAILED", None
+        status = "FAILED"
+        failure: BaseException | None = None
         try:
             raise_if_interrupted()  # a stop while the run was being opened
             yield run

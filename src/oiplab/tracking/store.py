@@ -130,7 +130,7 @@ def store_failed(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException | RequestException) or _is_sqlite_lock(exc)
 
 
-def store_error(exc: Exception, uri: str) -> Exception:
+def store_error(exc: BaseException, uri: str) -> Exception:
     """The error to report for the store at `uri` failing with `exc`: what happened and the way
     out, as one line."""
     if uri.startswith("sqlite") and _is_sqlite_lock(exc):
