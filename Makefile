@@ -9,7 +9,12 @@ DEV_STAMP := $(VENV)/.installed-dev
 UV := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-dev pipeline test test-slow test-all params lint mlflow-ui
+.PHONY: help install install-dev pipeline test test-slow test-all params lint mlflow-ui
+# `make` alone lists the targets (nothing in README or .ci/run calls a bare `make`).
+.DEFAULT_GOAL := help
+
+help:  ## list the targets with what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +29,9 @@ $(DEV_STAMP): $(STAMP)
 	$(UV) -e '.[cpu,dev]'
 	touch $(DEV_STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv with the pinned stack (what the pipeline needs)
 
-install-dev: $(DEV_STAMP)
+install-dev: $(DEV_STAMP)  ## the same, with the test tools and JAX
 
 pipeline: install  ## the default study end to end (params.yaml must match conf/ first)
 	python -m oiplab.params --check
@@ -44,7 +49,7 @@ test-all: install-dev  ## the default and the slow tests
 params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")
 	python -m oiplab.params $(ARGS)
 
-lint: install-dev
+lint: install-dev  ## ruff: lint and format check
 	ruff check src tests benchmarks && ruff format --check src tests benchmarks
 
 mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oiplab.analysis.activations import LayerNameError, layer_outputs
-from oiplab.analysis.common import (
+from oiplab.analysis.patterns import (
     active_sets,
     common_elements,
     compare_groups,

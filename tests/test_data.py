@@ -164,9 +164,8 @@ def test_prepared_round_trip_standardizes_with_train_statistics(tmp_path, tiny):
     data = load_prepared(tmp_path / "prep")
     assert data.x_train.shape == (60, 28, 28, 1) and data.x_train.dtype == np.float32
     assert abs(float(data.x_train.mean())) < 1e-4 and abs(float(data.x_train.std()) - 1) < 1e-3
-    expected = (tiny.x_test[..., None] / 255.0 - meta["standardization"]["mean"]) / meta[
-        "standardization"
-    ]["std"]
+    stats = meta.standardization
+    expected = (tiny.x_test[..., None] / 255.0 - stats.mean) / stats.std
     np.testing.assert_allclose(data.x_test, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(data.y_test, tiny.y_test)
 

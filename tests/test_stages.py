@@ -238,100 +238,22 @@ def test_oip_compare_and_the_report(pipeline):
     assert "figure missing" not in html and "Not run yet" in html  # no seed-split studies yet
 
 
-def test_oiplab_ui_links_the_runs_table_of_the_project_store(pipeline, tmp_path):
-    """The UI opens on its GenAI overview; `oiplab ui` prints the link to the runs instead."""
-    from oiplab.cli import _runs_page
-
-    cfg, _ = pipeline
-    client, runs = _runs(cfg)
-    page = _runs_page(cfg.tracking.uri, cfg.tracking.experiment)
-    assert page == f"#/experiments/{runs[0].info.experiment_id}/runs"
-    assert _runs_page(f"sqlite:///{tmp_path}/none.db", "oiplab") is None
-    assert not (tmp_path / "none.db").exists()  # looking did not create a store
-
-
 def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
     """A finished comparison of another study in the store fills its "Why" block, with its link."""
     from oiplab import tracking
     from oiplab.report import page
+    from oiplab.report.html import Links
+    from oiplab.stages.report import study_answer
 
     cfg, _ = pipeline
-    found = tracking.latest_study_headline(cfg, cfg.study)  # the smoke study's own comparison
-    assert found is not None and set(found["headline"]) >= set(cfg.compare.layers)
+    # the smoke study's own comparison
+    found = study_answer(tracking.latest_study_headline(cfg, cfg.study))
+    assert found is not None and set(found.answer.layers) >= set(cfg.compare.layers)
     lay = Layout.of(cfg)
-    why = page.why(cfg, lay, {"same_init": found}, page.Links("http://ui", lay))
+    why = page.why(cfg, lay, {"same_init": found}, Links("http://ui", lay))
     shown = {st["name"]: st for st in why["studies"]}
     assert shown["same_init"]["found"] and not shown["same_order"]["found"]
-    run_page = f"http://ui/#/experiments/{found['experiment_id']}/runs/{found['run_id']}"
+    run_page = f"http://ui/#/experiments/{found.run.experiment_id}/runs/{found.run.run_id}"
     assert shown["same_init"]["url"] == run_page
-    verdicts = [found["headline"][n]["verdict"] for n in cfg.compare.layers]
+    verdicts = [found.answer.layers[n].verdict for n in cfg.compare.layers]
     assert shown["same_init"]["verdicts"] == verdicts
-
-
-def _session_members(session: int) -> list[int]:
-    """The processes of a session (field 6 of /proc/<pid>/stat)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while listed
-        if int(fields[3]) == session:
-            found.append(int(stat.parent.name))
-    return found
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_stopping_oiplab_ui_stops_the_mlflow_server_and_its_workers(tmp_path, stop):
-    """`mlflow ui` starts uvicorn and job runners; none of them outlives `oiplab ui`."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    oiplab = Path(sys.executable).parent / "oiplab"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [oiplab, "ui", "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-            time.sleep(0.5)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    assert len(children) == 1
-    server = int(children[0])  # `mlflow ui`, leader of a session of its own
-    assert len(_session_members(server)) > 1  # it did start workers
-    proc.send_signal(getattr(signal, stop))
-    assert proc.wait(timeout=60) == 128 + getattr(signal, stop)
-    assert _session_members(server) == []
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-
-
-def test_oiplab_ui_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
-    oiplab = Path(sys.executable).parent / "oiplab"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run([oiplab, "ui", "--port", str(port)], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode != 0 and f"port {port} on 127.0.0.1 is in use" in done.stderr
-    assert "MLflow UI on" not in done.stdout
-    assert not (tmp_path / "mlflow.db").exists()

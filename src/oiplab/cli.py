@@ -1,40 +1,65 @@
-"""The `oiplab` command.
+"""oiplab: do independently trained CNNs learn the same maps, in the same order? The study's
+command line, beside `dvc repro` (which runs every stage) and `make help`.
 
-oiplab run <stage> [key=value ...]       one stage from params.yaml, with overrides
-oiplab run <stage> -m key=a,b ...        a Hydra sweep over conf/ (outputs under multirun/)
-oiplab params [overrides] | --check      write params.yaml from conf/, or check it
-oiplab ui [--port 5000]                  the MLflow UI on the project's store
-oiplab runs [--study S] [--parent ID]    the runs of the latest (or a given) execution
+  oiplab run <stage> [key=value ...]       one stage from params.yaml, with overrides
+  oiplab run <stage> -m key=a,b ...        a Hydra sweep over conf/ (outputs under multirun/)
+  oiplab run <stage> --help | --cfg job    the stage's flags, config groups and composed config
+  oiplab params [overrides] | --check      write params.yaml from conf/, or check it
+  oiplab ui [--port 5000]                  the MLflow UI on the project's store
+  oiplab runs [--study S] [--parent ID]    the runs of the latest (or a given) execution
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from oiplab.errors import OiplabError
-
-STAGES = (
-    "prepare", "train", "select_images", "activations", "oip", "precursor", "compare",
-    "alignment", "oip_compare", "report",
-)  # fmt: skip
+from oiplab.layout import STAGES, Stage
 
 
-def _stage(argv: list[str]) -> None:
-    if not argv or argv[0] not in STAGES:
-        raise SystemExit(f"error: expected a stage, one of {', '.join(STAGES)}; got {argv[:1]}")
-    module = importlib.import_module(f"oiplab.stages.{argv[0]}")
-    rest = argv[1:]
-    if not any(a in ("-m", "--multirun") or a.startswith("hydra") for a in rest):
-        rest = ["--params", "params.yaml", *rest]
-    sys.argv = [f"oiplab run {argv[0]}", *rest]
-    module.main()
+def _stage_summary(stage: Stage) -> str:
+    """The first paragraph of a stage module's docstring, without its "Stage `x`:" prefix."""
+    # read, not imported: `oiplab ui` or `oiplab runs` need not load ten stage modules
+    spec = importlib.util.find_spec(f"oiplab.stages.{stage}")
+    source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    return first.removeprefix(f"Stage `{stage}`: ")
+
+
+def _stages_help() -> str:
+    """The stages, one entry each, for `oiplab run --help`."""
+    width = max(len(s) for s in STAGES) + 4
+    lines = [
+        textwrap.fill(
+            _stage_summary(stage),
+            width=100,
+            initial_indent=f"  {stage:<{width - 2}}",
+            subsequent_indent=" " * width,
+        )
+        for stage in STAGES
+    ]
+    return "the stages, in pipeline order:\n" + "\n".join(lines)
+
+
+def _stage(args: argparse.Namespace) -> None:
+    """`oiplab run <stage> ...`: the stage's own command line (`oiplab.stages.stage_parser`)."""
+    if args.stage not in STAGES:
+        got = "no stage given" if args.stage is None else f"no stage '{args.stage}'"
+        print(f"error: {got}; the stages: {', '.join(STAGES)}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(f"oiplab.stages.{args.stage}")
+    module.main(args.args, as_oiplab_run=True)
 
 
 def _ui(args: argparse.Namespace) -> None:
@@ -136,20 +161,34 @@ def _runs(args: argparse.Namespace) -> None:
     print(execution_table(args.uri, args.experiment, args.study, args.parent))
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:
-        _stage(argv[1:])
-        return
-    if argv[:1] == ["params"]:
-        from oiplab.params import main as params_main
+def parser() -> argparse.ArgumentParser:
+    """The `oiplab` command line (a stage's own flags: `oiplab.stages.stage_parser`)."""
+    from oiplab import params
 
-        params_main(argv[1:])
-        return
-    parser = argparse.ArgumentParser(prog="oiplab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run one stage (see `oiplab run <stage> --help`)")
-    sub.add_parser("params", help="write or check params.yaml")
+    top = argparse.ArgumentParser(
+        prog="oiplab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="command")
+    run = sub.add_parser(
+        "run",
+        help="run one stage (`oiplab run --help`: the stages; `oiplab run <stage> --help`)",
+        description=_stages_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="oiplab run <stage> [--params FILE] [--each-seed] [-m] [--cfg job] [--help] "
+        "[key=value ...]",
+    )
+    run.add_argument("stage", nargs="?", help="a stage (listed above)")
+    run.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the stage's (see `oiplab run <stage> --help`)"
+    )
+    params.add_arguments(
+        sub.add_parser(
+            "params",
+            help="write params.yaml from conf/, or check it",
+            description=params.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -159,9 +198,17 @@ def main(argv: list[str] | None = None) -> None:
     runs.add_argument("--experiment", default="oiplab")
     runs.add_argument("--study", default=None, help="only executions of this study")
     runs.add_argument("--parent", default=None, help="the parent run id (default: the latest)")
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the `oiplab` command (see the module docstring)."""
+    from oiplab import params
+
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    commands = {"run": _stage, "params": params.execute, "ui": _ui, "runs": _runs}
     try:
-        {"ui": _ui, "runs": _runs}[args.command](args)
+        commands[args.command](args)
     except OiplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

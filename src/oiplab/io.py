@@ -19,11 +19,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from oiplab.errors import OiplabError, missing_input
+from oiplab.layout import RUN
 from oiplab.stops import raise_if_interrupted
 
 _AT_FDCWD = -100
@@ -36,6 +38,11 @@ class OutputError(OiplabError, OSError):
 
 class InputError(OiplabError, ValueError):
     """A stage input exists but is corrupt, truncated or incomplete."""
+
+
+class StaleOutputError(InputError):
+    """A stage output of another format (written by an older or newer oiplab): a field missing,
+    extra or of the wrong type."""
 
 
 def _temporary(target: Path) -> Path:
@@ -257,3 +264,68 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+# A float a stage wrote: JSON has no NaN, so `to_json` writes null, read back as NaN.
+Real = Annotated[float, BeforeValidator(lambda v: float("nan") if v is None else v)]
+T = TypeVar("T")
+
+
+def read_typed(path: str | os.PathLike[str], kind: type[T] | Any, stage: str, what: str) -> T:
+    """Read the JSON file `path` that DVC stage `stage` wrote, checked against type `kind`; an
+    output of another format is one `StaleOutputError` naming the file and the stage to rerun."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing_input(path, what, stage)
+    data = read_json(path, what)
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise StaleOutputError(
+            f"{path}: {what} of another format ({problems}), written by another version of "
+            f"oiplab; rerun its stage: `dvc repro{f' {stage}' if stage else ''}`"
+        ) from exc
+
+
+class Fields(BaseModel):
+    """A part of a stored result: every field required unless defaulted, no unknown field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Record(Fields):
+    """A result one stage writes (`save`) into its output folder and others read (`load`): one
+    JSON file named by `oiplab.layout`, checked field by field when read."""
+
+    FILE: ClassVar[str]  # the file name in the stage's folder (from `oiplab.layout`)
+    STAGE: ClassVar[str]  # the DVC stage that writes it (the one to rerun for an old file)
+    WHAT: ClassVar[str]  # what it is, for messages
+
+    def data(self) -> Any:
+        """What the file holds (JSON-able)."""
+        return self.model_dump()
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        (Path(folder) / self.FILE).write_text(to_json(self.data()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], stage: str | None = None) -> Self:
+        """Read it from `folder` (written by `stage`, where one type serves several stages)."""
+        return read_typed(Path(folder) / cls.FILE, cls, stage or cls.STAGE, cls.WHAT)
+
+
+class RunRecord(Record):
+    """The MLflow run that produced a stage's output folder (`RUN`); empty when not tracked."""
+
+    FILE: ClassVar[str] = RUN
+    STAGE: ClassVar[str] = ""
+    WHAT: ClassVar[str] = "run record"
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+
+    def data(self) -> Any:
+        return self.model_dump(exclude_none=True)

@@ -10,10 +10,31 @@ OipFiles.arrays`. `Layout.stage_io` lists what each DVC stage reads and writes, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+
+
+class Stage(StrEnum):
+    """The pipeline's stages in pipeline order, each the module `oiplab.stages.<value>` and the
+    DVC stage of that name (a str: `Stage.TRAIN == "train"`, and it keys dicts as the string)."""
+
+    PREPARE = "prepare"
+    TRAIN = "train"
+    SELECT_IMAGES = "select_images"
+    ACTIVATIONS = "activations"
+    OIP = "oip"
+    PRECURSOR = "precursor"
+    COMPARE = "compare"
+    ALIGNMENT = "alignment"
+    OIP_COMPARE = "oip_compare"
+    REPORT = "report"
+
+
+STAGES: tuple[Stage, ...] = tuple(Stage)
 
 METRICS = "metrics.json"  # a stage's numbers, in its output folder (the headline is DVC's metric)
 RUN = "run.json"  # the MLflow run that produced a stage's output folder
+SELECTION = "selection.json"  # the image selection, in the artifacts folder
 
 
 class PreparedFiles:
@@ -124,7 +145,7 @@ class Layout:
         return self.checkpoints / f"train_seed_{seed}_{fingerprint}"
 
     def selection(self) -> Path:
-        return self.artifacts / "selection.json"
+        return self.artifacts / SELECTION
 
     def seeds_dir(self, stage: str) -> Path:
         """The folder of a per-seed analysis stage (activations, oip, precursor): one `seed_<n>`
@@ -132,13 +153,13 @@ class Layout:
         return self.artifacts / stage
 
     def activations_dir(self, seed: int) -> Path:
-        return self.seeds_dir("activations") / f"seed_{seed}"
+        return self.seeds_dir(Stage.ACTIVATIONS) / f"seed_{seed}"
 
     def oip_dir(self, seed: int) -> Path:
-        return self.seeds_dir("oip") / f"seed_{seed}"
+        return self.seeds_dir(Stage.OIP) / f"seed_{seed}"
 
     def precursor_dir(self, seed: int) -> Path:
-        return self.seeds_dir("precursor") / f"seed_{seed}"
+        return self.seeds_dir(Stage.PRECURSOR) / f"seed_{seed}"
 
     def compare_dir(self) -> Path:
         return self.artifacts / "compare"
@@ -160,13 +181,13 @@ class Layout:
     def output_dir(self, stage: str, seed: int | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
         return {
-            "train": lambda: self.model_dir(seed),
-            "activations": lambda: self.activations_dir(seed),
-            "oip": lambda: self.oip_dir(seed),
-            "precursor": lambda: self.precursor_dir(seed),
-            "compare": self.compare_dir,
-            "alignment": self.alignment_dir,
-            "oip_compare": self.oip_compare_dir,
+            Stage.TRAIN: lambda: self.model_dir(seed),
+            Stage.ACTIVATIONS: lambda: self.activations_dir(seed),
+            Stage.OIP: lambda: self.oip_dir(seed),
+            Stage.PRECURSOR: lambda: self.precursor_dir(seed),
+            Stage.COMPARE: self.compare_dir,
+            Stage.ALIGNMENT: self.alignment_dir,
+            Stage.OIP_COMPARE: self.oip_compare_dir,
         }[stage]()
 
     def report(self) -> Path:
@@ -176,28 +197,28 @@ class Layout:
         """What DVC stage `stage` (for `seed`) reads (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
         io = {
-            "prepare": ([], [self.prepared]),
-            "train": ([self.prepared], [self.model_dir(seed)]),
-            "select_images": ([self.prepared, self.models], [self.selection()]),
-            "activations": (
+            Stage.PREPARE: ([], [self.prepared]),
+            Stage.TRAIN: ([self.prepared], [self.model_dir(seed)]),
+            Stage.SELECT_IMAGES: ([self.prepared, self.models], [self.selection()]),
+            Stage.ACTIVATIONS: (
                 [self.prepared, self.models, self.selection()],
-                [self.seeds_dir("activations")],
+                [self.seeds_dir(Stage.ACTIVATIONS)],
             ),
-            "oip": ([self.prepared, self.models], [self.seeds_dir("oip")]),
-            "precursor": (
-                [self.prepared, self.models, self.seeds_dir("oip")],
-                [self.seeds_dir("precursor")],
+            Stage.OIP: ([self.prepared, self.models], [self.seeds_dir(Stage.OIP)]),
+            Stage.PRECURSOR: (
+                [self.prepared, self.models, self.seeds_dir(Stage.OIP)],
+                [self.seeds_dir(Stage.PRECURSOR)],
             ),
-            "compare": ([self.prepared, self.models], [self.compare_dir()]),
-            "alignment": ([self.prepared, self.models], [self.alignment_dir()]),
-            "oip_compare": (
-                [self.prepared, self.models, self.seeds_dir("oip"), self.compare_dir()],
+            Stage.COMPARE: ([self.prepared, self.models], [self.compare_dir()]),
+            Stage.ALIGNMENT: ([self.prepared, self.models], [self.alignment_dir()]),
+            Stage.OIP_COMPARE: (
+                [self.prepared, self.models, self.seeds_dir(Stage.OIP), self.compare_dir()],
                 [self.oip_compare_dir()],
             ),
-            "report": ([pm, self.models, self.artifacts, self.metrics], [self.report()]),
+            Stage.REPORT: ([pm, self.models, self.artifacts, self.metrics], [self.report()]),
         }[stage]
         extra = {
-            "compare": {
+            Stage.COMPARE: {
                 "metrics": [self.headline()],
                 "plots": [self.plot_data("learning_curves"), self.plot_data("answer")],
             }

@@ -11,6 +11,7 @@ This is the composition DVC performs for `dvc exp run` when Hydra composition is
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -115,18 +116,46 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 _MISSING = object()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command line of `python -m oiplab.params` and `oiplab params`."""
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 2 unless {PARAMS_FILE} is conf/ composed with the overrides it records",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="Hydra overrides of conf/ (experiment=smoke, train.epochs=2), recorded in the file",
+    )
+    return parser
+
+
+def execute(args: argparse.Namespace) -> None:
+    """Write params.yaml, or check it (`--check`); errors are one line and exit 2."""
     try:
-        if args[:1] == ["--check"]:
+        if args.check:
+            if args.overrides:
+                raise ConfigError("--check compares with the overrides the file records; give none")
             path = project_root() / PARAMS_FILE
             check_params(path, OmegaConf.to_container(OmegaConf.load(path)), project_root())
             print(f"{path}: matches conf/")
             return
-        print(f"wrote {write_params(args)}")
+        print(f"wrote {write_params(args.overrides)}")
     except OiplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m oiplab.params` (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m oiplab.params",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    execute(add_arguments(parser).parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

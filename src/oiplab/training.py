@@ -18,13 +18,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import model_validator
 
 from oiplab.backend import jit_compile_arg, seed_everything
 from oiplab.config import ModelConfig, TrainConfig
-from oiplab.io import InputError, atomic_dir, load_npz, to_json
+from oiplab.io import InputError, Real, Record, atomic_dir, load_npz, to_json
+from oiplab.layout import METRICS, TrainFiles
 from oiplab.model import build_model
 from oiplab.stops import raise_if_interrupted
 
@@ -208,6 +210,41 @@ def checkpoint_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, data_
         [model_cfg.model_dump(), train_cfg.model_dump(), data_sha], sort_keys=True
     )
     return hashlib.sha256(settings.encode()).hexdigest()[:12]
+
+
+class TrainMetrics(Record):
+    """A trained seed's numbers (`models/seed_N/metrics.json`)."""
+
+    FILE: ClassVar[str] = METRICS
+    STAGE: ClassVar[str] = "train"
+    WHAT: ClassVar[str] = "training metrics"
+
+    seed: int
+    test_accuracy: float
+    test_loss: float
+    train_seconds: float
+    images_per_second: float
+    epochs: int
+    n_params: int
+
+
+class History(Record):
+    """A trained seed's learning curves: one value per epoch of each Keras metric, in the order
+    Keras logged them (`models/seed_N/history.json`, a plain {metric: [values]} object)."""
+
+    FILE: ClassVar[str] = TrainFiles.history
+    STAGE: ClassVar[str] = "train"
+    WHAT: ClassVar[str] = "training history"
+
+    curves: dict[str, list[Real]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        return {"curves": data} if isinstance(data, dict) and "curves" not in data else data
+
+    def data(self) -> dict[str, list[float]]:
+        return self.curves
 
 
 @dataclass

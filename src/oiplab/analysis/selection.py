@@ -14,11 +14,15 @@ experiment's groups (clear 4s, clear 9s, 4s that look like 9s) are selected by t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.errors import OiplabError
+from oiplab.io import Fields, Record, read_typed, to_json
+from oiplab.layout import SELECTION
 
 
 class SelectionError(OiplabError, ValueError):
@@ -116,3 +120,34 @@ def select_groups(groups, logits: np.ndarray, labels: np.ndarray, seeds: list[in
         }
         selected.append(group)
     return selected
+
+
+class SelectedGroup(Fields):
+    """One group of test images, best first, with the rule that chose them."""
+
+    name: str
+    kind: str  # "clear" or "ambiguous"
+    true_class: int
+    other_class: int | None  # ambiguous only: the class the images resemble
+    indices: list[int]  # test indices
+    scores: list[float]  # their ranking scores
+    predicted: dict[str, list[int]]  # per seed (as text): each image's predicted class
+
+
+class Selection(Record):
+    """The image selection (`artifacts/selection.json`): every configured group."""
+
+    FILE: ClassVar[str] = SELECTION
+    STAGE: ClassVar[str] = "select_images"
+    WHAT: ClassVar[str] = "image selection"
+
+    seeds: list[int]
+    groups: list[SelectedGroup]
+
+    def save_to(self, path: str | Path) -> None:
+        """Write it to the file `path` (the layout's `selection()`, a file of its own)."""
+        Path(path).write_text(to_json(self.data()), encoding="utf-8")
+
+    @classmethod
+    def load_from(cls, path: str | Path) -> Selection:
+        return read_typed(path, cls, cls.STAGE, cls.WHAT)

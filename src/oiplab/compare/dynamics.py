@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import model_validator
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.compare.cka import centered_gram, linear_cka
@@ -29,6 +30,8 @@ from oiplab.compare.stats import (
 )
 from oiplab.compare.study import partner_threshold
 from oiplab.compare.summary import Estimate
+from oiplab.io import Fields, Real, Record
+from oiplab.layout import AlignmentFiles
 
 
 @dataclass
@@ -72,6 +75,42 @@ class Alignment:
                     }
                 )
         return out
+
+
+class SnapshotRecord(Fields):
+    """One layer at one snapshot (`Alignment.records`)."""
+
+    layer: str
+    step: int  # optimizer steps
+    epoch: float
+    partnered: Real  # between seeds, with its seed-bootstrap interval
+    partnered_low: Real
+    partnered_high: Real
+    partnered_null: float | None  # the same on untrained pairs
+    same_index_p: Real
+    same_index_observed: int
+    same_index_expected: Real
+    cka: Real
+    final_partnered: Real  # each seed against its own final network
+    final_same_index: Real
+
+
+class AlignmentRecords(Record):
+    """The alignment study (`artifacts/alignment/alignment.json`, a list of records)."""
+
+    FILE: ClassVar[str] = AlignmentFiles.records
+    STAGE: ClassVar[str] = "alignment"
+    WHAT: ClassVar[str] = "alignment over training"
+
+    records: list[SnapshotRecord]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        return {"records": data} if isinstance(data, list) else data
+
+    def data(self) -> list[dict[str, Any]]:
+        return [r.model_dump() for r in self.records]
 
 
 def _estimate(values: list[float], pair_w: np.ndarray) -> Estimate:

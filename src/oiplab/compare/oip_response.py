@@ -13,9 +13,14 @@ non-partner pair of the same start.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
+from pydantic import ConfigDict, model_validator
 
 from oiplab.analysis.activations import layer_outputs
+from oiplab.io import Fields, Real, Record
+from oiplab.layout import METRICS, CompareFiles
 
 SHIFT = 2  # pixels: OIPs of the same feature may sit a little apart
 
@@ -200,15 +205,91 @@ def oips_from_outcome(outcome: dict[str, np.ndarray], n_maps: int) -> dict[str, 
     }
 
 
-def partners_from_details(details: dict, layer: str, threshold: float) -> dict:
+def partners_from_details(details: MatchedPairs, layer: str, threshold: float) -> dict:
     """Per pair (a, b) of the comparison's record: b's partner of each map of a (-1: none) and
     whether the match beats the null's threshold (partnered)."""
     out = {}
-    for key, pair in details["pairs"].items():
-        a, b = (int(s) for s in key.split("-"))
-        record = pair["layers"][layer]
-        partner = np.asarray(record["partner"], dtype=np.int64)
+    for (a, b), layers in details.pairs.items():
+        record = layers[layer]
+        partner = np.asarray(record.partner, dtype=np.int64)
         partnered = np.zeros(len(partner), dtype=bool)
-        partnered[np.flatnonzero(partner >= 0)] = np.asarray(record["matched_r"]) > threshold
+        partnered[np.flatnonzero(partner >= 0)] = np.asarray(record.matched_r) > threshold
         out[(a, b)] = {"partner": partner, "partnered": partnered}
     return out
+
+
+class LayerPartners(Fields):
+    """One layer's one-to-one matching of a pair, as `compare.json` keeps it (the part read)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    partner: list[int]  # b's map matched to each map of a; -1: none (a dead map)
+    matched_r: list[Real]  # the correlation of each match (of the live maps, in order)
+
+
+class MatchedPairs(Record):
+    """What `oip_compare` reads of the comparison's record (`artifacts/compare/compare.json`):
+    per pair (a, b) of seeds, each layer's matching. The file holds more (weights, CKA, curves),
+    left unread; a missing or mistyped part read here is an error."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    FILE: ClassVar[str] = CompareFiles.details
+    STAGE: ClassVar[str] = "compare"
+    WHAT: ClassVar[str] = "comparison details"
+
+    pairs: dict[tuple[int, int], dict[str, LayerPartners]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        """The file names a pair "a-b" and nests its layers under "layers"."""
+        if not isinstance(data, dict) or not isinstance(data.get("pairs"), dict):
+            return data
+        pairs = {}
+        for key, pair in data["pairs"].items():
+            seeds = tuple(key.split("-")) if isinstance(key, str) else key
+            pairs[seeds] = pair.get("layers", pair) if isinstance(pair, dict) else pair
+        return {"pairs": pairs}
+
+    def data(self) -> dict[str, Any]:
+        """The part of the file's format this type reads."""
+        return {
+            "pairs": {
+                f"{a}-{b}": {"layers": {n: m.model_dump() for n, m in layers.items()}}
+                for (a, b), layers in self.pairs.items()
+            }
+        }
+
+
+class TopRates(Fields):
+    """Top-1 and top-5 rates of the partners, of random partners, and chance (`response_rates`),
+    averaged over directions."""
+
+    n: float  # maps per direction (mean)
+    top1: Real
+    top5: Real
+    top1_random: Real
+    top5_random: Real
+    top1_chance: Real
+    top5_chance: Real
+
+
+class PixelSimilarity(Fields):
+    partners: Real
+    others: Real
+    n_partner_pairs: float
+
+
+class ResponseSummary(Record):
+    """The OIP response study in numbers (`artifacts/oip_compare/metrics.json`): rates over every
+    match and over the partnered ones; pixel similarity of partners against other pairs."""
+
+    FILE: ClassVar[str] = METRICS
+    STAGE: ClassVar[str] = "oip_compare"
+    WHAT: ClassVar[str] = "OIP response summary"
+
+    all: TopRates | None = None
+    partnered: TopRates | None = None
+    pixels: PixelSimilarity | None = None
+
+    def data(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)

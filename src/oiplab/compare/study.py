@@ -32,6 +32,8 @@ from oiplab.compare.stats import (
     seed_resamples,
 )
 from oiplab.compare.summary import (
+    Answer,
+    Barriers,
     Estimate,
     LayerAnswer,
     OrderTest,
@@ -59,17 +61,15 @@ class Comparison:
     null_r: dict[str, np.ndarray]  # the null's pooled matched r, per layer
     alphas: np.ndarray
     curves: dict[tuple[int, int], dict[str, dict[str, dict[str, list[float]]]]]
-    barriers: dict[str, Estimate]  # "<alignment>.<set>.<loss|accuracy>_barrier"
+    barriers: Barriers  # alignment x image set x measure
 
     @property
     def verdict(self) -> str:
         return "; ".join(a.verdict for a in self.answers.values())
 
-    def headline(self) -> dict[str, Any]:
+    def answer(self) -> Answer:
         """Per layer and for the weight interpolation: the numbers of the answer."""
-        out: dict[str, Any] = {layer: a.to_dict() for layer, a in self.answers.items()}
-        out["interpolation"] = {k: vars(e) for k, e in self.barriers.items()}
-        return out
+        return Answer(layers=self.answers, barriers=self.barriers)
 
     def details(self) -> dict[str, Any]:
         """The per-pair record (JSON-able; matrices of correlations left out)."""
@@ -95,7 +95,7 @@ class Comparison:
             },
             "alphas": self.alphas,
             "null_matched_r": self.null_r,
-            "headline": self.headline(),
+            "headline": self.answer().data(),
             "verdict": self.verdict,
         }
 
@@ -336,10 +336,8 @@ def _agreement(matches: dict, weight_perms: dict, layer: str) -> dict[str, float
     return {"all": mean_or_nan(every), "stable": mean_or_nan(stable), "chance": mean_or_nan(chance)}
 
 
-def _barriers(
-    curves: dict, alphas: np.ndarray, pairs: list, pair_w: np.ndarray
-) -> dict[str, Estimate]:
-    out = {}
+def _barriers(curves: dict, alphas: np.ndarray, pairs: list, pair_w: np.ndarray) -> Barriers:
+    out: dict[str, dict[str, dict[str, Estimate]]] = {}
     first = curves[pairs[0]]
     for label in ALIGNMENTS:
         for name in first[label]:
@@ -347,5 +345,7 @@ def _barriers(
             for kind in per_pair[0]:
                 values = np.array([b[kind] for b in per_pair])
                 low, high = interval(bootstrap_means(values, pair_w))
-                out[f"{label}.{name}.{kind}"] = Estimate(float(values.mean()), low, high)
-    return out
+                measure = kind.removesuffix("_barrier")
+                by_set = out.setdefault(label, {}).setdefault(name, {})
+                by_set[measure] = Estimate(float(values.mean()), low, high)
+    return Barriers(by_alignment=out)

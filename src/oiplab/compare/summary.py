@@ -4,18 +4,26 @@ untrained networks, and a verdict whose every word names the number behind it.""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import BeforeValidator, ConfigDict, model_validator
+
+from oiplab.io import Fields, Real, Record, RunRecord
+from oiplab.layout import CompareFiles
+
+# A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
+_STORED = ConfigDict(extra="forbid")
 
 
 @dataclass
 class Estimate:
     """A statistic over the trained pairs, its bootstrap interval, and its null value."""
 
-    value: float
-    low: float
-    high: float
+    __pydantic_config__ = _STORED
+    value: Real
+    low: Real
+    high: Real
     null: float | None = None  # the same statistic on pairs of untrained networks
     null_high: float | None = None  # the largest value over those pairs
 
@@ -24,9 +32,10 @@ class Estimate:
 class OrderTest:
     """Same-index matches summed over pairs, against relabelled maps (`stats.same_index_test`)."""
 
+    __pydantic_config__ = _STORED
     observed: int
-    expected: float
-    p_value: float
+    expected: Real
+    p_value: Real
     n_tested: int
 
     @property
@@ -34,20 +43,29 @@ class OrderTest:
         return self.observed / self.n_tested if self.n_tested else float("nan")
 
 
+def _stored_order(data: Any) -> Any:
+    """An `OrderTest` as `LayerAnswer.to_dict` writes it: with its `fraction` beside it."""
+    return {k: v for k, v in data.items() if k != "fraction"} if isinstance(data, dict) else data
+
+
+StoredOrder = Annotated[OrderTest, BeforeValidator(_stored_order)]
+
+
 @dataclass
 class LayerAnswer:
+    __pydantic_config__ = _STORED
     layer: str
     n_maps: int
-    threshold: float  # matched r above which a map is partnered (a quantile of the null's)
+    threshold: Real  # matched r above which a map is partnered (a quantile of the null's)
     partnered: Estimate  # fraction of live-to-live matches with r above the threshold
     matched_r: Estimate  # median matched r
     cka: Estimate  # linear CKA of the layer between the two networks
-    order: OrderTest  # trained pairs
-    order_null: OrderTest  # untrained pairs: a p-value that should be large
+    order: StoredOrder  # trained pairs
+    order_null: StoredOrder  # untrained pairs: a p-value that should be large
     stable: Estimate  # fraction of matches with the same partner on either half of the images
     dead: dict[str, int]  # maps constant over the probe images, per seed
-    consistency: dict[str, float]  # a->b->c == a->c: all matches, stable ones, chance
-    weight_agreement: dict[str, float] = field(default_factory=dict)  # same keys; permutable only
+    consistency: dict[str, Real]  # a->b->c == a->c: all matches, stable ones, chance
+    weight_agreement: dict[str, Real] = field(default_factory=dict)  # same keys; permutable only
     verdict: str = ""
 
     def to_dict(self) -> dict:
@@ -111,8 +129,81 @@ def mean_or_nan(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+class Barriers(Fields):
+    """Loss and accuracy barriers along the weight interpolation (mean over pairs, with a seed
+    interval): alignment ("naive", "activations", "weights") -> image set ("test", "train") ->
+    measure ("loss", "accuracy"). The file spells each as "<alignment>.<set>.<measure>_barrier"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    by_alignment: dict[str, dict[str, dict[str, Estimate]]]
+
+    def get(self, alignment: str, images: str, measure: str) -> Estimate:
+        return self.by_alignment[alignment][images][measure]
+
+    def rows(self) -> list[tuple[str, str, str, Estimate]]:
+        """(alignment, image set, measure, estimate), in the order they were computed."""
+        return [
+            (how, images, measure, e)
+            for how, by_set in self.by_alignment.items()
+            for images, by_measure in by_set.items()
+            for measure, e in by_measure.items()
+        ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "by_alignment" in data:
+            return data
+        nested: dict[str, dict[str, dict[str, Any]]] = {}
+        for key, value in data.items():
+            how, images, measure = (str(key).split(".") + ["", "", ""])[:3]
+            measure = measure.removesuffix("_barrier")
+            nested.setdefault(how, {}).setdefault(images, {})[measure] = value
+        return {"by_alignment": nested}
+
+    def data(self) -> dict[str, Any]:
+        return {f"{how}.{s}.{m}_barrier": vars(e) for how, s, m, e in self.rows()}
+
+
+class Answer(Record):
+    """The comparison's answer (`artifacts/compare/headline.json`, also kept in MLflow): per
+    layer, then the interpolation barriers under "interpolation"."""
+
+    FILE: ClassVar[str] = CompareFiles.headline
+    STAGE: ClassVar[str] = "compare"
+    WHAT: ClassVar[str] = "the comparison's answer"
+
+    layers: dict[str, LayerAnswer]
+    barriers: Barriers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "layers" in data:
+            return data
+        layers = {k: v for k, v in data.items() if k != "interpolation"}
+        return {"layers": layers, "barriers": data.get("interpolation")}
+
+    def data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {layer: a.to_dict() for layer, a in self.layers.items()}
+        out["interpolation"] = self.barriers.data()
+        return out
+
+    @property
+    def verdict(self) -> str:
+        return "; ".join(a.verdict for a in self.layers.values())
+
+
+@dataclass(frozen=True)
+class StudyAnswer:
+    """A study's answer found in the tracking store, with the run that wrote it."""
+
+    answer: Answer
+    run: RunRecord
+
+
 def headline_metrics(
-    answers: dict[str, LayerAnswer], barriers: dict, accuracies: list[float]
+    answers: dict[str, LayerAnswer], barriers: Barriers, accuracies: list[float]
 ) -> dict[str, Any]:
     """The small set of numbers DVC shows per experiment (`dvc exp show`, `dvc metrics diff`)."""
     return {
@@ -127,8 +218,8 @@ def headline_metrics(
             for layer, a in answers.items()
         },
         "loss_barrier": {
-            "as_trained": barriers["naive.test.loss_barrier"].value,
-            "aligned": barriers["weights.test.loss_barrier"].value,
+            "as_trained": barriers.get("naive", "test", "loss").value,
+            "aligned": barriers.get("weights", "test", "loss").value,
         },
     }
 

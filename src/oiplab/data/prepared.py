@@ -8,16 +8,17 @@ precursor candidates) must be standardized the same way. The rule is one global 
 
 from __future__ import annotations
 
-import json
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from oiplab.data.sources import RawSplits
 from oiplab.errors import OiplabError, missing_input
+from oiplab.io import Fields, Record
 from oiplab.layout import PreparedFiles
 
 
@@ -57,6 +58,29 @@ def image_target_of(x_train_uint8: np.ndarray, stats: Standardization) -> ImageT
     )
 
 
+class Moments(Fields):
+    mean: float
+    std: float
+    scale: str  # what the numbers are of: "pixels / 255" or "network input"
+
+
+class PreparedMeta(Record):
+    """What a prepared folder holds (`data/prepared/meta.json`)."""
+
+    FILE: ClassVar[str] = PreparedFiles.meta
+    STAGE: ClassVar[str] = "prepare"
+    WHAT: ClassVar[str] = "prepared data metadata"
+
+    dataset: str
+    origin: str  # where the images came from
+    n_train: int
+    n_test: int
+    sha256: dict[str, str]  # per split ("train", "test") of its canonical content
+    standardization: Moments  # of the training pixels
+    image_target: Moments  # per image, of a standardized training image (synthetic inputs)
+    class_names: list[str]
+
+
 @dataclass
 class PreparedData:
     """A prepared folder; each split is read and standardized on first use (most stages only
@@ -66,7 +90,7 @@ class PreparedData:
     folder: Path
     standardization: Standardization
     class_names: tuple[str, ...]
-    meta: dict
+    meta: PreparedMeta
     _splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +127,7 @@ def save_prepared(
     raw: RawSplits,
     digests: dict[str, str],
     class_names: tuple[str, ...],
-) -> dict:
+) -> PreparedMeta:
     """Write arrays and metadata into the (empty, staged) `folder`; return the metadata."""
     stats = standardization_of(raw.x_train)
     target = image_target_of(raw.x_train, stats)
@@ -121,38 +145,27 @@ def save_prepared(
     for split, fname in PreparedFiles.splits.items():
         x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
         np.savez_compressed(folder / fname, images=x, labels=y)
-    (folder / PreparedFiles.meta).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
+    stored = PreparedMeta.model_validate(meta)
+    stored.save(folder)
+    return stored
 
 
-def read_meta(folder: str | Path) -> dict:
+def read_meta(folder: str | Path) -> PreparedMeta:
+    """The metadata of a prepared folder; an unreadable or older one is an error naming it."""
     path = Path(folder) / PreparedFiles.meta
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise missing_input(path, "prepared data", "prepare") from exc
-    except json.JSONDecodeError as exc:
-        raise PreparedDataError(f"{path}: not valid JSON ({exc})") from exc
+    if not path.is_file():
+        raise missing_input(path, "prepared data", "prepare")
+    return PreparedMeta.load(folder)
 
 
 def load_standardization(folder: str | Path) -> Standardization:
-    try:
-        stats = read_meta(folder)["standardization"]
-        return Standardization(mean=float(stats["mean"]), std=float(stats["std"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        path = Path(folder) / PreparedFiles.meta
-        raise PreparedDataError(f"{path}: no valid standardization entry ({exc})") from exc
+    stats = read_meta(folder).standardization
+    return Standardization(mean=stats.mean, std=stats.std)
 
 
 def load_image_target(folder: str | Path) -> ImageTarget:
-    try:
-        found = read_meta(folder)["image_target"]
-        return ImageTarget(mean=float(found["mean"]), std=float(found["std"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        path = Path(folder) / PreparedFiles.meta
-        raise PreparedDataError(
-            f"{path}: no valid image_target entry ({exc}); rerun `dvc repro prepare`"
-        ) from exc
+    found = read_meta(folder).image_target
+    return ImageTarget(mean=found.mean, std=found.std)
 
 
 def load_prepared(folder: str | Path) -> PreparedData:
@@ -165,10 +178,10 @@ def load_prepared(folder: str | Path) -> PreparedData:
         if not (folder / fname).is_file():
             raise missing_input(folder / fname, "prepared data", "prepare")
     return PreparedData(
-        name=meta["dataset"],
+        name=meta.dataset,
         folder=folder,
         standardization=stats,
-        class_names=tuple(meta["class_names"]),
+        class_names=tuple(meta.class_names),
         meta=meta,
     )
 

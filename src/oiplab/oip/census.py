@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from oiplab.io import Record
+from oiplab.layout import METRICS
 from oiplab.oip.engine import AscentSettings
 from oiplab.oip.objectives import channel_objectives
 from oiplab.oip.rescue import warmed_ascent
@@ -89,3 +92,34 @@ def census(
     counts = {name: int((cause == k).sum()) for k, name in enumerate(CAUSES)}
     assert sum(counts.values()) == n_maps
     return cause, counts
+
+
+class CensusMetrics(Record):
+    """A seed's precursor search, rescue and census by cause (`artifacts/precursor/seed_N/
+    metrics.json`): the search's numbers (`PrecursorResult.metrics`), then one count per cause
+    (`CAUSES`)."""
+
+    FILE: ClassVar[str] = METRICS
+    STAGE: ClassVar[str] = "precursor"
+    WHAT: ClassVar[str] = "precursor census"
+
+    seed: int
+    layer: str
+    n_maps_searched: int
+    n_candidates: int
+    found_among_searched: int
+    variant_similarity_mean: float | None
+    screen_seconds: float
+    full_seconds: float
+    pairs_ascended_in_screen: int
+    from_noise: int
+    from_precursor: int
+    from_rescue: int
+    responds_to_digits: int
+    dead_on_data: int
+    rescue_tried: int
+    rescue_seconds: float
+
+    def counts(self) -> dict[str, int]:
+        """Maps per cause, in the order of `CAUSES`."""
+        return {cause: getattr(self, cause) for cause in CAUSES}

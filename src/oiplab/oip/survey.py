@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from oiplab.analysis.activations import probe_model
 from oiplab.config import OipConfig
 from oiplab.data.prepared import ImageTarget, Standardization
-from oiplab.io import load_npz
+from oiplab.io import Record, load_npz
+from oiplab.layout import METRICS
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
 from oiplab.oip.init import digit_starts, start_images
 from oiplab.oip.objectives import Objectives, channel_objectives, neuron_objectives
@@ -44,6 +46,27 @@ def objectives_for(
         return channel_objectives(map_of_element, grid)
     position = o.neuron_position or [grid[0] // 2, grid[1] // 2]
     return neuron_objectives(map_of_element, np.tile(position, (len(map_of_element), 1)), grid)
+
+
+class SurveyMetrics(Record):
+    """A seed's OIP survey in numbers (`artifacts/oip/seed_N/metrics.json`)."""
+
+    FILE: ClassVar[str] = METRICS
+    STAGE: ClassVar[str] = "oip"
+    WHAT: ClassVar[str] = "OIP survey metrics"
+
+    seed: int
+    layer: str
+    n_maps: int
+    n_with_oip: int
+    n_silent: int
+    n_zero_not_silent: int
+    seconds: float
+    steps_per_second: float
+    median_steps_moving: float
+    converged_fraction: float
+    start_mean: float
+    start_std_spread: float
 
 
 @dataclass

@@ -94,7 +94,7 @@ def common_pattern_figure(
 
     Args:
         mean_output: (h, w, n) or (n,) the layer output averaged over the group's images.
-        common, distinct: boolean masks of the flattened layer output (see analysis.common).
+        common, distinct: boolean masks of the flattened layer output (see analysis.patterns).
     """
     plt = pyplot()
     maps = as_maps(mean_output)

@@ -1,5 +1,6 @@
 """The offline report: one self-contained HTML page (figures embedded) built from stage outputs.
 
-`page.context` gathers the stages' outputs through the layout; `page.render` fills the Jinja2
-template `templates/report.html.j2`.
+`page.context` loads each stage's typed result and builds the sections; `tables` holds every
+table's columns (header beside cell); `html.render` fills the Jinja2 template
+`templates/report.html.j2`, which holds only layout.
 """

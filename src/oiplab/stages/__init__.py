@@ -1,28 +1,35 @@
 """Pipeline stages. Each module holds a pure `run(cfg) -> dict` and a tiny `main()`.
 
-`main()` runs a stage in one of two ways:
+One command line serves every stage, as `python -m oiplab.stages.<stage>` and as
+`oiplab run <stage>` (`stage_parser`: its own flags beside Hydra's). A stage runs in one of two
+ways:
 
 * from the composed parameters, as `dvc.yaml` does:
   `python -m oiplab.stages.train --params params.yaml train.seed=3`
   (the file is `conf/` composed by DVC; trailing `key=value` items override it); a per-seed
   stage given `--each-seed` runs once for every seed of `seeds`, one after the other in one
-  process (one MLflow run and one output folder per seed, as separate processes would give);
-* as a Hydra app composing `conf/` itself, for sweeps:
+  process (one MLflow run and one output folder per seed, as separate processes would give).
+  `oiplab run <stage> [key=value ...]` is this with `--params params.yaml`;
+* as a Hydra app composing `conf/` itself: without `--params`, or with any of Hydra's flags
+  (`-m`, `--help`, `--cfg job`, `--info`, ...) or a `hydra.*` / `hydra/` override, e.g. a sweep:
   `python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib`.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import gc
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
-from oiplab.params import check_params
+from oiplab.params import PARAMS_FILE, check_params
 
 if TYPE_CHECKING:
     from oiplab.tracking import Run
@@ -85,7 +92,7 @@ def preflight(cfg: Config) -> Config:
     return cfg
 
 
-def _fail(exc: BaseException, code: int = 2) -> None:
+def _fail(exc: BaseException, code: int = 2) -> NoReturn:
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -112,34 +119,133 @@ def seed_configs(path: str | Path, overrides: Sequence[str]) -> list[Config]:
     return [load_params(path, [*overrides, f"train.seed={seed}"]) for seed in seeds]
 
 
-def stage_main(run: RunFn, argv: Sequence[str] | None = None, *, per_seed: bool = False) -> None:
+def stage_main(
+    run: RunFn,
+    argv: Sequence[str] | None = None,
+    *,
+    per_seed: bool = False,
+    as_oiplab_run: bool = False,
+) -> None:
     """Entry point shared by every stage module (see the module docstring). `per_seed`: the
-    stage works on one seed (`train.seed`) and accepts `--each-seed`."""
+    stage works on one seed (`train.seed`) and accepts `--each-seed`. `as_oiplab_run`: started
+    as `oiplab run <stage>`, which reads params.yaml unless the command line asks for Hydra."""
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["--params"]:
-        if len(args) < 2:
-            _fail(ConfigError("--params needs a file name"))
-        each, overrides = EACH_SEED in args[2:], [a for a in args[2:] if a != EACH_SEED]
-        try:
-            if each and not per_seed:
-                raise ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag")
-            if each:
-                configs = seed_configs(args[1], overrides)
-            else:
-                configs = [load_params(args[1], overrides)]
-        except OiplabError as exc:
-            _fail(exc)
-        for cfg in configs:
-            _guarded(run, cfg)
+    name = stage_name(run)
+    prog = f"oiplab run {name}" if as_oiplab_run else f"python -m oiplab.stages.{name}"
+    parser = stage_parser(prog, sys.modules[run.__module__].__doc__ or "")
+    args = parse_stage_args(
+        parser,
+        list(sys.argv[1:] if argv is None else argv),
+        default_params=PARAMS_FILE if as_oiplab_run else None,
+    )
+    if args.params is None:
+        _hydra_main(run, args, parser)
     else:
-        _hydra_main(run)
+        for cfg in _params_configs(args, per_seed):
+            _guarded(run, cfg)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
     # last garbage collection over the whole TensorFlow object graph (1.2-2 s per process here,
     # 14 processes per pipeline); exit handlers still run.
     gc.freeze()
+
+
+def stage_name(run: RunFn) -> str:
+    """The stage a `run` function belongs to: its module's file name (`oiplab.stages.train` ->
+    `train`; also under `python -m`, where the module is `__main__`)."""
+    return Path(inspect.getfile(run)).stem
+
+
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line, as the stages' own errors are."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(ConfigError(f"{message} (see `{self.prog} --help`)"))
+
+
+def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The command line of a stage: `--params FILE`, `--each-seed`, and Hydra's own flags and
+    overrides (Hydra's parser, so `--help`, `--cfg`, `--info`, `-m` mean what Hydra says)."""
+    from hydra._internal.utils import get_args_parser
+
+    usage = (
+        f"{prog} [--params FILE] [--each-seed] [key=value ...]\n"
+        f"       {prog} [--multirun | --cfg {{job,hydra,all}} | --info | --help] [key=value ...]"
+    )
+    parser = _Parser(
+        prog=prog,
+        usage=usage,
+        description=description,
+        parents=[get_args_parser()],
+        add_help=False,  # Hydra's `--help` prints the stage's help with the composed config
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for action in parser._actions:  # Hydra's text names the file of its own caller
+        if action.dest == "shell_completion":
+            action.help = "install or uninstall shell completion (see --hydra-help)"
+    ours = parser.add_argument_group("reading a composed parameters file (dvc.yaml's way)")
+    ours.add_argument(
+        "--params",
+        metavar="FILE",
+        help="read this file (conf/ composed) instead of composing conf/ with Hydra; "
+        f"`oiplab run` reads {PARAMS_FILE} unless a Hydra flag or hydra.* override is given",
+    )
+    ours.add_argument(
+        EACH_SEED,
+        action="store_true",
+        help="a per-seed stage: run once for every seed of `seeds`, in one process",
+    )
+    return parser
+
+
+def hydra_asked(args: argparse.Namespace) -> list[str]:
+    """The Hydra flags given (`--cfg`, `-m`, ...) and the overrides of Hydra's own settings."""
+    from hydra._internal.utils import get_args_parser
+
+    flags = [
+        action.option_strings[0]
+        for action in get_args_parser()._actions  # `--help` aside: it wins over everything
+        if action.option_strings and action.dest != "help" and getattr(args, action.dest, None)
+    ]
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in args.overrides]
+    return flags + [k for k in keys if k == "hydra" or k.startswith(("hydra.", "hydra/"))]
+
+
+def parse_stage_args(
+    parser: argparse.ArgumentParser, argv: list[str], default_params: str | None
+) -> argparse.Namespace:
+    """Parse a stage's command line and settle the mode: `args.params` is the params file to
+    read, or None for a Hydra app. Unknown items are kept as overrides where a params file is
+    read, so `load_params` names them ("overrides must look like key=value")."""
+    args, unknown = parser.parse_known_intermixed_args(argv)
+    hydra = hydra_asked(args)
+    if args.help:  # Hydra's help, whatever else is given
+        args.params, args.each_seed = None, False
+    elif args.params is not None and hydra:
+        shown = " ".join(hydra)
+        parser.error(f"--params reads a composed file; Hydra's {shown} composes conf/: drop one")
+    elif args.params is None and not hydra:
+        args.params = default_params
+    if args.params is None and not args.help:
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.each_seed:
+            parser.error(f"{EACH_SEED} needs --params; under Hydra, sweep: -m train.seed=0,1,2")
+    args.overrides = [*args.overrides, *unknown]
+    return args
+
+
+def _params_configs(args: argparse.Namespace, per_seed: bool) -> list[Config]:
+    """The configs a params-file run works through: one, or one per seed (`--each-seed`)."""
+    try:
+        if args.each_seed and not per_seed:
+            raise ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag")
+        if args.each_seed:
+            return seed_configs(args.params, args.overrides)
+        return [load_params(args.params, args.overrides)]
+    except OiplabError as exc:
+        _fail(exc)
 
 
 def hydra_outputs(cfg: Config, output_dir: Path, overridden: set[str]) -> Config:
@@ -152,15 +258,20 @@ def hydra_outputs(cfg: Config, output_dir: Path, overridden: set[str]) -> Config
     return cfg
 
 
-def _hydra_main(run: RunFn) -> None:
-    import hydra
+def _hydra_main(run: RunFn, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Run `run` as a Hydra app over `conf/`, with the command line `parser` has parsed."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import _flush_loggers
+    from hydra.main import _get_rerun_conf
     from hydra.types import RunMode
+    from hydra.version import setbase
     from omegaconf import DictConfig
 
     from oiplab.params import conf_dir
 
-    @hydra.main(version_base="1.3", config_path=str(conf_dir().resolve()), config_name="config")
+    # Hydra names the job (its log file, `hydra.job.name`, the help's title) after the task
+    # function's module: through `wraps`, the stage's, not this package's.
+    @functools.wraps(run)
     def app(raw: DictConfig) -> None:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:  # one parent MLflow run for the whole sweep
@@ -172,4 +283,22 @@ def _hydra_main(run: RunFn) -> None:
             _fail(exc)
         _guarded(run, cfg)
 
-    app()
+    setbase("1.3")
+    if args.help:  # the command line first; Hydra adds the config groups and the composed config
+        print(parser.format_help())
+    if args.experimental_rerun is not None:  # as `hydra.main` does it
+        app(_get_rerun_conf(args.experimental_rerun, args.overrides))
+        _flush_loggers()
+        return
+    # `hydra.main` would parse `sys.argv` again with Hydra's parser; `_run_hydra` is what it
+    # calls with the parsed flags (hydra-core is pinned in constraints.txt; tests/test_cli.py
+    # runs --help, --cfg and a Hydra job through it).
+    from hydra._internal.utils import _run_hydra
+
+    _run_hydra(
+        args=args,
+        args_parser=parser,
+        task_function=app,
+        config_path=str(conf_dir().resolve()),
+        config_name="config",
+    )

@@ -13,10 +13,11 @@ import numpy as np
 
 from oiplab import tracking
 from oiplab.analysis.activations import layer_outputs
-from oiplab.analysis.common import group_patterns, selected_rows
+from oiplab.analysis.patterns import PatternSummary, group_patterns, selected_rows
+from oiplab.analysis.selection import Selection
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import read_json, staged
+from oiplab.io import staged
 from oiplab.layout import ActivationsFiles, Layout
 from oiplab.model import load_model
 from oiplab.render.maps import save_activation_figures
@@ -27,15 +28,16 @@ def run(cfg: Config) -> dict[str, Any]:
     """Dump, draw and compare the selected images' layer outputs for seed `cfg.train.seed`."""
     lay, a, seed = Layout.of(cfg), cfg.activations, cfg.train.seed
     with tracking.stage_run(cfg, "activations", seed=seed) as run:
-        selection = read_json(lay.selection(), "image selection")
+        selection = Selection.load_from(lay.selection())
         data = load_prepared(lay.prepared)
         model = load_model(lay.model_file(seed))
-        rows = selected_rows(selection["groups"])
+        rows = selected_rows(selection.groups)
         images = data.x_test[rows[0]]
         outputs = layer_outputs(model, images, a.layers)
         c = a.common
         patterns = group_patterns(outputs, rows[2], c.layers, c.comparisons, c.threshold)
-        metrics = {"seed": seed, "n_images": len(rows[0]), "common": patterns[0]}
+        summary = PatternSummary(seed=seed, n_images=len(rows[0]), common=patterns[0])
+        metrics = summary.data()
         with staged(lay.activations_dir(seed)) as (folder,):
             np.savez(
                 folder / ActivationsFiles.dump,
@@ -58,8 +60,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return metrics
 
 
-def main() -> None:
-    stage_main(run, per_seed=True)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, per_seed=True, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

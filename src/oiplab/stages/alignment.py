@@ -11,11 +11,11 @@ import math
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.dynamics import alignment_over_training
+from oiplab.compare.dynamics import AlignmentRecords, alignment_over_training
 from oiplab.compare.study import untrained_networks
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import staged, to_json
+from oiplab.io import staged
 from oiplab.layout import AlignmentFiles, Layout, TrainFiles
 from oiplab.model import build_model
 from oiplab.render import save_figure
@@ -32,7 +32,7 @@ def run(cfg: Config) -> dict[str, Any]:
         paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
         steps = Trajectory.common_steps(trajectories)
-        per_epoch = math.ceil(int(data.meta["n_train"]) / cfg.train.batch_size)
+        per_epoch = math.ceil(data.meta.n_train / cfg.train.batch_size)
         print(f"[alignment] {len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
         nulls = untrained_networks(cfg.model, c)
         result = alignment_over_training(
@@ -42,8 +42,9 @@ def run(cfg: Config) -> dict[str, Any]:
             bootstrap_draws=a.bootstrap_draws, seed=c.bootstrap_seed,
         )  # fmt: skip
         records = result.records()
+        stored = AlignmentRecords.model_validate(records)
         with staged(lay.alignment_dir()) as (folder,):
-            (folder / AlignmentFiles.records).write_text(to_json(records))
+            stored.save(folder)
             for layer in a.layers:
                 fig = alignment_figure(layer, records, per_epoch)
                 save_figure(fig, folder / AlignmentFiles.figure(layer), dpi=90)
@@ -51,8 +52,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return {"snapshots": len(steps), "records": len(records)}
 
 
-def main() -> None:
-    stage_main(run)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

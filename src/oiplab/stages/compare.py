@@ -13,11 +13,12 @@ from oiplab.compare.study import compare_networks, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
 from oiplab.config import Config, ConfigError
 from oiplab.data import load_prepared
-from oiplab.io import read_json, staged, to_json
-from oiplab.layout import METRICS, RUN, CompareFiles, Layout, TrainFiles
+from oiplab.io import RunRecord, staged, to_json
+from oiplab.layout import CompareFiles, Layout
 from oiplab.model import load_model
 from oiplab.render.compare import save_comparison_figures
 from oiplab.stages import record, stage_main
+from oiplab.training import History, TrainMetrics
 
 PLOTS = ("learning_curves", "answer")
 
@@ -33,9 +34,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
             )
         models = {s: load_model(lay.model_file(s)) for s in seeds}
-        trained = {s: read_json(lay.model_dir(s) / METRICS, "training metrics") for s in seeds}
-        curves = {s: read_json(lay.model_dir(s) / TrainFiles.history, "history") for s in seeds}
-        runs = [read_json(lay.model_dir(s) / RUN, "run record") for s in seeds]
+        trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
+        curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}
+        runs = [RunRecord.load(lay.model_dir(s), "train") for s in seeds]
         probe = slice(0, c.probe_images)
         held_out = slice(c.probe_images, c.probe_images + c.eval_images)
         eval_sets = {
@@ -46,25 +47,25 @@ def run(cfg: Config) -> dict[str, Any]:
             models, untrained_networks(cfg.model, c), data.x_test[probe], eval_sets, c
         )
         weights = {s: m.get_weights() for s, m in models.items()}
-        accuracies = [m["test_accuracy"] for m in trained.values()]
+        accuracies = [m.test_accuracy for m in trained.values()]
         headline = headline_metrics(result.answers, result.barriers, accuracies)
         targets = [lay.compare_dir(), lay.headline(), *map(lay.plot_data, PLOTS)]
         with staged(*targets) as (folder, headline_file, curves_file, answer_file):
             save_comparison_figures(folder, result, weights)
             (folder / CompareFiles.details).write_text(to_json(result.details()))
-            (folder / CompareFiles.headline).write_text(to_json(result.headline()))
+            result.answer().save(folder)
             headline_file.write_text(to_json(headline))
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
-            run.set_tags({"oiplab.seed_runs": ",".join(r.get("run_id", "") for r in runs)})
+            run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
             run.describe(result.verdict)
             record(run, folder, headline, "compare")
     print(f"[compare] verdict: {result.verdict}", flush=True)
     return headline
 
 
-def main() -> None:
-    stage_main(run)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

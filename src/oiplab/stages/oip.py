@@ -14,7 +14,7 @@ from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, OipFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.survey import starts_for, survey
+from oiplab.oip.survey import SurveyMetrics, starts_for, survey
 from oiplab.render.oip import save_survey_figures
 from oiplab.stages import record, stage_main
 
@@ -29,7 +29,8 @@ def run(cfg: Config) -> dict[str, Any]:
         grid = layer_shapes(cfg.model)[o.layer]
         print(f"[oip] seed {seed}: {o.layer}, {len(o.maps) or grid[2]} maps x {o.n_starts} starts")
         found = survey(model, o, grid, starts)
-        metrics = {"seed": seed, "layer": o.layer, **found.metrics()}
+        summary = SurveyMetrics.model_validate({"seed": seed, "layer": o.layer, **found.metrics()})
+        metrics = summary.data()
         with staged(lay.oip_dir(seed)) as (folder,):
             found.save(folder / OipFiles.arrays)
             save_survey_figures(folder, found, seed, o)
@@ -41,8 +42,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return metrics
 
 
-def main() -> None:
-    stage_main(run, per_seed=True)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, per_seed=True, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ from typing import Any
 
 from oiplab import tracking
 from oiplab.compare.oip_response import (
+    MatchedPairs,
+    ResponseSummary,
     compare_oips,
     map_responses,
     oips_from_outcome,
     partners_from_details,
 )
+from oiplab.compare.summary import Answer
 from oiplab.config import Config, ConfigError
 from oiplab.data import load_prepared
-from oiplab.io import read_json, staged, to_json
-from oiplab.layout import CompareFiles, Layout, OipCompareFiles, OipFiles
+from oiplab.io import staged, to_json
+from oiplab.layout import Layout, OipCompareFiles, OipFiles
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.survey import load_outcome
 from oiplab.render import save_figure
@@ -32,9 +35,9 @@ def run(cfg: Config) -> dict[str, Any]:
     with tracking.stage_run(cfg, "oip_compare") as run:
         if layer not in cfg.compare.layers:
             raise ConfigError(f"config key 'oip.layer': {layer} must be in compare.layers")
-        details = read_json(lay.compare_dir() / CompareFiles.details, "comparison details")
-        threshold = read_json(lay.compare_dir() / CompareFiles.headline, "answer")[layer]
-        pairs = partners_from_details(details, layer, threshold["threshold"])
+        details = MatchedPairs.load(lay.compare_dir())
+        threshold = Answer.load(lay.compare_dir()).layers[layer].threshold
+        pairs = partners_from_details(details, layer, threshold)
         n_maps = layer_shapes(cfg.model)[layer][2]
         oips = {
             s: oips_from_outcome(load_outcome(lay.oip_dir(s) / OipFiles.arrays), n_maps)
@@ -53,7 +56,8 @@ def run(cfg: Config) -> dict[str, Any]:
             )  # fmt: skip
             save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
             (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
-            record(run, folder, result["summary"], "oip_compare")
+            summary = ResponseSummary.model_validate(result["summary"])
+            record(run, folder, summary.data(), "oip_compare")
     s = result["summary"].get("all", {})
     if s:
         print(
@@ -63,8 +67,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return result["summary"]
 
 
-def main() -> None:
-    stage_main(run)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

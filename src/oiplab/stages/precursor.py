@@ -17,7 +17,7 @@ from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, OipFiles, PrecursorFiles
 from oiplab.model import layer_shapes, load_model
-from oiplab.oip.census import census, data_maxima, rescue
+from oiplab.oip.census import CensusMetrics, census, data_maxima, rescue
 from oiplab.oip.precursor import candidate_images, search, target_maps
 from oiplab.oip.rescue import preactivation_probe
 from oiplab.oip.survey import ascent_settings, load_outcome
@@ -52,6 +52,7 @@ def run(cfg: Config) -> dict[str, Any]:
         )  # fmt: skip
         metrics = {"seed": seed, "layer": o.layer, **found.metrics(), **counts}
         metrics |= {"rescue_tried": len(still), "rescue_seconds": round(saved.seconds, 2)}
+        metrics = CensusMetrics.model_validate(metrics).data()
         with staged(lay.precursor_dir(seed)) as (folder,):
             found.save(
                 folder / PrecursorFiles.arrays, cause=cause, rescue_maps=saved.map_index,
@@ -64,8 +65,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return metrics
 
 
-def main() -> None:
-    stage_main(run, per_seed=True)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, per_seed=True, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

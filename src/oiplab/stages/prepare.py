@@ -28,23 +28,23 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         with staged(lay.prepared) as (folder,):
             meta = save_prepared(folder, d.name, raw, digests, class_names)
-            stats = meta["standardization"]
+            stats = meta.standardization
             run.log_results(
-                {"n_train": meta["n_train"], "n_test": meta["n_test"]}
-                | {"pixel_mean": stats["mean"], "pixel_std": stats["std"]}
+                {"n_train": meta.n_train, "n_test": meta.n_test}
+                | {"pixel_mean": stats.mean, "pixel_std": stats.std}
             )
-            run.log_json(meta, f"prepared/{PreparedFiles.meta}")
+            run.log_json(meta.data(), f"prepared/{PreparedFiles.meta}")
             for split, x, y in (
                 ("train", raw.x_train, raw.y_train),
                 ("test", raw.x_test, raw.y_test),
             ):
                 run.log_dataset((x, y), f"{d.name}-{split}", digests[split], raw.origin, split)
-    print(f"[prepare] wrote {lay.prepared} (mean {stats['mean']:.4f}, std {stats['std']:.4f})")
-    return meta
+    print(f"[prepare] wrote {lay.prepared} (mean {stats.mean:.4f}, std {stats.std:.4f})")
+    return meta.data()
 
 
-def main() -> None:
-    stage_main(run)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

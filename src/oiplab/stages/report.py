@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
+from oiplab.compare.summary import Answer, StudyAnswer
 from oiplab.config import Config
-from oiplab.io import read_json, staged
-from oiplab.layout import METRICS, Layout, TrainFiles
-from oiplab.oip.census import CAUSES
+from oiplab.io import RunRecord, staged
+from oiplab.layout import Layout
+from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.render import save_figure
 from oiplab.render.oip import census_figure
 from oiplab.render.training import seeds_history_figure
 from oiplab.report import page
+from oiplab.report.html import Links, render, ui_base
+from oiplab.report.page import SPLIT_STUDIES
 from oiplab.stages import stage_main
+from oiplab.training import History
 
 ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
 
@@ -28,15 +32,15 @@ def run(cfg: Config) -> dict[str, Any]:
     lay = Layout.of(cfg)
     with tracking.stage_run(cfg, "report") as run, tempfile.TemporaryDirectory() as scratch:
         uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
-        histories = {s: read_json(lay.model_dir(s) / TrainFiles.history) for s in cfg.seeds}
-        census = {s: read_json(lay.precursor_dir(s) / METRICS) for s in cfg.seeds}
-        figures = {"curves": Path(scratch) / "curves.png", "census": Path(scratch) / "census.png"}
-        save_figure(seeds_history_figure(histories, "every seed"), figures["curves"])
-        save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), figures["census"])
-        splits = {s: tracking.latest_study_headline(cfg, s) for s in page.SPLIT_STUDIES}
+        histories = {s: History.load(lay.model_dir(s)).curves for s in cfg.seeds}
+        census = {s: CensusMetrics.load(lay.precursor_dir(s)).counts() for s in cfg.seeds}
+        curves, counts = Path(scratch) / "curves.png", Path(scratch) / "census.png"
+        save_figure(seeds_history_figure(histories, "every seed"), curves)
+        save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
+        splits = {s: study_answer(tracking.latest_study_headline(cfg, s)) for s in SPLIT_STUDIES}
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
-        links = page.Links(page.ui_base(uri), lay)
-        html = page.render(page.context(cfg, lay, links, provenance, figures, splits))
+        links = Links(ui_base(uri), lay)
+        html = render(page.context(cfg, lay, links, provenance, curves, counts, splits))
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")
             run.log_text(html, f"report/{lay.report().name}")
@@ -45,8 +49,16 @@ def run(cfg: Config) -> dict[str, Any]:
     return {"path": str(lay.report()), "bytes": size}
 
 
-def main() -> None:
-    stage_main(run)
+def study_answer(found: dict[str, Any] | None) -> StudyAnswer | None:
+    """`tracking.latest_study_headline`'s find (run ids and the headline's JSON), typed."""
+    if found is None:
+        return None
+    run = RunRecord(run_id=found["run_id"], experiment_id=found["experiment_id"])
+    return StudyAnswer(Answer.model_validate(found["headline"]), run)
+
+
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

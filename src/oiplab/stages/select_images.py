@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
-from oiplab.analysis.selection import seed_logits, select_groups
+from oiplab.analysis.selection import Selection, seed_logits, select_groups
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import staged, to_json
+from oiplab.io import staged
 from oiplab.layout import Layout
 from oiplab.model import load_model
 from oiplab.stages import stage_main
@@ -25,17 +25,17 @@ def run(cfg: Config) -> dict[str, Any]:
         models = [load_model(lay.model_file(s)) for s in cfg.seeds]
         logits = seed_logits(models, data.x_test, cfg.train.eval_batch_size)
         groups = select_groups(cfg.activations.groups, logits, data.y_test, list(cfg.seeds))
-        selection = {"seeds": list(cfg.seeds), "groups": groups}
+        selection = Selection.model_validate({"seeds": list(cfg.seeds), "groups": groups})
         with staged(lay.selection()) as (tmp,):
-            tmp.write_text(to_json(selection))
-            run.log_json(selection, lay.selection().name)
+            selection.save_to(tmp)
+            run.log_json(selection.data(), lay.selection().name)
     for g in groups:
         print(f"[select_images] {g['name']}: test images {g['indices']}", flush=True)
-    return selection
+    return selection.data()
 
 
-def main() -> None:
-    stage_main(run)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from typing import Any
 from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import load_prepared
-from oiplab.io import staged, to_json
+from oiplab.io import staged
 from oiplab.layout import Layout, TrainFiles
 from oiplab.render.training import save_training_figures
 from oiplab.stages import record, stage_main
-from oiplab.training import checkpoint_fingerprint, train
+from oiplab.training import History, TrainMetrics, checkpoint_fingerprint, train
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, seed = Layout.of(cfg), cfg.train.seed
     with tracking.stage_run(cfg, "train", seed=seed) as run:
         data = load_prepared(lay.prepared)
-        fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta["sha256"]["train"])
+        fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)
         callbacks = [run.epoch_logger()] if run.enabled else []
         run_id = {"run_id": run.run_id} if run.enabled else {}
@@ -34,7 +34,7 @@ def run(cfg: Config) -> dict[str, Any]:
         run.log_dataset(
             (data.x_train, data.y_train),
             f"{data.name}-train",
-            data.meta["sha256"]["train"],
+            data.meta.sha256["train"],
             str(lay.prepared),
             "training",
         )
@@ -42,10 +42,10 @@ def run(cfg: Config) -> dict[str, Any]:
         with staged(out) as (folder,):
             result.model.save(folder / TrainFiles.model)
             result.trajectory.save(folder / TrainFiles.trajectory)
-            (folder / TrainFiles.history).write_text(to_json(result.history))
+            History(curves=result.history).save(folder)
             save_training_figures(folder, result, data.class_names)
             run.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
-            record(run, folder, result.metrics, "outputs")
+            record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
     print(
@@ -55,8 +55,8 @@ def run(cfg: Config) -> dict[str, Any]:
     return m
 
 
-def main() -> None:
-    stage_main(run, per_seed=True)
+def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
+    stage_main(run, argv, per_seed=True, as_oiplab_run=as_oiplab_run)
 
 
 if __name__ == "__main__":

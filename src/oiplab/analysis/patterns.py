@@ -8,7 +8,13 @@ the layer, so images of different overall brightness are judged alike.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+
+from oiplab.analysis.selection import SelectedGroup
+from oiplab.io import Fields, Real, Record
+from oiplab.layout import METRICS
 
 
 def active_sets(layer_output: np.ndarray, threshold: float) -> np.ndarray:
@@ -71,14 +77,18 @@ def compare_groups(
     }
 
 
-def selected_rows(groups: list[dict]) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
+def selected_rows(
+    groups: list[SelectedGroup],
+) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
     """The selection's images as rows in group order: (test indices, group of each row, the
     rows of each group)."""
-    indices, row_groups, positions = [], [], {}
+    indices: list[int] = []
+    row_groups: list[str] = []
+    positions: dict[str, np.ndarray] = {}
     for group in groups:
-        positions[group["name"]] = np.arange(len(indices), len(indices) + len(group["indices"]))
-        indices += group["indices"]
-        row_groups += [group["name"]] * len(group["indices"])
+        positions[group.name] = np.arange(len(indices), len(indices) + len(group.indices))
+        indices += group.indices
+        row_groups += [group.name] * len(group.indices)
     return indices, row_groups, positions
 
 
@@ -99,3 +109,26 @@ def group_patterns(
             masks.setdefault(layer, {})[key] = result.pop("masks")
             numbers.setdefault(layer, {})[key] = result
     return numbers, masks
+
+
+class GroupContrast(Fields):
+    """One layer's common pattern of a group against another (`compare_groups`, less masks)."""
+
+    n_elements: int
+    n_common: int
+    n_distinct: int
+    jaccard_within: Real
+    jaccard_across: Real
+
+
+class PatternSummary(Record):
+    """A seed's common-pattern numbers (`artifacts/activations/seed_N/metrics.json`): per layer,
+    per comparison ("<group>_vs_<other>")."""
+
+    FILE: ClassVar[str] = METRICS
+    STAGE: ClassVar[str] = "activations"
+    WHAT: ClassVar[str] = "common-pattern summary"
+
+    seed: int
+    n_images: int
+    common: dict[str, dict[str, GroupContrast]]

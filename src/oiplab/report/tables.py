@@ -1,0 +1,189 @@
+"""The report's tables: each is its column headers beside the cell each column takes from a typed
+result, so the template holds only layout and no header is written twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from oiplab.analysis.patterns import GroupContrast
+from oiplab.analysis.selection import SelectedGroup
+from oiplab.compare.dynamics import SnapshotRecord
+from oiplab.compare.oip_response import TopRates
+from oiplab.compare.summary import Estimate, LayerAnswer
+from oiplab.oip.census import CAUSES, CensusMetrics
+from oiplab.oip.survey import SurveyMetrics
+from oiplab.training import TrainMetrics
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the page: its column headers and its rows of cells (printed by `fmt`)."""
+
+    headers: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def table(columns: Sequence[tuple[str, Callable[[T], Any]]], items: Iterable[T]) -> Table:
+    """One row per item; each column is its header beside the cell it takes from an item."""
+    return Table(tuple(h for h, _ in columns), [tuple(c(x) for _, c in columns) for x in items])
+
+
+def fmt(value: Any) -> str:
+    """How the page prints a table cell."""
+    if isinstance(value, bool) or value is None:
+        return "n/a" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def pct(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.{digits}f}%"
+
+
+def ci(e: Estimate, as_pct: bool = True) -> str:
+    """An estimate with its interval: '62% (55%-70%)' or '0.83 (0.80-0.85)'."""
+    if e.value is None or e.value != e.value:
+        return "n/a"
+    if as_pct:
+        return f"{pct(e.value)} ({pct(e.low)}-{pct(e.high)})"
+    return f"{e.value:.2f} ({e.low:.2f}-{e.high:.2f})"
+
+
+def null(e: Estimate, as_pct: bool = True) -> str:
+    if e.null is None:
+        return "n/a"
+    return pct(e.null) if as_pct else f"{e.null:.2f}"
+
+
+def three(d: dict[str, float]) -> str:
+    """'all / stable (chance)' of a consistency or agreement record."""
+    if not d:
+        return "-"
+    return f"{pct(d.get('all'))} / {pct(d.get('stable'))} (chance {pct(d.get('chance'), 1)})"
+
+
+CAUSE_HEADERS = {
+    "from_noise": "OIP from noise",
+    "from_precursor": "from the precursor",
+    "from_rescue": "from the rescue",
+    "responds_to_digits": "no OIP, responds to digits",
+    "dead_on_data": "dead on data",
+}
+
+ALIGNMENTS = {
+    "naive": "as trained",
+    "activations": "activation matching",
+    "weights": "weight matching",
+}
+
+TRAINING: list[tuple[str, Callable[[TrainMetrics], Any]]] = [
+    ("seed", lambda m: m.seed),
+    ("test accuracy", lambda m: m.test_accuracy),
+    ("test loss", lambda m: m.test_loss),
+    ("train seconds", lambda m: m.train_seconds),
+    ("images/s", lambda m: m.images_per_second),
+]
+
+GROUPS: list[tuple[str, Callable[[SelectedGroup], Any]]] = [
+    ("group", lambda g: g.name),
+    ("kind", lambda g: g.kind),
+    ("test indices", lambda g: ", ".join(map(str, g.indices))),
+    ("scores", lambda g: ", ".join(f"{v:.3f}" for v in g.scores)),
+]
+
+Pattern = tuple[int, str, str, GroupContrast]  # seed, layer, comparison, its numbers
+
+PATTERNS: list[tuple[str, Callable[[Pattern], Any]]] = [
+    ("seed", lambda p: p[0]),
+    ("layer", lambda p: p[1]),
+    ("comparison", lambda p: p[2]),
+    ("common", lambda p: p[3].n_common),
+    ("distinct", lambda p: p[3].n_distinct),
+    ("Jaccard within", lambda p: p[3].jaccard_within),
+    ("Jaccard across", lambda p: p[3].jaccard_across),
+]
+
+SURVEY: list[tuple[str, Callable[[SurveyMetrics], Any]]] = [
+    ("seed", lambda m: m.seed),
+    ("maps", lambda m: m.n_maps),
+    ("with OIP", lambda m: m.n_with_oip),
+    ("silent", lambda m: m.n_silent),
+    ("converged (moving)", lambda m: pct(m.converged_fraction)),
+    ("median steps (moving)", lambda m: m.median_steps_moving),
+    # a mean of ~0 may print as -0
+    ("start mean", lambda m: f"{m.start_mean:.2f}".replace("-0.00", "0.00")),
+    ("start std spread", lambda m: f"{m.start_std_spread:.1e}"),
+    ("seconds", lambda m: m.seconds),
+]
+
+CENSUS: list[tuple[str, Callable[[CensusMetrics], Any]]] = [
+    ("seed", lambda m: m.seed),
+    *((CAUSE_HEADERS[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
+    ("precursor s", lambda m: m.screen_seconds + m.full_seconds),
+    ("rescue s", lambda m: m.rescue_seconds),
+]
+
+ANSWER: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
+    ("layer", lambda a: a.layer),
+    ("partnered (95% CI)", lambda a: ci(a.partnered)),
+    ("untrained", lambda a: null(a.partnered)),
+    ("median matched r (CI)", lambda a: ci(a.matched_r, as_pct=False)),
+    ("untrained", lambda a: null(a.matched_r, as_pct=False)),
+    ("same index / expected", lambda a: f"{a.order.observed} / {a.order.expected:.1f}"),
+    ("p", lambda a: f"{a.order.p_value:.2g}"),
+    ("p untrained", lambda a: f"{a.order_null.p_value:.2g}"),
+    ("CKA (CI)", lambda a: ci(a.cka, as_pct=False)),
+    ("CKA untrained", lambda a: null(a.cka, as_pct=False)),
+]
+
+FIRMNESS: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
+    ("layer", lambda a: a.layer),
+    ("partner threshold r", lambda a: f"{a.threshold:.2f}"),
+    ("stable on both halves of the images (CI)", lambda a: ci(a.stable)),
+    ("dead maps per seed", lambda a: ", ".join(f"{s}: {n}" for s, n in a.dead.items())),
+    ("a->b->c = a->c: all / stable", lambda a: three(a.consistency)),
+    ("weight matching agrees: all / stable", lambda a: three(a.weight_agreement)),
+]
+
+Barrier = tuple[str, str, str, Estimate]  # alignment, image set, measure, its estimate
+
+BARRIERS: list[tuple[str, Callable[[Barrier], Any]]] = [
+    ("alignment", lambda b: ALIGNMENTS.get(b[0], b[0])),
+    ("images and measure", lambda b: f"{b[1]} images, {b[2]}"),
+    ("barrier (CI)", lambda b: ci(b[3], as_pct=False)),
+]
+
+Rates = tuple[str, TopRates]  # which matches, their rates
+
+RATES: list[tuple[str, Callable[[Rates], Any]]] = [
+    ("matches", lambda r: r[0]),
+    ("maps per direction (mean)", lambda r: r[1].n),
+    ("top-1", lambda r: pct(r[1].top1)),
+    ("random partner", lambda r: pct(r[1].top1_random)),
+    ("chance", lambda r: pct(r[1].top1_chance, 1)),
+    ("top-5", lambda r: pct(r[1].top5)),
+    ("random partner", lambda r: pct(r[1].top5_random)),
+    ("chance", lambda r: pct(r[1].top5_chance, 1)),
+]
+
+OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
+    ("layer", lambda r: r.layer),
+    ("epoch", lambda r: f"{r.epoch:.2f}"),
+    ("partnered between seeds", lambda r: pct(r.partnered)),
+    ("untrained", lambda r: pct(r.partnered_null)),
+    (
+        "same index between seeds",
+        lambda r: (
+            f"{r.same_index_observed} / {r.same_index_expected:.1f}, p = {r.same_index_p:.2g}"
+        ),
+    ),
+    ("partnered with own final", lambda r: pct(r.final_partnered)),
+    ("same index as own final", lambda r: pct(r.final_same_index)),
+]
