@@ -52,7 +52,7 @@ def test_every_stage_is_a_module_and_every_module_a_stage() -> None:
 
 
 def test_the_layout_and_the_runs_table_know_only_stages() -> None:
-    from oiplab.runs import KEY_METRIC
+    from oiplab.tracking.query import KEY_METRIC
 
     lay = Layout.of(compose_typed())
     for stage in STAGES:  # every stage has its DVC inputs and outputs

@@ -447,6 +447,7 @@ import os, random, signal, sys, threading
 from mlflow.tracking import MlflowClient
 from oiplab import tracking
 from oiplab.stages import load_params
+from oiplab.stops import StageInterrupted
 
 cfg = load_params(sys.argv[1])
 rng, statuses = random.Random(0), []
@@ -456,11 +457,11 @@ for i in range(int(sys.argv[2])):
         with tracking.stage_run(cfg, "train", seed=100 + i) as run:
             timer.start()
             for step in range(10**6):  # a stage that writes to the store all the time
-                tracking.log_metrics({"loss": 1 / (step + 1), "step": step}, step=step)
-    except tracking.StageInterrupted:
+                run.log_metrics({"loss": 1 / (step + 1), "step": step}, step=step)
+    except StageInterrupted:
         pass
     timer.join()
-    statuses.append(MlflowClient(cfg.tracking.uri).get_run(run.info.run_id).info.status)
+    statuses.append(MlflowClient(cfg.tracking.uri).get_run(run.run_id).info.status)
 print(" ".join(statuses))
 """
 

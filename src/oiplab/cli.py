@@ -63,7 +63,7 @@ def _stage(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from oiplab.runs import default_uri
+    from oiplab.tracking.store import default_uri
 
     uri = default_uri()
     if uri.startswith("http"):
@@ -156,7 +156,7 @@ def _runs_page(uri: str, experiment: str) -> str | None:
 
 
 def _runs(args: argparse.Namespace) -> None:
-    from oiplab.runs import execution_table
+    from oiplab.tracking.query import execution_table
 
     print(execution_table(args.uri, args.experiment, args.study, args.parent))
 

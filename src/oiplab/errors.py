@@ -26,26 +26,3 @@ def missing_input(
         f"{path}: {what} not found (paths are relative to {where}): run {make} in the project "
         "root, the folder holding dvc.yaml" + (f"; {otherwise}" if otherwise else "")
     )
-
-
-class StageInterrupted(BaseException):
-    """SIGTERM or SIGINT arrived while a stage ran (its run is then closed as KILLED)."""
-
-
-class Interrupt:
-    """A stage's stop request (SIGTERM/SIGINT, see `tracking.stage_run`). Its handler raises
-    `StageInterrupted` at once, except inside a write to the store (`held` > 0): an exception
-    raised in the middle of MLflow's SQLAlchemy session leaves its transaction open, the store
-    locked and the run RUNNING, so there the stop waits until the write ends. Python swallows an
-    exception raised inside a finalizer or weakref callback ("Exception ignored in ..."), so the
-    stop is also kept (`pending`) and raised at the next check: the end of a write, the start of
-    an epoch, before an output is moved into place, the end of the stage's work."""
-
-    held = 0
-    pending: str | None = None
-
-
-def raise_if_interrupted() -> None:
-    """Raise `StageInterrupted` if a stop arrived that has not ended the stage yet."""
-    if Interrupt.pending and not Interrupt.held:
-        raise StageInterrupted(f"stopped by {Interrupt.pending}")

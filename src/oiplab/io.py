@@ -24,8 +24,9 @@ from typing import Annotated, Any, ClassVar, Self, TypeVar
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
-from oiplab.errors import OiplabError, missing_input, raise_if_interrupted
+from oiplab.errors import OiplabError, missing_input
 from oiplab.layout import RUN
+from oiplab.stops import raise_if_interrupted
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2

@@ -29,7 +29,7 @@ from oiplab.config import TrainConfig
 from oiplab.io import InputError, Real, Record, atomic_dir, load_npz, to_json
 from oiplab.layout import METRICS, TrainFiles
 from oiplab.model import ModelConfig, build_model, cross_entropy_and_accuracy
-from oiplab.tracking import raise_if_interrupted
+from oiplab.stops import raise_if_interrupted
 
 if TYPE_CHECKING:
     import keras

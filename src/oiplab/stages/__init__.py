@@ -26,11 +26,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
 from oiplab.params import PARAMS_FILE, check_params
+
+if TYPE_CHECKING:
+    from oiplab.tracking import Run
 
 RunFn = Callable[[Config], dict[str, Any]]
 
@@ -62,16 +65,15 @@ def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     return to_typed(raw)
 
 
-def record(folder: Path, metrics: dict[str, Any], artifact_name: str) -> None:
+def record(run: Run, folder: Path, metrics: dict[str, Any], artifact_name: str) -> None:
     """Write a stage's numbers (`METRICS`) and its run's identity (`RUN`) into its staged output
-    folder, then log the numbers and the whole folder to the stage's MLflow run."""
-    from oiplab import tracking
+    folder, then log the numbers and the whole folder to the stage's run."""
     from oiplab.io import to_json
     from oiplab.layout import METRICS, RUN
 
     (folder / METRICS).write_text(to_json(metrics))
-    (folder / RUN).write_text(to_json(tracking.run_record()))
-    tracking.log_results(metrics, folder, artifact_name)
+    (folder / RUN).write_text(to_json(run.record))
+    run.log_results(metrics, folder, artifact_name)
 
 
 OUTPUT_PATHS = ("models", "metrics", "artifacts", "reports", "checkpoints")
@@ -97,7 +99,7 @@ def _fail(exc: BaseException, code: int = 2) -> NoReturn:
 
 
 def _guarded(run: RunFn, cfg: Config) -> None:
-    from oiplab.tracking import StageInterrupted
+    from oiplab.stops import StageInterrupted
 
     try:
         run(preflight(cfg))

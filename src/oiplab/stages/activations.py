@@ -27,7 +27,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Dump, draw and compare the selected images' layer outputs for seed `cfg.train.seed`."""
     lay, a, seed = Layout.of(cfg), cfg.activations, cfg.train.seed
-    with tracking.stage_run(cfg, "activations", seed=seed):
+    with tracking.stage_run(cfg, "activations", seed=seed) as run:
         selection = Selection.load_from(lay.selection())
         data = load_prepared(lay.prepared)
         model = load_model(lay.model_file(seed))
@@ -48,7 +48,7 @@ def run(cfg: Config) -> dict[str, Any]:
             np.savez(folder / ActivationsFiles.dump, **dump)
             images01 = data.standardization.invert(images[..., 0])
             save_activation_figures(folder, seed, images01, outputs, rows, data.y_test, patterns, a)
-            record(folder, metrics, "activations")
+            record(run, folder, metrics, "activations")
     for layer, by_cmp in patterns[0].items():
         for cmp, r in by_cmp.items():
             print(

@@ -32,7 +32,7 @@ from oiplab.training import Trajectory
 def run(cfg: Config) -> dict[str, Any]:
     """Compare the seeds' networks at every snapshot of their training."""
     lay, a, c = Layout.of(cfg), cfg.alignment, cfg.compare
-    with tracking.stage_run(cfg, "alignment"):
+    with tracking.stage_run(cfg, "alignment") as run:
         data = load_prepared(lay.prepared)
         paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
@@ -55,7 +55,7 @@ def run(cfg: Config) -> dict[str, Any]:
             for layer in a.layers:
                 fig = alignment_figure(layer, records, per_epoch)
                 save_figure(fig, folder / AlignmentFiles.figure(layer), dpi=90)
-            record(folder, {"snapshots": len(steps)}, "alignment")
+            record(run, folder, {"snapshots": len(steps)}, "alignment")
     return {"snapshots": len(steps), "records": len(records)}
 
 

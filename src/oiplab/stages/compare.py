@@ -26,7 +26,7 @@ PLOTS = ("learning_curves", "answer")
 def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
-    with tracking.stage_run(cfg, "compare"):
+    with tracking.stage_run(cfg, "compare") as run:
         data = load_prepared(lay.prepared)
         if len(data.y_test) < c.probe_images + c.eval_images:
             raise ConfigError(
@@ -57,9 +57,9 @@ def run(cfg: Config) -> dict[str, Any]:
             headline_file.write_text(to_json(headline))
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
-            tracking.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
-            tracking.describe(result.verdict)
-            record(folder, headline, "compare")
+            run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
+            run.describe(result.verdict)
+            record(run, folder, headline, "compare")
     print(f"[compare] verdict: {result.verdict}", flush=True)
     return headline
 

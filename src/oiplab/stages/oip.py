@@ -22,7 +22,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Ascend every (map, start) of `cfg.oip.layer` for seed `cfg.train.seed` in one batch."""
     lay, o, seed = Layout.of(cfg), cfg.oip, cfg.train.seed
-    with tracking.stage_run(cfg, "oip", seed=seed):
+    with tracking.stage_run(cfg, "oip", seed=seed) as run:
         model = load_model(lay.model_file(seed))
         data = load_prepared(lay.prepared)
         starts = starts_for(o, data.standardization, load_image_target(lay.prepared), data.x_test)
@@ -34,7 +34,7 @@ def run(cfg: Config) -> dict[str, Any]:
         with staged(lay.oip_dir(seed)) as (folder,):
             found.save(folder / OipFiles.arrays)
             save_survey_figures(folder, found, seed, o)
-            record(folder, metrics, "oip")
+            record(run, folder, metrics, "oip")
     print(
         f"[oip] seed {seed}: {metrics['n_with_oip']} of {metrics['n_maps']} maps gave an OIP, "
         f"{metrics['n_silent']} silent from every start ({metrics['seconds']:.1f} s)"

@@ -34,7 +34,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Feed each seed's OIPs into every other seed; draw the first pair's galleries side by side."""
     lay, layer, seeds = Layout.of(cfg), cfg.oip.layer, list(cfg.seeds)
-    with tracking.stage_run(cfg, "oip_compare"):
+    with tracking.stage_run(cfg, "oip_compare") as run:
         if layer not in cfg.compare.layers:
             raise ConfigError(f"config key 'oip.layer': {layer} must be in compare.layers")
         details = MatchedPairs.load(lay.compare_dir())
@@ -62,7 +62,7 @@ def run(cfg: Config) -> dict[str, Any]:
             save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
             (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
             summary = ResponseSummary.model_validate(result["summary"])
-            record(folder, summary.data(), "oip_compare")
+            record(run, folder, summary.data(), "oip_compare")
     s = result["summary"].get("all", {})
     if s:
         print(

@@ -28,7 +28,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Search the coarse candidates, rescue what is left, and give every map its cause."""
     lay, o, p, seed = Layout.of(cfg), cfg.oip, cfg.precursor, cfg.train.seed
-    with tracking.stage_run(cfg, "precursor", seed=seed):
+    with tracking.stage_run(cfg, "precursor", seed=seed) as run:
         noise = load_outcome(lay.oip_dir(seed) / OipFiles.arrays)
         layer_shape = layer_shapes(cfg.model)[o.layer]
         maps = target_maps(p.target, p.maps, noise, layer_shape[2])
@@ -64,7 +64,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 rescue_images=saved.images, rescue_loss=saved.loss,
             )  # fmt: skip
             save_precursor_figures(folder, found, saved, seed, o.layer)
-            record(folder, metrics, "precursor")
+            record(run, folder, metrics, "precursor")
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"[precursor] seed {seed}: {shown}")
     return metrics

@@ -19,7 +19,7 @@ from oiplab.stages import stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Produce the prepared folder (train.npz, test.npz, meta.json); return its metadata."""
     lay, d = Layout.of(cfg), cfg.data
-    with tracking.stage_run(cfg, "prepare"):
+    with tracking.stage_run(cfg, "prepare") as run:
         raw, digests, class_names, checked = read_dataset(d, cfg.model.n_classes)
         print(
             f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
@@ -29,16 +29,16 @@ def run(cfg: Config) -> dict[str, Any]:
         with staged(lay.prepared) as (folder,):
             meta = save_prepared(folder, d.name, raw, digests, class_names)
             stats = meta.standardization
-            tracking.log_results(
+            run.log_results(
                 {"n_train": meta.n_train, "n_test": meta.n_test}
                 | {"pixel_mean": stats.mean, "pixel_std": stats.std}
             )
-            tracking.log_json(meta.data(), f"prepared/{PreparedFiles.meta}")
+            run.log_json(meta.data(), f"prepared/{PreparedFiles.meta}")
             for split, x, y in (
                 ("train", raw.x_train, raw.y_train),
                 ("test", raw.x_test, raw.y_test),
             ):
-                tracking.log_dataset(x, y, f"{d.name}-{split}", digests[split], raw.origin, split)
+                run.log_dataset((x, y), f"{d.name}-{split}", digests[split], raw.origin, split)
     print(f"[prepare] wrote {lay.prepared} (mean {stats.mean:.4f}, std {stats.std:.4f})")
     return meta.data()
 

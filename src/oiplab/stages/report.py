@@ -30,7 +30,7 @@ ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
 def run(cfg: Config) -> dict[str, Any]:
     """Write the report page from the outputs of every earlier stage."""
     lay = Layout.of(cfg)
-    with tracking.stage_run(cfg, "report"), tempfile.TemporaryDirectory() as scratch:
+    with tracking.stage_run(cfg, "report") as run, tempfile.TemporaryDirectory() as scratch:
         uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
         histories = {s: History.load(lay.model_dir(s)).curves for s in cfg.seeds}
         census = {s: CensusMetrics.load(lay.precursor_dir(s)).counts() for s in cfg.seeds}
@@ -43,7 +43,7 @@ def run(cfg: Config) -> dict[str, Any]:
         html = render(page.context(cfg, lay, links, provenance, curves, counts, splits))
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")
-            tracking.log_text(html, f"report/{lay.report().name}")
+            run.log_text(html, f"report/{lay.report().name}")
     size = lay.report().stat().st_size
     print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
     return {"path": str(lay.report()), "bytes": size}

@@ -20,7 +20,7 @@ from oiplab.stages import stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Write the selection file: each group's test indices, scores and per-seed predictions."""
     lay = Layout.of(cfg)
-    with tracking.stage_run(cfg, "select_images"):
+    with tracking.stage_run(cfg, "select_images") as run:
         data = load_prepared(lay.prepared)
         models = [load_model(lay.model_file(s)) for s in cfg.seeds]
         logits = seed_logits(models, data.x_test, cfg.train.eval_batch_size)
@@ -28,7 +28,7 @@ def run(cfg: Config) -> dict[str, Any]:
         selection = Selection.model_validate({"seeds": list(cfg.seeds), "groups": groups})
         with staged(lay.selection()) as (tmp,):
             selection.save_to(tmp)
-            tracking.log_json(selection.data(), lay.selection().name)
+            run.log_json(selection.data(), lay.selection().name)
     for g in groups:
         print(f"[select_images] {g['name']}: test images {g['indices']}", flush=True)
     return selection.data()

@@ -22,27 +22,30 @@ from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fin
 def run(cfg: Config) -> dict[str, Any]:
     """Train seed `cfg.train.seed`; write its model folder and metrics file."""
     lay, seed = Layout.of(cfg), cfg.train.seed
-    with tracking.stage_run(cfg, "train", seed=seed) as run_:
+    with tracking.stage_run(cfg, "train", seed=seed) as run:
         data = load_prepared(lay.prepared)
         fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)
-        callbacks = [tracking.epoch_logger()] if run_ is not None else []
-        saving = Checkpointing(checkpoint, fingerprint, run_.info.run_id if run_ else None)
+        callbacks = [run.epoch_logger()] if run.enabled else []
+        saving = Checkpointing(checkpoint, fingerprint, run.run_id)
         result = train(data, cfg.model, cfg.train, saving, callbacks)
         if result.resumed_from is not None:
-            tracking.continue_from(result.resumed_from)
-        tracking.log_dataset(
-            data.x_train, data.y_train, f"{data.name}-train", data.meta.sha256["train"],
-            str(lay.prepared), "training",
-        )  # fmt: skip
+            run.continue_from(result.resumed_from)
+        run.log_dataset(
+            (data.x_train, data.y_train),
+            f"{data.name}-train",
+            data.meta.sha256["train"],
+            str(lay.prepared),
+            "training",
+        )
         out = lay.model_dir(seed)
         with staged(out) as (folder,):
             result.model.save(folder / TrainFiles.model)
             result.trajectory.save(folder / TrainFiles.trajectory)
             History(curves=result.history).save(folder)
             save_training_figures(folder, result, data.class_names)
-            tracking.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
-            record(folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
+            run.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
+            record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
     print(

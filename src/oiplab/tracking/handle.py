@@ -1,0 +1,215 @@
+"""The run handle a stage logs through: `Run` records nothing (tracking off), `TrackedRun` records
+into the stage's MLflow run. Whether a run is tracked is decided once, when the stage's run opens
+(`runs.stage_run`), not at every write; every write to the store is held against stop signals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oiplab.io import to_json
+from oiplab.stops import holding
+from oiplab.tracking.identity import TAG_PREFIX, flatten
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    from mlflow import ActiveRun
+
+
+class Run:
+    """A stage's run handle. This base is the disabled run (`tracking.enabled=false`): every
+    method records nothing. `TrackedRun` records into the MLflow run the stage opened."""
+
+    enabled = False
+    run_id: str | None = None
+    experiment_id: str | None = None
+
+    @property
+    def record(self) -> dict[str, str]:
+        """The run's identity, for a stage's outputs (the report links exactly this run)."""
+        return {}
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log the numeric values of `metrics` (not NaN, not booleans)."""
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log every file of `folder`, under `artifact_path`."""
+
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        """Log `data` as a JSON artifact named `artifact_file`."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Log `text` as an artifact named `artifact_file`."""
+
+    def describe(self, text: str) -> None:
+        """Set the run's description (shown at the top of its page in the UI)."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set tags on the run."""
+
+    def log_dataset(
+        self,
+        arrays: tuple[np.ndarray, np.ndarray],
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+    ) -> None:
+        """Record a data split, its images and labels `arrays`, as an input of the run (MLflow
+        datasets), with its sha256 `digest`."""
+
+    def log_keras_model(
+        self, model: keras.Model, example: np.ndarray, registered_name: str | None
+    ) -> None:
+        """Log a trained model as an MLflow Keras model with its signature; register it as
+        `registered_name` when the store has a model registry (not on plain file stores)."""
+
+    def continue_from(self, state: dict[str, Any]) -> None:
+        """On a resumed training: close the killed job's run as KILLED, and give this run the
+        epochs that job completed, so its learning curve is whole."""
+
+    def log_results(
+        self, metrics: dict[str, Any], folder: Path | None = None, name: str | None = None
+    ) -> None:
+        """Log a stage's numbers (nested dicts flattened) and, if given, its output folder."""
+        self.log_metrics({k: v for k, v in flatten(metrics).items() if k != "seed"})
+        if folder is not None:
+            self.log_artifacts(folder, name)
+
+    def epoch_logger(self) -> keras.callbacks.Callback:
+        """A Keras callback that logs each epoch's metrics to this run."""
+        import keras
+
+        log_metrics = self.log_metrics
+
+        class EpochLogger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                log_metrics(logs or {}, step=epoch + 1)
+
+        return EpochLogger()
+
+
+class TrackedRun(Run):
+    """The handle of an MLflow run that MLflow's fluent API has active (the stage's run); every
+    write is held against stop signals."""
+
+    enabled = True
+
+    def __init__(self, active: ActiveRun) -> None:
+        self._info = active.info
+        self.run_id = active.info.run_id
+        self.experiment_id = active.info.experiment_id
+
+    @property
+    def record(self) -> dict[str, str]:
+        return {"run_id": self._info.run_id, "experiment_id": self._info.experiment_id}
+
+    @holding
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        import mlflow
+
+        clean = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # no NaN
+        }
+        mlflow.log_metrics(clean, step=step)
+
+    @holding
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+    @holding
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(json.loads(to_json(data)), artifact_file)
+
+    @holding
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file)
+
+    @holding
+    def describe(self, text: str) -> None:
+        import mlflow
+
+        mlflow.set_tag("mlflow.note.content", text)
+
+    @holding
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(tags)
+
+    @holding
+    def log_dataset(
+        self,
+        arrays: tuple[np.ndarray, np.ndarray],
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+    ) -> None:
+        import warnings
+
+        import mlflow
+
+        x, y = arrays
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+            warnings.simplefilter("ignore", UserWarning)
+            from mlflow.data.numpy_dataset import from_numpy
+
+            dataset = from_numpy(x, source=source, targets=y, name=name, digest=digest[:16])
+        mlflow.log_input(dataset, context=context)
+
+    @holding
+    def log_keras_model(
+        self, model: keras.Model, example: np.ndarray, registered_name: str | None
+    ) -> None:
+        import mlflow
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        from oiplab.backend import versions
+
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        known = versions()
+        requirements = [f"keras=={known['keras']}"] + [
+            f"{dist}=={known[dist]}"
+            for dist in ("tensorflow-cpu", "tensorflow", "jax")
+            if dist in known
+        ]
+        uri = mlflow.get_tracking_uri()
+        registry = registered_name if not uri.startswith(("file:", "/")) else None
+        mlflow.keras.log_model(
+            model,
+            name="keras_model",
+            signature=signature,
+            pip_requirements=requirements,
+            registered_model_name=registry,
+        )
+
+    @holding
+    def continue_from(self, state: dict[str, Any]) -> None:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        previous = state.get("run_id")
+        if previous and previous != self.run_id:
+            client = MlflowClient()
+            try:
+                if client.get_run(previous).info.status == "RUNNING":
+                    client.set_terminated(previous, status="KILLED")
+            except MlflowException:
+                pass  # the killed job logged to another store: nothing to close here
+            mlflow.set_tag(TAG_PREFIX + "resumed_from_run", previous)
+        for key, values in state["history"].items():
+            for epoch, value in enumerate(values[: state["epochs_done"]], start=1):
+                self.log_metrics({key: value}, step=epoch)

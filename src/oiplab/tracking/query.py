@@ -1,0 +1,116 @@
+"""What the report and `oiplab runs` ask of the store: the newest comparison of a study, and the
+runs of one pipeline execution (or sweep)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any
+
+from oiplab.config import Config
+from oiplab.errors import OiplabError
+from oiplab.layout import CompareFiles
+from oiplab.tracking.store import check_server, default_uri, tracking_uri, use_uri
+
+COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
+# The number worth a column for each stage (others are in the MLflow UI).
+KEY_METRIC = {
+    "prepare": "n_train",
+    "train": "test_accuracy",
+    "activations": "n_images",
+    "oip": "n_with_oip",
+    "precursor": "from_precursor",
+    "compare": "accuracy.mean",
+    "alignment": "snapshots",
+    "oip_compare": "all.top1",
+}
+
+
+def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
+    """The answer of the newest finished `compare` run of `study` on this data set, from the
+    store: {"run_id", "experiment_id", "headline"}; None when there is none (or tracking is
+    off)."""
+    if not cfg.tracking.enabled:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        return None
+    query = (
+        f"tags.`oiplab.stage` = 'compare' and tags.`oiplab.study` = '{study}' and "
+        f"tags.`oiplab.dataset` = '{cfg.data.name}' and attributes.status = 'FINISHED'"
+    )
+    found = client.search_runs(
+        [experiment.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not found:
+        return None
+    run = found[0]
+    artifact = f"{COMPARE_ARTIFACTS}/{CompareFiles.headline}"
+    path = client.download_artifacts(run.info.run_id, artifact, tempfile.mkdtemp())
+    with open(path, encoding="utf-8") as fh:
+        headline = json.load(fh)
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "headline": headline,
+    }
+
+
+def execution_table(
+    uri: str | None, experiment: str, study: str | None = None, parent: str | None = None
+) -> str:
+    """A text table of the latest execution's runs (or of parent run `parent`)."""
+    import mlflow
+
+    uri = uri or default_uri()
+    check_server(uri)
+    use_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        raise OiplabError(f"{uri}: no experiment named {experiment!r} (nothing logged yet?)")
+    ids = [found.experiment_id]
+    if parent is None:
+        parent = _latest_parent(uri, ids, study)
+    head = mlflow.get_run(parent)
+    runs = mlflow.search_runs(
+        ids, f"tags.`mlflow.parentRunId` = '{parent}'", order_by=["attributes.start_time ASC"]
+    )
+    lines = [
+        f"{head.data.tags.get('mlflow.runName', parent)}  [{head.info.status}]  run {parent}",
+        f"{'stage':<12} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
+    ]
+    for _, run in runs.iterrows():
+        stage = run.get("tags.oiplab.stage") or "?"
+        seed = run.get("tags.oiplab.seed")
+        seed = seed if isinstance(seed, str) else ""  # pandas gives NaN for a missing tag
+        seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
+        key = KEY_METRIC.get(stage, "")
+        value = run.get(f"metrics.{key}")
+        shown = ""
+        if value is not None and value == value:  # NaN: the stage logged no such metric
+            shown = f"{key} = {int(value):,}" if value.is_integer() else f"{key} = {value:.4g}"
+        lines.append(
+            f"{stage:<12} {seed:>4} {run['status']:<9} "
+            f"{'' if seconds is None else f'{seconds:8.1f}':>8}  {shown}"
+        )
+    return "\n".join(lines)
+
+
+def _latest_parent(uri: str, experiment_ids: list[str], study: str | None) -> str:
+    """The parent run of the newest pipeline execution (of `study`, if given)."""
+    import mlflow
+
+    query = "tags.`oiplab.stage` = 'pipeline'"
+    if study:
+        query += f" and tags.`oiplab.study` = '{study}'"
+    parents = mlflow.search_runs(
+        experiment_ids, query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if parents.empty:
+        raise OiplabError(
+            f"{uri}: no pipeline execution recorded" + (f" for {study}" if study else "")
+        )
+    return parents.iloc[0]["run_id"]

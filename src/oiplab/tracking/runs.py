@@ -1,0 +1,161 @@
+"""MLflow runs: one parent run per pipeline execution (a `dvc repro`, one queued or temporary DVC
+experiment, one Hydra sweep), one nested run per stage execution.
+
+A stage's run is opened before its work (so its duration is the stage's, and a crash, SIGTERM or
+SIGINT ends it FAILED or KILLED with the reason) and probes the store first; the stage gets its
+handle (`Run`). Opening and closing the run are held against stop signals (`oiplab.stops`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oiplab.config import Config
+from oiplab.stops import STOP, StageInterrupted, held, raise_if_interrupted, signals_raise
+from oiplab.tracking.handle import Run, TrackedRun
+from oiplab.tracking.identity import TAG_PREFIX, execution, flatten, prefixed, run_tags, shared_tags
+from oiplab.tracking.store import (
+    bound_http_waits,
+    check_server,
+    store_error,
+    store_failed,
+    store_lock,
+    tracking_uri,
+    use_uri,
+)
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+__all__ = ["Run", "TrackedRun", "stage_run"]
+
+
+def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, creating it so that the UI opens on its runs table and, for the
+    embedded store, artifacts go to the project's `mlruns/` (never to a temporary workspace)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+    experiment_id = client.create_experiment(name, artifact_location=location)
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    client.set_experiment_tag(
+        experiment_id,
+        "mlflow.note.content",
+        "oiplab: do two trainings of the same CNN learn the same filters, in the same order? "
+        "One parent run per pipeline execution, its stages nested under it.",
+    )
+    return experiment_id
+
+
+def _parent_run(client: MlflowClient, experiment_id: str, cfg: Config, key: str, name: str) -> str:
+    """The parent run of execution `key` (created by its first stage), marked RUNNING."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`oiplab.execution` = '{key}'", max_results=1
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    tags = {"mlflow.runName": f"{cfg.study}: {name}"}
+    tags |= prefixed({"execution": key, "stage": "pipeline"}) | shared_tags(cfg)
+    return client.create_run(experiment_id, tags=tags).info.run_id
+
+
+def _close_parent(client: MlflowClient, parent: str) -> None:
+    """End the parent run when none of its stages runs: FAILED if any of them failed."""
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+        max_results=5000,
+    )
+    statuses = {c.info.status for c in children}
+    if "RUNNING" in statuses:
+        return
+    bad = statuses & {"FAILED", "KILLED"}
+    client.set_terminated(parent, status="FAILED" if bad else "FINISHED")
+
+
+@contextmanager
+def stage_run(cfg: Config, stage: str, seed: int | None = None) -> Iterator[Run]:
+    """Open the stage's MLflow run before its work (nested under the execution's parent run) and
+    close it FINISHED, or FAILED/KILLED with the reason. Yields the run's handle: a disabled one
+    when `tracking.enabled` is false (then only the signal handling applies)."""
+    with signals_raise():  # from before the run is opened until after it is closed
+        if not cfg.tracking.enabled:
+            yield Run()
+            raise_if_interrupted()  # a stop whose exception was swallowed on the way
+            return
+        with held(check=False):
+            client, run, parent = _open(cfg, stage, seed)
+        status = "FAILED"
+        failure: BaseException | None = None
+        try:
+            raise_if_interrupted()  # a stop while the run was being opened
+            yield run
+            raise_if_interrupted()
+            status = "FINISHED"
+        except StageInterrupted as exc:
+            status, failure = "KILLED", exc
+            raise
+        except BaseException as exc:
+            failure = exc
+            if STOP.pending:  # stopped while the work failed: the stop is the news
+                status = "KILLED"
+            if store_failed(exc):
+                raise store_error(exc, tracking_uri(cfg)) from exc
+            raise
+        finally:
+            with held():
+                _close(client, status, failure, parent)
+
+
+def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run, str | None]:
+    """Start the stage's run under its execution's parent run, with the resolved config as its
+    parameters: (client, the run's handle, parent id)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from oiplab.backend import versions
+
+    uri = tracking_uri(cfg)
+    bound_http_waits(uri)
+    check_server(uri)
+    use_uri(uri)
+    name = stage if seed is None else f"{stage}-seed{seed}"
+    tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
+    try:
+        with store_lock(uri):  # the first client of a new sqlite store creates its tables
+            client = MlflowClient(uri)
+            experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
+            found = execution()
+            parent = _parent_run(client, experiment_id, cfg, *found) if found else None
+        mlflow.set_experiment(experiment_id=experiment_id)
+        run = mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent)
+        mlflow.log_params(flatten(cfg.model_dump()))
+    except Exception as exc:
+        raise store_error(exc, uri) from exc
+    return client, TrackedRun(run), parent
+
+
+def _close(
+    client: MlflowClient, status: str, failure: BaseException | None, parent: str | None
+) -> None:
+    """End the stage's run (noting why it failed) and, when it was the last, its parent; a
+    store that no longer answers must not hide the stage's own error, so this never raises."""
+    import mlflow
+
+    try:
+        if failure is not None:
+            message = f"{type(failure).__name__}: {failure}".splitlines()[0][:500]
+            mlflow.set_tags({TAG_PREFIX + "error": message, "mlflow.note.content": message})
+        mlflow.end_run(status)
+        if parent is not None:
+            _close_parent(client, parent)
+    except Exception as exc:  # the store itself may be what failed
+        print(f"warning: could not close the MLflow run ({str(exc).splitlines()[0][:200]})")
