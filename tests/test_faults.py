@@ -349,6 +349,91 @@ def test_a_full_disk_is_reported_and_leaves_the_old_output(tmp_path, monkeypatch
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
+def _compare_outputs(root: Path) -> list[Path]:
+    """`compare`'s three outputs (a folder, two files), each holding `old`."""
+    (root / "artifacts/compare").mkdir(parents=True)
+    (root / "artifacts/compare/table.json").write_text("old")
+    (root / "metrics").mkdir()
+    for name in ("answer.json", "headline.json"):
+        (root / "metrics" / name).write_text("old")
+    return [
+        root / "artifacts/compare",
+        root / "metrics/answer.json",
+        root / "metrics/headline.json",
+    ]
+
+
+def _write_new(temps: list[Path]) -> None:
+    (temps[0] / "table.json").write_text("new")
+    temps[1].write_text("new")
+    temps[2].write_text("new")
+
+
+def _contents(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "error"])
+def test_a_stop_between_two_final_moves_keeps_every_old_output(tmp_path, monkeypatch, how):
+    """A SIGTERM (really sent) or a failure after the first of three outputs was moved in:
+    the first is swapped back, so all three stay old, and no temporary is left."""
+    from oiplab import io, stops
+
+    targets = _compare_outputs(tmp_path)
+    before = _contents(tmp_path)
+    moved: list[str] = []
+
+    def between(target: Path) -> None:
+        moved.append(target.name)
+        if len(moved) == 1:
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)  # held: it waits for the sequence
+            else:
+                raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(io, "after_each_swap", between)
+    expected = stops.StageInterrupted if how == "SIGTERM" else OSError
+    with stops.signals_raise(), pytest.raises(expected), io.staged(*targets) as temps:
+        _write_new(temps)
+    assert moved == (
+        ["compare", "answer.json", "headline.json"] if how == "SIGTERM" else ["compare"]
+    )
+    assert _contents(tmp_path) == before  # every old output in place, no temporary left
+    monkeypatch.setattr(io, "after_each_swap", None)
+    with io.staged(*targets) as temps:  # and the next write goes through whole
+        _write_new(temps)
+    assert set(_contents(tmp_path).values()) == {"new"}
+
+
+def test_a_symlinked_output_folder_is_followed_and_nothing_is_left(tmp_path):
+    """`artifacts/compare` a link to a folder on another disk: the link stays a link, the new
+    version lands where it points, and no temporary (nor the link) is left behind."""
+    from oiplab.io import remove_stale_temporaries, staged
+
+    elsewhere = tmp_path / "disk2" / "compare"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "table.json").write_text("old")
+    (tmp_path / "artifacts").mkdir()
+    link = tmp_path / "artifacts" / "compare"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with staged(link) as (folder,):
+        (folder / "table.json").write_text("new")
+    assert link.is_symlink() and (link / "table.json").read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["compare"]
+    assert sorted(p.name for p in (tmp_path / "disk2").iterdir()) == ["compare"]
+    # a link left as a temporary by a dead writer (older versions did) is removed, not followed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / "artifacts" / f".compare.{dead}-deadbeef.tmp").symlink_to(elsewhere)
+    remove_stale_temporaries(link)
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["compare"]
+    assert (elsewhere / "table.json").read_text() == "new"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
     folder = tmp_path / "ro"
