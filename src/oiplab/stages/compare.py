@@ -27,7 +27,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
     with tracking.stage_run(cfg, "compare") as run:
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         if len(data.y_test) < c.probe_images + c.eval_images:
             raise ConfigError(
                 f"config key 'compare.eval_images': probe + evaluation images "

@@ -46,7 +46,7 @@ def run(cfg: Config) -> dict[str, Any]:
             for s in seeds
         }
         models = {s: load_model(lay.model_file(s)) for s in seeds}
-        probe = load_prepared(lay.prepared).x_test[: cfg.compare.probe_images]
+        probe = load_prepared(lay.prepared, cfg.data).x_test[: cfg.compare.probe_images]
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
         result = compare_oips(models, layer, oips, typical, pairs, cfg.compare.bootstrap_seed)
         a, b = seeds[0], seeds[1]
