@@ -136,6 +136,23 @@ def _with_conf(folder: Path) -> None:
     shutil.copytree(REPO_ROOT / "conf", folder / "conf")
 
 
+def _experiment_dropped_overrides(folder: Path) -> dict:
+    """What a queued `dvc exp run -S train.epochs=1` made of a workspace whose params.yaml was
+    generated with `experiment=smoke`: DVC recomposed conf/ (the default study) in its temporary
+    copy; the workspace (DVC_ROOT) still records the smoke overrides."""
+    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
+    workspace = folder.parent / f"{folder.name}-workspace"
+    shutil.copytree(REPO_ROOT / "conf", workspace / "conf")
+    subprocess.run(
+        [sys.executable, "-m", "oiplab.params", "experiment=smoke"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+    )
+    (folder / "params.yaml").write_text(OmegaConf.to_yaml(compose(["train.epochs=1"], folder)))
+    return {"DVC_EXP_NAME": "queued-exp", "DVC_ROOT": str(workspace)}
+
+
 # (id, how to break the copy, the command, the text the one-line error must contain)
 CASES = [
     ("epochs negative", None, ("train", "train.epochs=-1"), "'train.epochs'"),
@@ -255,6 +272,24 @@ CASES = [
         ("prepare",),
         "unreachable",
     ),
+    (
+        "prepared data of another data set",
+        lambda f: _edit_params(f, lambda r: r["data"].update(name="fashion_mnist")),
+        ("train", "train.seed=0"),
+        "data/prepared: prepared data of another config (data.name is 'fashion_mnist'",
+    ),
+    (
+        "prepared data of another size",
+        lambda f: _edit_params(f, lambda r: r["data"].update(n_train=300)),
+        ("oip", "train.seed=0"),
+        "data.n_train is 300 but it holds 200",
+    ),
+    (
+        "dvc exp run dropped the recorded overrides",
+        _experiment_dropped_overrides,
+        ("prepare",),
+        "`dvc exp run -S experiment=smoke ...`",
+    ),
     ("unknown experiment", _with_conf, ("experiment=smok",), "Could not find 'experiment/smok'"),
     ("ambiguous list override", _with_conf, ("seeds=0,1",), "Ambiguous value"),
     ("params value checked before writing", _with_conf, ("train.epochs=abc",), "'train.epochs'"),
@@ -285,6 +320,8 @@ def _case(study: Path, root: Path, case) -> dict:
     env = {}
     if name == "tracking server unreachable":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{_closed_port()}"
+    if isinstance(held, dict):  # the case runs in an environment of its own
+        env |= held
     started = time.time()
     if name in PARAMS_CASES:
         proc = _cli(folder, *args, module="oiplab.params")
@@ -443,6 +480,31 @@ def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
     assert (
         proc.returncode == 2 and "'paths.models'" in proc.stderr and "not writable" in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("train", "train.epochs=-1"), "'train.epochs'"),  # the params do not validate
+        (
+            ("oip", "train.seed=0", "paths.artifacts=models/seed_0/model.keras/x"),
+            "'paths.artifacts'",
+        ),
+    ],
+    ids=["config", "preflight"],
+)
+def test_a_stage_failing_before_its_run_opens_leaves_a_failed_run(study, tmp_path, args, error):
+    """A failed queued experiment must be seen in MLflow: a stage that fails before its run
+    opens (bad parameters, an unwritable output) records a FAILED run with the reason."""
+    folder = tmp_path / "early"
+    shutil.copytree(study, folder)
+    proc = _cli(folder, *args)
+    assert proc.returncode == 2 and error in proc.stderr, proc.stderr[-800:]
+    client, runs = _runs(folder, args[0])
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1, [r.info.status for r in runs]
+    assert error in failed[0].data.tags["oiplab.error"]
+    assert failed[0].data.params["train.seed"] == "0"
 
 
 def test_each_seed_stops_at_a_seed_without_a_model_and_keeps_what_it_finished(study, tmp_path):
@@ -626,3 +688,52 @@ def test_a_tracking_server_dying_mid_stage_gives_a_clear_error_within_seconds(st
     assert stderr.strip().splitlines()[-1].startswith("error: MLflow store http"), stderr[-1500:]
     assert seconds < 45
     assert not (folder / "models" / "seed_4").exists()  # outputs untouched: only a checkpoint
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_every_job_and_reports_the_failed_one(study, tmp_path):
+    """`train.batch_size=64,0,64`: job 1 fails, job 2 still runs; the sweep ends with one line
+    per failed job, exit 2, its parent run FAILED with the count, and no registered model."""
+    folder = tmp_path / "sweep"
+    shutil.copytree(study, folder)
+    _with_conf(folder)
+    proc = _cli(
+        folder,
+        "-m", *SMOKE, "paths.prepared=data/prepared", "train.batch_size=64,0,64",
+        "hydra.sweep.dir=multirun/bs",
+        module="oiplab.stages.train",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    tail = proc.stderr.strip().splitlines()[-2:]
+    assert tail[0] == "error: 1 of 3 sweep jobs failed:", proc.stderr[-2000:]
+    assert tail[1].startswith("  job 1 (") and "train.batch_size=0): config key" in tail[1]
+    assert sorted(p.parts[-3] for p in (folder / "multirun/bs").glob("*/models/seed_0")) == [
+        "0",
+        "2",
+    ]
+    client, runs = _runs(folder, "train")
+    parent = client.get_run(next(r for r in runs if r.info.status == "FAILED").data.tags[
+        "mlflow.parentRunId"
+    ])  # fmt: skip
+    assert parent.info.status == "FAILED" and parent.data.tags["oiplab.failed_runs"] == "1"
+    in_sweep = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(r.info.status for r in in_sweep) == ["FAILED", "FINISHED", "FINISHED"]
+    names = {m.name for m in client.search_registered_models()}
+    assert names == {"oiplab-synthetic-smoke-cnn"}  # the study's two seeds; none from the sweep
+
+
+def test_a_sweep_on_prepared_data_of_another_config_is_refused(study, tmp_path):
+    """`-m experiment=smoke` (600 training images) on the study's prepared data (200): each
+    job refuses it, as one on the pipeline's prepared MNIST would."""
+    folder = tmp_path / "other"
+    shutil.copytree(study, folder)
+    _with_conf(folder)
+    proc = _cli(
+        folder, "-m", "experiment=smoke", "train.seed=0,1", "hydra.sweep.dir=multirun/x",
+        module="oiplab.stages.train",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("  job ")]
+    assert len(lines) == 2 and all("data.n_train is 600 but it holds 200" in ln for ln in lines)

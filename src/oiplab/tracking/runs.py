@@ -91,7 +91,8 @@ def _close_parent(client: MlflowClient, parent: str) -> None:
     if "RUNNING" in statuses:
         return
     bad = sum(s in ("FAILED", "KILLED") for s in statuses)
-    client.set_tag(parent, FAILED_RUNS, str(bad))
+    if bad:
+        client.set_tag(parent, FAILED_RUNS, str(bad))
     client.set_terminated(parent, status="FAILED" if bad else "FINISHED")
 
 
@@ -187,7 +188,8 @@ def record_failure(tree: Mapping[str, Any] | None, stage: str, failure: BaseExce
     (its parameters did not load or validate, an output folder cannot be written), so that a
     failed queued experiment or sweep job is seen in MLflow too. `tree`: the parameters as far
     as they were read (their `tracking` section says where to record). Nothing is recorded when
-    tracking is off or the store is what failed; this never raises."""
+    tracking is off, the store is what failed, or the embedded store does not exist yet; this
+    never raises."""
     section = (tree or {}).get("tracking")
     try:
         settings = TrackingConfig.model_validate(section)
@@ -196,6 +198,8 @@ def record_failure(tree: Mapping[str, Any] | None, stage: str, failure: BaseExce
     if not settings.enabled or isinstance(failure, TrackingError) or store_failed(failure):
         return
     uri = resolve_uri(settings.uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return  # no store yet: a failure does not create one (in whatever folder this ran)
     try:
         bound_http_waits(uri)
         check_server(uri)
