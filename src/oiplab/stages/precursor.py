@@ -60,9 +60,12 @@ def run(cfg: Config) -> dict[str, Any]:
         metrics = CensusMetrics.model_validate(metrics).data()
         with staged(lay.precursor_dir(seed)) as (folder,):
             found.save(
-                folder / PrecursorFiles.arrays, cause=cause, rescue_maps=saved.map_index,
-                rescue_images=saved.images, rescue_loss=saved.loss,
-            )  # fmt: skip
+                folder / PrecursorFiles.arrays,
+                cause=cause,
+                rescue_maps=saved.map_index,
+                rescue_images=saved.images,
+                rescue_loss=saved.loss,
+            )
             save_precursor_figures(folder, found, saved, seed, o.layer)
             record(run, folder, metrics, "precursor")
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
