@@ -92,7 +92,7 @@ def exposure_warning(host: str, port: int) -> str | None:
     import socket
 
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        found = {str(i[4][0]) for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
         if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found):
             return None
     except (OSError, ValueError):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from oiplab.config import Config
 from oiplab.credentials import login, redact
 from oiplab.errors import OiplabError
-from oiplab.layout import CompareFiles
+from oiplab.layout import CompareFiles, Stage
 from oiplab.tracking.identity import TAG_PREFIX
 from oiplab.tracking.runs import close_stale
 from oiplab.tracking.search import find_runs, tag_clause
@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 
 COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
 # The number worth a column for each stage (others are in the MLflow UI).
-KEY_METRIC = {
-    "prepare": "n_train",
-    "train": "test_accuracy",
-    "activations": "n_images",
-    "oip": "n_with_oip",
-    "precursor": "from_precursor",
-    "compare": "accuracy.mean",
-    "alignment": "snapshots",
-    "oip_compare": "all.top1",
+KEY_METRIC: dict[str, str] = {
+    Stage.PREPARE: "n_train",
+    Stage.TRAIN: "test_accuracy",
+    Stage.ACTIVATIONS: "n_images",
+    Stage.OIP: "n_with_oip",
+    Stage.PRECURSOR: "from_precursor",
+    Stage.COMPARE: "accuracy.mean",
+    Stage.ALIGNMENT: "snapshots",
+    Stage.OIP_COMPARE: "all.top1",
 }
 
 
@@ -45,7 +45,7 @@ def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return None
-    tags = {"stage": "compare", "study": study, "dataset": cfg.data.name}
+    tags = {"stage": Stage.COMPARE, "study": study, "dataset": cfg.data.name}
     found = find_runs(
         client,
         [experiment.experiment_id],
