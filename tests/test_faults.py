@@ -148,6 +148,15 @@ DROPS_ROOT = os.geteuid() != 0 or (
 )
 
 
+def _read_only_artifacts(folder: Path) -> str:
+    """The copy's own artifact folder, read-only (a copied store still names the original's)."""
+    db = sqlite3.connect(folder / "mlflow.db")
+    with db:
+        db.execute("UPDATE experiments SET artifact_location = ?", ((folder / "mlruns").as_uri(),))
+    db.close()
+    return _read_only("mlruns")(folder)
+
+
 def _read_only(*parts: str):
     def make(folder: Path) -> str:
         for path in [folder.joinpath(*parts), *folder.joinpath(*parts).rglob("*")]:
@@ -282,7 +291,7 @@ CASES = [
         ("prepare",),
         "tracking server http://127.0.0.1:",
     ),
-    ("read-only artifact store", _read_only("mlruns"), ("select_images",), "read-only"),
+    ("read-only artifact store", _read_only_artifacts, ("select_images",), "read-only"),
     ("read-only mlflow.db", _read_only("mlflow.db"), ("select_images",), "read-only"),
     (
         "a password in tracking.uri",
