@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oiplab.config import Config, TrackingConfig
+from oiplab.credentials import redact
 from oiplab.stops import STOP, StageInterrupted, held, raise_if_interrupted, signals_raise
 from oiplab.tracking.handle import Run, TrackedRun
 from oiplab.tracking.identity import TAG_PREFIX, execution, flatten, prefixed, run_tags, shared_tags
+from oiplab.tracking.search import find_runs
+from oiplab.tracking.stale import close_stale_runs, process_tags
 from oiplab.tracking.store import (
     TrackingError,
     bound_http_waits,
     check_server,
+    quiet_store_tracebacks,
     resolve_uri,
     store_error,
     store_failed,
@@ -31,9 +35,10 @@ from oiplab.tracking.store import (
 )
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run as StoredRun
     from mlflow.tracking import MlflowClient
 
-__all__ = ["Run", "TrackedRun", "record_failure", "runs_opened", "stage_run"]
+__all__ = ["Run", "TrackedRun", "close_stale", "record_failure", "runs_opened", "stage_run"]
 
 FAILED_RUNS = TAG_PREFIX + "failed_runs"  # a parent's tag: how many of its stage runs failed
 _opened = [0]  # stage runs this process has opened (`runs_opened`)
@@ -68,9 +73,7 @@ def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
 def _parent_run(client: MlflowClient, experiment_id: str, key: str, tags: dict[str, str]) -> str:
     """The parent run of execution `key` (created, with `tags`, by its first stage), marked
     RUNNING."""
-    found = client.search_runs(
-        [experiment_id], filter_string=f"tags.`oiplab.execution` = '{key}'", max_results=1
-    )
+    found = find_runs(client, [experiment_id], {TAG_PREFIX + "execution": key}, max_results=1)
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
@@ -94,6 +97,20 @@ def _close_parent(client: MlflowClient, parent: str) -> None:
     if bad:
         client.set_tag(parent, FAILED_RUNS, str(bad))
     client.set_terminated(parent, status="FAILED" if bad else "FINISHED")
+
+
+def close_stale(
+    client: MlflowClient, experiment_ids: list[str], stage: str | None, closer: str
+) -> list[StoredRun]:
+    """Close KILLED the runs of this host whose process has ended (`stale.close_stale_runs`),
+    and their parent runs where those were their last running stages; say so, one line each."""
+    closed = close_stale_runs(client, experiment_ids, stage, closer)
+    for run in closed:
+        print(f"closed stale run {run.info.run_name} ({run.info.run_id}): its process had ended")
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent:
+            _close_parent(client, parent)
+    return closed
 
 
 @contextmanager
@@ -144,6 +161,8 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
     use_uri(uri)
     name = stage if seed is None else f"{stage}-seed{seed}"
     tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
+    tags |= process_tags()  # so that a later run can tell this one was killed
+    quiet_store_tracebacks()
     try:
         with store_lock(uri):  # the first client of a new sqlite store creates its tables
             client = MlflowClient(uri)
@@ -152,9 +171,11 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
             if found := execution():
                 parent_tags = {"mlflow.runName": f"{cfg.study}: {found[1]}"} | shared_tags(cfg)
                 parent = _parent_run(client, experiment_id, found[0], parent_tags)
+        close_stale(client, [experiment_id], stage, f"the next run of `{stage}`")
         mlflow.set_experiment(experiment_id=experiment_id)
         run = mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent)
-        mlflow.log_params(flatten(cfg.model_dump()))
+        params = flatten(cfg.model_dump())
+        mlflow.log_params({k: redact(v) if isinstance(v, str) else v for k, v in params.items()})
     except Exception as exc:
         raise store_error(exc, uri) from exc
     _opened[0] += 1
@@ -171,16 +192,18 @@ def _close(
     try:
         if failure is not None:
             message = _failure_message(failure)
-            mlflow.set_tags({TAG_PREFIX + "error": message, "mlflow.note.content": message})
+            with suppress(Exception):  # the note matters less than the status: try both
+                mlflow.set_tags({TAG_PREFIX + "error": message, "mlflow.note.content": message})
         mlflow.end_run(status)
         if parent is not None:
             _close_parent(client, parent)
     except Exception as exc:  # the store itself may be what failed
-        print(f"warning: could not close the MLflow run ({str(exc).splitlines()[0][:200]})")
+        why = store_error(exc, mlflow.get_tracking_uri())
+        print(f"warning: could not close the stage's MLflow run: {why}", file=sys.stderr)
 
 
 def _failure_message(failure: BaseException) -> str:
-    return f"{type(failure).__name__}: {failure}".splitlines()[0][:500]
+    return redact(f"{type(failure).__name__}: {failure}").splitlines()[0][:500]
 
 
 def record_failure(tree: Mapping[str, Any] | None, stage: str, failure: BaseException) -> None:
@@ -206,10 +229,8 @@ def record_failure(tree: Mapping[str, Any] | None, stage: str, failure: BaseExce
         with held(check=False):
             _record_failure(uri, settings.experiment, tree or {}, stage, failure)
     except Exception as exc:  # the store must not hide the stage's own error
-        print(
-            f"warning: could not record the failed run ({str(exc).splitlines()[0][:200]})",
-            file=sys.stderr,
-        )
+        why = store_error(exc, uri)
+        print(f"warning: could not record the failed run: {why}", file=sys.stderr)
 
 
 def _record_failure(
@@ -233,7 +254,7 @@ def _record_failure(
     if parent is not None:
         tags["mlflow.parentRunId"] = parent
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    params = [Param(k, str(v)[:6000]) for k, v in flatten(dict(tree)).items()]
+    params = [Param(k, redact(str(v))[:6000]) for k, v in flatten(dict(tree)).items()]
     for start in range(0, len(params), 100):  # the most one batch may carry
         client.log_batch(run_id, params=params[start : start + 100])
     client.set_terminated(run_id, status="FAILED")
