@@ -319,6 +319,8 @@ CASES = [
         _experiment_dropped_overrides,
         ("prepare",),
         "`dvc exp run -S experiment=smoke ...`",
+    ),
+    (
         "a login in an unreachable server's URI",
         None,
         ("prepare",),
