@@ -43,7 +43,7 @@ def test_every_section_shows_its_numbers(smoke_cfg):
         "<td>25%</td>",  # OIPs converged
         "<td>0.00</td>",  # a start mean of ~0 is not printed as -0.00
         "62% (50%-75%)",  # partnered with its interval
-        "3 / 1.5",  # same index / expected
+        "3 of 24 tested, 1.5 expected",  # same index / expected
         "as trained",  # barriers: the alignment's name
         "test images, loss",  # ... its image set and measure
         "partners 0.975 vs every other pair 0.875",  # pixel similarity

@@ -38,7 +38,7 @@ def _random_net(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _derangement(keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of the units fixing exactly `keep` (a cyclic shift of a shuffle of the rest)."""
+    """A permutation of the units fixing exactly `keep` (a cycle through the shuffled rest)."""
     perm = np.arange(UNITS)
     rest = rng.permutation(np.setdiff1d(perm, keep))
     perm[rest] = np.roll(rest, 1)
