@@ -136,3 +136,11 @@ def test_answer_figure_draws_identical_networks_and_undefined_intervals(tmp_path
     fig = answer_figure(a, np.ones(64), np.linspace(0, 0.5, 64))
     save_figure(fig, tmp_path / "answer.png", dpi=40)
     assert (tmp_path / "answer.png").stat().st_size > 0
+
+
+def test_mean_or_nan_leaves_out_none_and_nan():
+    from oiplab.compare.summary import mean_or_nan
+
+    assert mean_or_nan([1.0, None, float("nan"), 3.0]) == 2.0
+    assert np.isnan(mean_or_nan([])) and np.isnan(mean_or_nan([None, float("nan")]))
+    assert mean_or_nan(x for x in (0.5,)) == 0.5
