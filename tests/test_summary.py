@@ -84,6 +84,8 @@ def test_verdict_words_most_and_some_by_the_fraction(identity, fraction, phrase)
     text = verdict(a, RULES)
     assert text.startswith(f"Conv2D_2: {phrase}")
     assert "at this layer's threshold r > 0.88" in text  # never a bare cross-layer fraction
+    assert "untrained 5%, trained vs untrained p = 0.0039" in text
+    assert "rotated units 25%, 95th percentile 38%" in text
     assert "3 of 24 tested at the same index (30 matches: 4, p = 0.031)" in text
     assert "exact p = 0.013" in text and "keep their index" not in text
     bound = dataclasses.replace(a, order=dataclasses.replace(a.order, keep_upper=0.1875))
