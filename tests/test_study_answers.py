@@ -172,3 +172,15 @@ def test_the_order_decision_is_calibrated_on_random_matchings():
     rate = wrong / sims
     se = np.sqrt(C.alpha * (1 - C.alpha) / sims)
     assert 0.01 <= rate <= C.alpha + 3 * se
+
+
+def test_the_answer_carries_the_layer_its_nulls_and_its_counts():
+    a = _answer(_trained(in_place=0))
+    assert a.layer == "Dense_1" and a.n_maps == UNITS and a.weight_agreement == {}
+    assert a.dead == {str(k): 0 for k in range(TRAINED)}
+    # each untrained pair against the other pairs' threshold: about the 5% of the quantile
+    assert a.partnered.null is not None and 0.0 < a.partnered.null < 0.15
+    assert a.partnered.null_high is not None and a.partnered.null <= a.partnered.null_high
+    assert a.order_null.n_tested > 0 and a.order_null.p_value > 0.01
+    assert a.cka_debiased.value > 0.9 > 0.5 > a.cka_debiased.null
+    assert a.consistency["untrained_stable"] <= 1.0
