@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.study import comparison_images, compare_networks, untrained_networks
+from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.summary import summary_numbers
 from oiplab.config import Config
 from oiplab.data import load_prepared

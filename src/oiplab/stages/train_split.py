@@ -1,7 +1,7 @@
 """Stage `train_split`: one network of the seed-split design, sharing the shared seed's
 initialization (`same_init`) or its image order (`same_order`) and owning the other.
 
-dvc repro train_split        # every design x member of `conf/split/` (fanned out by dvc.yaml's matrix)
+dvc repro train_split     # every design x member of `conf/split/` (dvc.yaml's matrix)
 python -m oiplab.stages.train_split split.design=same_order train.seed=2
 """
 
@@ -16,8 +16,14 @@ from oiplab.data import load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, TrainFiles
 from oiplab.stages import record, stage_main
-from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fingerprint, train
-from oiplab.training import split_member
+from oiplab.training import (
+    Checkpointing,
+    History,
+    TrainMetrics,
+    checkpoint_fingerprint,
+    split_member,
+    train,
+)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -41,9 +47,8 @@ def run(cfg: Config) -> dict[str, Any]:
             History(curves=result.history).save(folder)
             record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
-    print(
-        f"[train_split] {sp.design} seed {member}: test accuracy {result.metrics['test_accuracy']:.4f}"
-    )
+    accuracy = result.metrics["test_accuracy"]
+    print(f"[train_split] {sp.design} seed {member}: test accuracy {accuracy:.4f}")
     return result.metrics
 
 
