@@ -71,6 +71,7 @@ class LayerAnswer:
     # Stand-ins for the fields wt-answer2 adds (the names are the contract; take theirs on merge):
     identity: str = ""  # "units recur" | "shared subspace" | "like untrained"
     order_words: str = ""  # "same order" | "order partly kept" | "order at chance"
+    rotation_null: Estimate | None = None  # partnered with one network's units mixed by a rotation
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -11,7 +11,7 @@ from oiplab.analysis.patterns import GroupContrast
 from oiplab.analysis.selection import SelectedGroup
 from oiplab.compare.dynamics import SnapshotRecord
 from oiplab.compare.oip_response import TopRates
-from oiplab.compare.summary import Estimate, LayerAnswer
+from oiplab.compare.summary import Estimate, LayerAnswer, OrderTest
 from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.oip.survey import SurveyMetrics
 from oiplab.training import TrainMetrics
@@ -186,4 +186,20 @@ OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ),
     ("partnered with own final", lambda r: pct(r.final_partnered)),
     ("same index as own final", lambda r: pct(r.final_same_index)),
+]
+
+
+def _chance(o: OrderTest) -> str:
+    return pct(o.expected / o.n_tested, 1) if o.n_tested else "n/a"
+
+
+# The seed-split design's order test per layer (kept apart from ANSWER, which wt-answer2 rebuilds).
+SPLIT_ORDER: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
+    ("layer", lambda a: a.layer),
+    ("same index (of tested)", lambda a: f"{a.order.observed} of {a.order.n_tested}"),
+    ("same index", lambda a: pct(a.order.fraction)),
+    ("chance", lambda a: _chance(a.order)),
+    ("p (exact)", lambda a: f"{a.order.p_value:.2g}"),
+    ("order", lambda a: a.order_words),
+    ("partnered (95% CI)", lambda a: ci(a.partnered)),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
+from oiplab.compare.answers import answer_metrics, first_screen, markdown
 from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
 from oiplab.config import Config
@@ -45,7 +46,9 @@ def run(cfg: Config) -> dict[str, Any]:
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
             run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
-            run.describe(result.verdict)
+            answers = markdown(first_screen(result.answer(), {}))
+            run.describe(f"{answers}\n\nPer layer: {result.verdict}")
+            run.describe_execution(answers, answer_metrics(result.answer(), {}))
             record(run, folder, headline, "compare")
     print(f"[compare] verdict: {result.verdict}", flush=True)
     return headline

@@ -140,7 +140,7 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
         mlflow.log_params(flatten(cfg.model_dump()))
     except Exception as exc:
         raise store_error(exc, uri) from exc
-    return client, TrackedRun(run), parent
+    return client, TrackedRun(run, parent), parent
 
 
 def _close(
