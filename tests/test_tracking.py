@@ -149,12 +149,6 @@ def test_the_store_of_a_dvc_temporary_workspace_is_the_projects(tmp_path, monkey
     assert tracking.default_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
-def test_no_study_headline_without_a_comparison_or_with_tracking_off(smoke_cfg):
-    assert tracking.latest_study_headline(smoke_cfg, "smoke") is None  # nothing logged yet
-    smoke_cfg.tracking.enabled = False
-    assert tracking.latest_study_headline(smoke_cfg, "smoke") is None
-
-
 def test_an_unreachable_server_is_a_tracking_error_naming_the_way_out():
     with pytest.raises(tracking.TrackingError, match="tracking.enabled=false"):
         tracking.check_server("http://127.0.0.1:9", timeout=2)

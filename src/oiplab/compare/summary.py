@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, model_validator
 
-from oiplab.io import Fields, Real, Record, RunRecord
+from oiplab.io import Fields, Real, Record
 from oiplab.layout import CompareFiles
 
 # A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
@@ -205,14 +205,6 @@ class Answer(Record):
     @property
     def verdict(self) -> str:
         return "; ".join(a.verdict for a in self.layers.values())
-
-
-@dataclass(frozen=True)
-class StudyAnswer:
-    """A study's answer found in the tracking store, with the run that wrote it."""
-
-    answer: Answer
-    run: RunRecord
 
 
 def headline_metrics(

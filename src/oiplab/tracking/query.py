@@ -1,18 +1,10 @@
-"""What the report and `oiplab runs` ask of the store: the newest comparison of a study, and the
-runs of one pipeline execution (or sweep)."""
+"""What `oiplab runs` asks of the store: the runs of one pipeline execution (or sweep)."""
 
 from __future__ import annotations
 
-import json
-import tempfile
-from typing import Any
-
-from oiplab.config import Config
 from oiplab.errors import OiplabError
-from oiplab.layout import CompareFiles
-from oiplab.tracking.store import check_server, default_uri, tracking_uri, use_uri
+from oiplab.tracking.store import check_server, default_uri, use_uri
 
-COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
 # The number worth a column for each stage (others are in the MLflow UI).
 KEY_METRIC = {
     "prepare": "n_train",
@@ -24,39 +16,6 @@ KEY_METRIC = {
     "alignment": "snapshots",
     "oip_compare": "all.top1",
 }
-
-
-def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
-    """The answer of the newest finished `compare` run of `study` on this data set, from the
-    store: {"run_id", "experiment_id", "headline"}; None when there is none (or tracking is
-    off)."""
-    if not cfg.tracking.enabled:
-        return None
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri(cfg))
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    if experiment is None:
-        return None
-    query = (
-        f"tags.`oiplab.stage` = 'compare' and tags.`oiplab.study` = '{study}' and "
-        f"tags.`oiplab.dataset` = '{cfg.data.name}' and attributes.status = 'FINISHED'"
-    )
-    found = client.search_runs(
-        [experiment.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not found:
-        return None
-    run = found[0]
-    artifact = f"{COMPARE_ARTIFACTS}/{CompareFiles.headline}"
-    path = client.download_artifacts(run.info.run_id, artifact, tempfile.mkdtemp())
-    with open(path, encoding="utf-8") as fh:
-        headline = json.load(fh)
-    return {
-        "run_id": run.info.run_id,
-        "experiment_id": run.info.experiment_id,
-        "headline": headline,
-    }
 
 
 def execution_table(
