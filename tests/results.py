@@ -215,11 +215,15 @@ def alignment(layers: list[str]) -> AlignmentRecords:
                 partnered_high=0.625,
                 partnered_null=0.0625,
                 same_index_p=0.25,
+                same_index_p_holm=0.75,
                 same_index_observed=1,
                 same_index_expected=0.1875,
                 cka=0.875,
                 final_partnered=0.75,
                 final_same_index=1.0,
+                final_same_index_chance=0.03125,
+                final_same_index_p=1e-40,  # NaN at the final snapshot: tests/test_report.py
+                final_same_index_p_holm=2e-40,
             )
             for layer in layers
             for step in (0, 10, 20)

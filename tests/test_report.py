@@ -13,7 +13,7 @@ from oiplab.io import StaleOutputError
 from oiplab.layout import METRICS
 from oiplab.report import page
 from oiplab.report.html import Links, render
-from oiplab.report.tables import ANSWER, Table, table
+from oiplab.report.tables import ANSWER, OVER_TRAINING, Table, table
 from tests import results
 
 
@@ -46,7 +46,8 @@ def test_every_section_shows_its_numbers(smoke_cfg):
         "as trained",  # barriers: the alignment's name
         "test images, loss",  # ... its image set and measure
         "partners 0.975 vs every other pair 0.875",  # pixel similarity
-        "1 / 0.2, p = 0.25",  # same index between seeds, over training
+        "<td>1 / 0.2</td><td>0.25; 0.75</td>",  # same index between seeds, over training
+        "<td>3.1%</td><td>1e-40; 2e-40</td>",  # at own final index: chance, exact p and Holm
         "12 of 24",  # same index of tested, a seed-split design that keeps the order
         "/#/experiments/1/runs/0123456789abcdef",  # the training runs' links
     ]
@@ -130,3 +131,9 @@ def test_an_older_results_file_names_the_file_and_the_stage(smoke_cfg, folder, s
         page.context(smoke_cfg, lay, Links(None, lay), ("c", "d"), path, path)
     assert str(path) in str(caught.value)
     assert f"rerun its stage: `dvc repro {stage}`" in str(caught.value)
+
+
+def test_the_final_snapshot_against_itself_reads_as_no_test():
+    row = [r for r in results.alignment(["Conv2D_1"]).records if r.step == 20][0]
+    row = row.model_copy(update={"final_same_index_p": float("nan")})
+    assert table(OVER_TRAINING, [row]).rows[0][-1] == "- (the final network itself)"

@@ -178,15 +178,27 @@ OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("epoch", lambda r: f"{r.epoch:.2f}"),
     ("partnered between seeds", lambda r: pct(r.partnered)),
     ("untrained", lambda r: pct(r.partnered_null)),
-    (
-        "same index between seeds",
-        lambda r: (
-            f"{r.same_index_observed} / {r.same_index_expected:.1f}, p = {r.same_index_p:.2g}"
-        ),
-    ),
+    ("same index between seeds / expected", lambda r: _between(r)),
+    ("p (unadjusted; Holm)", lambda r: _p_pair(r.same_index_p, r.same_index_p_holm)),
     ("partnered with own final", lambda r: pct(r.final_partnered)),
-    ("same index as own final", lambda r: pct(r.final_same_index)),
+    ("at own final index", lambda r: pct(r.final_same_index)),
+    ("chance", lambda r: pct(r.final_same_index_chance, 1)),
+    (
+        "exact p (unadjusted; Holm)",
+        lambda r: _p_pair(r.final_same_index_p, r.final_same_index_p_holm),
+    ),
 ]
+
+
+def _between(r: SnapshotRecord) -> str:
+    return f"{r.same_index_observed} / {r.same_index_expected:.1f}"
+
+
+def _p_pair(p: float, adjusted: float) -> str:
+    """'0.012; 0.18': an unadjusted p and its Holm-adjusted value ('-': no test)."""
+    if p != p:
+        return "- (the final network itself)"
+    return f"{p:.2g}; {adjusted:.2g}"
 
 
 def _chance(o: OrderTest) -> str:
