@@ -190,7 +190,11 @@ def response_summary() -> ResponseSummary:
     rates = TopRates(
         n=99.5,
         top1=0.0,
+        top1_low=0.0,
+        top1_high=0.0625,
         top5=0.125,
+        top5_low=0.0625,
+        top5_high=0.25,
         top1_random=0.0625,
         top5_random=0.0625,
         top1_chance=0.0078125,

@@ -12,7 +12,7 @@ from oiplab.analysis.selection import SelectedGroup
 from oiplab.compare.dynamics import SnapshotRecord
 from oiplab.compare.oip_response import TopRates
 from oiplab.compare.summary import Estimate, LayerAnswer, OrderTest
-from oiplab.oip.census import CAUSES, CensusMetrics
+from oiplab.oip.census import CAUSE_NAMES, CAUSES, CensusMetrics
 from oiplab.oip.survey import SurveyMetrics
 from oiplab.training import TrainMetrics
 
@@ -69,14 +69,6 @@ def three(d: dict[str, float]) -> str:
     return f"{pct(d.get('all'))} / {pct(d.get('stable'))} (chance {pct(d.get('chance'), 1)})"
 
 
-CAUSE_HEADERS = {
-    "from_noise": "OIP from noise",
-    "from_precursor": "from the precursor",
-    "from_rescue": "from the rescue",
-    "responds_to_digits": "no OIP, responds to digits",
-    "dead_on_data": "dead on data",
-}
-
 ALIGNMENTS = {
     "naive": "as trained",
     "activations": "activation matching",
@@ -125,7 +117,7 @@ SURVEY: list[tuple[str, Callable[[SurveyMetrics], Any]]] = [
 
 CENSUS: list[tuple[str, Callable[[CensusMetrics], Any]]] = [
     ("seed", lambda m: m.seed),
-    *((CAUSE_HEADERS[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
+    *((CAUSE_NAMES[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
     ("precursor s", lambda m: m.screen_seconds + m.full_seconds),
     ("rescue s", lambda m: m.rescue_seconds),
 ]
@@ -162,16 +154,20 @@ BARRIERS: list[tuple[str, Callable[[Barrier], Any]]] = [
 
 Rates = tuple[str, TopRates]  # which matches, their rates
 
+# A random partner's rate is chance up to ties (compare/oip_response.py): only chance is shown.
 RATES: list[tuple[str, Callable[[Rates], Any]]] = [
     ("matches", lambda r: r[0]),
     ("maps per direction (mean)", lambda r: r[1].n),
-    ("top-1", lambda r: pct(r[1].top1)),
-    ("random partner", lambda r: pct(r[1].top1_random)),
+    ("top-1 (95% CI, seeds)", lambda r: _rate(r[1].top1, r[1].top1_low, r[1].top1_high)),
     ("chance", lambda r: pct(r[1].top1_chance, 1)),
-    ("top-5", lambda r: pct(r[1].top5)),
-    ("random partner", lambda r: pct(r[1].top5_random)),
+    ("top-5 (95% CI, seeds)", lambda r: _rate(r[1].top5, r[1].top5_low, r[1].top5_high)),
     ("chance", lambda r: pct(r[1].top5_chance, 1)),
 ]
+
+
+def _rate(value: float, low: float, high: float) -> str:
+    return f"{pct(value, 1)} ({pct(low, 1)}-{pct(high, 1)})"
+
 
 OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("layer", lambda r: r.layer),
