@@ -9,6 +9,7 @@ from oiplab.tracking.store import check_server, default_uri, use_uri
 KEY_METRIC = {
     "prepare": "n_train",
     "train": "test_accuracy",
+    "train_split": "test_accuracy",
     "activations": "n_images",
     "oip": "n_with_oip",
     "precursor": "from_precursor",
