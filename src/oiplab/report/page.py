@@ -35,6 +35,7 @@ from oiplab.layout import (
     OipCompareFiles,
     OipFiles,
     PrecursorFiles,
+    Stage,
     TrainFiles,
 )
 from oiplab.oip.census import CensusMetrics
@@ -207,7 +208,9 @@ def oip_compare(cfg: Config, lay: Layout) -> dict[str, Any]:
 
 def split_answers(cfg: Config, lay: Layout) -> dict[str, Answer]:
     """The seed-split design's answers (`compare_split`), one per design of `conf/split/`."""
-    return {d: Answer.load(lay.split_compare_dir(d), "compare_split") for d in cfg.split.designs}
+    return {
+        d: Answer.load(lay.split_compare_dir(d), Stage.COMPARE_SPLIT) for d in cfg.split.designs
+    }
 
 
 def answers(cfg: Config, lay: Layout, splits: dict[str, Answer]) -> list[ShortAnswer]:

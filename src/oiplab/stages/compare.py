@@ -15,7 +15,7 @@ from oiplab.compare.summary import answer_records, headline_metrics, learning_cu
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import RunRecord, staged, to_json
-from oiplab.layout import CompareFiles, Layout
+from oiplab.layout import CompareFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.compare import save_comparison_figures
 from oiplab.stages import record, stage_main
@@ -27,7 +27,7 @@ PLOTS = ("learning_curves", "answer")
 def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
-    with tracking.stage_run(cfg, "compare") as run:
+    with tracking.stage_run(cfg, Stage.COMPARE) as run:
         probe_x, eval_sets = comparison_images(load_prepared(lay.prepared), c)
         models = {s: load_model(lay.model_file(s)) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}

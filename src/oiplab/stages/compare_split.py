@@ -16,7 +16,7 @@ from oiplab.compare.summary import summary_numbers
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, TrainFiles
+from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.model import load_model
 from oiplab.stages import record, stage_main
 
@@ -24,7 +24,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Compare the networks of design `cfg.split.design`; write its `Answer`."""
     lay, c, sp = Layout.of(cfg), cfg.compare, cfg.split
-    with tracking.stage_run(cfg, "compare_split") as run:
+    with tracking.stage_run(cfg, Stage.COMPARE_SPLIT) as run:
         probe_x, eval_sets = comparison_images(load_prepared(lay.prepared), c)
         shared = cfg.seeds[0]  # its own network is the design's shared member
         models = {shared: load_model(lay.model_file(shared))}

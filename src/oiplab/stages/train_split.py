@@ -14,7 +14,7 @@ from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, TrainFiles
+from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.stages import record, stage_main
 from oiplab.training import (
     Checkpointing,
@@ -31,7 +31,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, sp = Layout.of(cfg), cfg.split
     settings = split_member(cfg.train, sp.design, cfg.seeds[0], cfg.train.seed)
     member = settings.seed
-    with tracking.stage_run(cfg, "train_split", seed=member) as run:
+    with tracking.stage_run(cfg, Stage.TRAIN_SPLIT, seed=member) as run:
         data = load_prepared(lay.prepared)
         fingerprint = checkpoint_fingerprint(cfg.model, settings, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(member, fingerprint)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from oiplab.errors import OiplabError
+from oiplab.layout import Stage
 from oiplab.tracking.store import check_server, default_uri, use_uri
 
 # The number worth a column for each stage (others are in the MLflow UI).
-KEY_METRIC = {
-    "prepare": "n_train",
-    "train": "test_accuracy",
-    "train_split": "test_accuracy",
-    "activations": "n_images",
-    "oip": "n_with_oip",
-    "precursor": "from_precursor",
-    "compare": "accuracy.mean",
-    "alignment": "snapshots",
-    "oip_compare": "all.top1",
+KEY_METRIC: dict[str, str] = {
+    Stage.PREPARE: "n_train",
+    Stage.TRAIN: "test_accuracy",
+    Stage.TRAIN_SPLIT: "test_accuracy",
+    Stage.ACTIVATIONS: "n_images",
+    Stage.OIP: "n_with_oip",
+    Stage.PRECURSOR: "from_precursor",
+    Stage.COMPARE: "accuracy.mean",
+    Stage.ALIGNMENT: "snapshots",
+    Stage.OIP_COMPARE: "all.top1",
 }
 
 
