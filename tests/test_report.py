@@ -78,9 +78,10 @@ def test_the_first_screen_answers_the_three_questions_before_data_and_setup(smok
     assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 3%)" in (
         screen
     )
-    assert "calibrated" in screen and "12% at the same index (chance 6.2%" in screen
+    assert "calibrated" in screen and "12% of matched maps at their index, at chance" in screen
     assert "The initialization: networks sharing the first seed&#39;s initialization" in screen
-    assert "keep it in 0 of" in screen  # same_order, at chance
+    assert "at their index in 6 of 6 layers (chance 3.1%; Holm p &lt;= 6e-12)" in screen
+    assert "4% of matched maps at their index, at chance in all 6 layers" in screen  # same_order
     for anchor in ("compare", "decides"):
         assert f'href="#{anchor}"' in screen
         assert f'<section id="{anchor}">' in html
@@ -91,21 +92,16 @@ def test_the_seed_split_section_shows_each_design_and_its_run(smoke_cfg):
     lay = results.write_study(smoke_cfg)
     for d in smoke_cfg.split.designs:
         results.run_record().save(lay.split_compare_dir(d))
-    section = page.decides(smoke_cfg, lay, page.split_answers(smoke_cfg, lay), Links("u", lay))
+    splits = page.split_answers(smoke_cfg, lay)
+    section = page.decides(smoke_cfg, lay, splits, Links("u", lay))
     assert section["decider"] == "initialization"
     assert [d["name"] for d in section["designs"]] == ["same_init", "same_order"]
     assert section["designs"][0]["kept"] == list(smoke_cfg.compare.layers)
     assert section["designs"][1]["kept"] == []
     assert section["designs"][0]["url"] == "u/#/experiments/1/runs/0123456789abcdef"
     rows = section["designs"][0]["order"].rows
-    assert rows[0][:6] == (
-        smoke_cfg.compare.layers[0],
-        "12 of 24",
-        "50%",
-        "3.1%",
-        "1e-12",
-        "same order",
-    )
+    expected = ("12 of 24", "50%", "3.1%", "1e-12", "6e-12", "same order")
+    assert rows[0][:7] == (smoke_cfg.compare.layers[0], *expected)
 
 
 def test_a_table_takes_each_cell_from_its_column():

@@ -221,7 +221,8 @@ def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
     assert {(r["seed"], r["epoch"]) for r in curves} == {(s, e) for s in "01" for e in (1, 2, 3)}
     client, runs = _runs(cfg)
     run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
-    assert run.data.tags["mlflow.note.content"].startswith("Conv2D_1: ")  # the verdict
+    note = run.data.tags["mlflow.note.content"]  # the first screen's answers, then the verdicts
+    assert note.startswith("**Same filters?** Conv2D_1: ") and "\n\nPer layer: Conv2D_1: " in note
     assert len(run.data.tags["oiplab.seed_runs"].split(",")) == 2
 
 

@@ -8,7 +8,8 @@ onto itself), so map i of one seed is as likely to match any map of another. Its
 is at chance by symmetry: it checks that the test is calibrated. The order question is answered
 by the seed-split design (`conf/split/`): networks sharing the first seed's initialization with
 their own image order (same_init), and sharing its image order with their own initialization
-(same_order). Whichever design keeps maps at their index decides the order.
+(same_order). Whichever design keeps maps at their index decides the order; a design keeps it
+when any layer's same-index p-value, Holm-adjusted over the layers, is below `compare.alpha`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
+from oiplab.compare.inference import holm
 from oiplab.compare.summary import Answer, LayerAnswer
 
-AT_CHANCE = "order at chance"  # `LayerAnswer.order_words` of a layer whose order is not kept
 DESIGNS = {
     "same_init": "sharing the first seed's initialization (own image order)",
     "same_order": "sharing the first seed's image order (own initialization)",
@@ -36,17 +39,24 @@ class ShortAnswer:
     anchor: str
 
 
-def kept_layers(answer: Answer) -> list[str]:
-    """The layers whose same-index test says the order is (partly) kept."""
-    return [n for n, a in answer.layers.items() if a.order_words != AT_CHANCE]
+def layer_p_holm(answer: Answer) -> dict[str, float]:
+    """Each layer's same-index p-value, Holm-adjusted over the answer's layers (one family: a
+    design "keeps the order" if any layer does, so the layers are tested together)."""
+    p = np.array([a.order.p_value for a in answer.layers.values()], dtype=np.float64)
+    return dict(zip(answer.layers, holm(p).tolist(), strict=True))
 
 
-def decider(splits: dict[str, Answer]) -> Decider:
+def kept_layers(answer: Answer, alpha: float) -> list[str]:
+    """The layers whose order is kept beyond chance: Holm-adjusted p below `alpha`."""
+    return [n for n, p in layer_p_holm(answer).items() if p < alpha]
+
+
+def decider(splits: dict[str, Answer], alpha: float) -> Decider:
     """Which shared seed keeps the order: the design(s) whose networks keep maps at their index
-    in at least one layer."""
+    in at least one layer (Holm over the layers)."""
     if not {"same_init", "same_order"} <= set(splits):
         return "not run"
-    init, order = (bool(kept_layers(splits[d])) for d in ("same_init", "same_order"))
+    init, order = (bool(kept_layers(splits[d], alpha)) for d in ("same_init", "same_order"))
     if init and order:
         return "both"
     if init:
@@ -54,11 +64,34 @@ def decider(splits: dict[str, Answer]) -> Decider:
     return "image order" if order else "neither"
 
 
-def _same_index(a: LayerAnswer) -> str:
-    """'12% at the same index (chance 3.1%, p = 1e-09)' of one layer."""
-    o = a.order
-    chance = o.expected / o.n_tested if o.n_tested else float("nan")
-    return f"{o.fraction:.0%} at the same index (chance {chance:.1%}, p = {o.p_value:.2g})"
+def _span(values: list[float], digits: int = 0) -> str:
+    """'3%-17%', or '3%' when every value prints the same."""
+    low, high = (f"{100 * v:.{digits}f}%" for v in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"
+
+
+def order_numbers(answer: Answer, alpha: float) -> str:
+    """One design's same-index numbers in a clause: how many layers keep the order, the share
+    of matched maps at the same index there, chance, and the Holm-adjusted p-values."""
+    adjusted, kept = layer_p_holm(answer), kept_layers(answer, alpha)
+    layers = [n for n in answer.layers if n in kept] or list(answer.layers)
+    frac = [answer.layers[n].order.fraction for n in layers]
+    chance = [_chance(answer.layers[n]) for n in layers]
+    if kept:
+        worst = max(adjusted[n] for n in kept)
+        return (
+            f"{_span(frac)} of matched maps at their index in {len(kept)} of "
+            f"{len(answer.layers)} layers (chance {_span(chance, 1)}; Holm p <= {worst:.2g})"
+        )
+    best = min(adjusted.values())
+    return (
+        f"{_span(frac)} of matched maps at their index, at chance in all {len(answer.layers)} "
+        f"layers (chance {_span(chance, 1)}; smallest Holm p {best:.2g})"
+    )
+
+
+def _chance(a: LayerAnswer) -> float:
+    return a.order.expected / a.order.n_tested if a.order.n_tested else float("nan")
 
 
 def same_filters(default: Answer) -> str:
@@ -73,10 +106,10 @@ def same_filters(default: Answer) -> str:
     return "; ".join(parts) + "."
 
 
-def same_order(default: Answer) -> str:
+def same_order(default: Answer, alpha: float) -> str:
     """The default study's order test, labelled for what it is: a calibration check."""
-    off = [n for n, a in default.layers.items() if a.order_words != AT_CHANCE]
-    numbers = "; ".join(f"{n} {_same_index(a)}" for n, a in default.layers.items())
+    off = kept_layers(default, alpha)
+    numbers = order_numbers(default, alpha)
     if off:
         return (
             f"Not answerable from independent seeds, and the calibration check fails in "
@@ -85,37 +118,34 @@ def same_order(default: Answer) -> str:
         )
     return (
         "Not answerable from independent seeds: their initializations are exchangeable across "
-        "units, so the order is at chance by symmetry, as measured in every layer: a check that "
-        f"the same-index test is calibrated ({numbers}); the seed-split design answers it."
+        "units, so the order is at chance by symmetry; measured: "
+        f"{numbers}, a check that the test is calibrated. The seed-split design answers it."
     )
 
 
-def what_decides(splits: dict[str, Answer]) -> str:
-    """Which shared seed keeps the order, with each design's same-index numbers per layer."""
-    who = decider(splits)
+def what_decides(splits: dict[str, Answer], alpha: float) -> str:
+    """Which shared seed keeps the order, with each design's same-index numbers."""
+    who = decider(splits, alpha)
     if who == "not run":
         return "Not in these results: the seed-split design answers it (`dvc repro compare_split`)."
     lead = {
         "initialization": "The initialization",
         "image order": "The image order",
         "both": "Both seeds keep part of the order",
-        "neither": "Neither seed alone: sharing either leaves the order at chance",
+        "neither": "Neither seed alone",
     }[who]
-    designs = []
-    for d, what in DESIGNS.items():
-        a = splits[d]
-        n = len(kept_layers(a))
-        layers = "; ".join(f"{k} {_same_index(x)}" for k, x in a.layers.items())
-        designs.append(f"networks {what} keep it in {n} of {len(a.layers)} layers ({layers})")
+    designs = [
+        f"networks {what} keep {order_numbers(splits[d], alpha)}" for d, what in DESIGNS.items()
+    ]
     return f"{lead}: " + "; ".join(designs) + "."
 
 
-def first_screen(default: Answer, splits: dict[str, Answer]) -> list[ShortAnswer]:
-    """The three questions, answered from this run's numbers."""
+def first_screen(default: Answer, splits: dict[str, Answer], alpha: float) -> list[ShortAnswer]:
+    """The three questions, answered from this run's numbers (`alpha`: `compare.alpha`)."""
     return [
         ShortAnswer("Same filters?", same_filters(default), "compare"),
-        ShortAnswer("Same order?", same_order(default), "compare"),
-        ShortAnswer("What decides the order?", what_decides(splits), "decides"),
+        ShortAnswer("Same order?", same_order(default, alpha), "compare"),
+        ShortAnswer("What decides the order?", what_decides(splits, alpha), "decides"),
     ]
 
 

@@ -20,6 +20,7 @@ from oiplab.compare.answers import (
     decider,
     first_screen,
     kept_layers,
+    layer_p_holm,
     what_decides,
 )
 from oiplab.compare.dynamics import AlignmentRecords
@@ -215,7 +216,7 @@ def split_answers(cfg: Config, lay: Layout) -> dict[str, Answer]:
 
 def answers(cfg: Config, lay: Layout, splits: dict[str, Answer]) -> list[ShortAnswer]:
     """The first screen: three questions, each answered in a sentence with its numbers."""
-    return first_screen(Answer.load(lay.compare_dir()), splits)
+    return first_screen(Answer.load(lay.compare_dir()), splits, cfg.compare.alpha)
 
 
 def decides(cfg: Config, lay: Layout, splits: dict[str, Answer], links: Links) -> dict[str, Any]:
@@ -224,18 +225,22 @@ def decides(cfg: Config, lay: Layout, splits: dict[str, Answer], links: Links) -
         {
             "name": d,
             "what": DESIGNS[d],
-            "kept": kept_layers(a),
-            "order": table(tables.SPLIT_ORDER, [a.layers[n] for n in cfg.compare.layers]),
+            "kept": kept_layers(a, cfg.compare.alpha),
+            "order": table(
+                tables.SPLIT_ORDER,
+                [(a.layers[n], layer_p_holm(a)[n]) for n in cfg.compare.layers],
+            ),
             "url": links.url("compare_split", design=d),
         }
         for d, a in splits.items()
     ]
     return {
-        "decider": decider(splits),
-        "sentence": what_decides(splits),
+        "decider": decider(splits, cfg.compare.alpha),
+        "sentence": what_decides(splits, cfg.compare.alpha),
         "designs": designs,
         "shared": cfg.seeds[0],
         "members": cfg.split.members,
+        "alpha": cfg.compare.alpha,
     }
 
 
