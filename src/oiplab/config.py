@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from oiplab.credentials import has_password
 from oiplab.errors import OiplabError
 from oiplab.model import LAYERS, MATCHED, ModelConfig, layer_shapes
 
@@ -282,6 +283,7 @@ def validate(cfg: Config) -> None:
     _validate_precursor(cfg.precursor, layer_shape[2])
     _validate_compare(cfg)
     _validate_split(cfg)
+    _validate_tracking(cfg.tracking)
 
 
 def _validate_split(cfg: Config) -> None:
@@ -290,6 +292,16 @@ def _validate_split(cfg: Config) -> None:
     ok = len(set(sp.members)) == len(sp.members) and shared not in sp.members
     _check(ok, "split.members", f"distinct seeds other than the first seed {shared}", sp.members)
     _check(len(set(sp.designs)) == len(sp.designs), "split.designs", "distinct designs", sp.designs)
+
+
+def _validate_tracking(t: TrackingConfig) -> None:
+    # conf/ and params.yaml are committed, and every run logs its config as parameters
+    if has_password(t.uri):
+        raise ConfigError(
+            "config key 'tracking.uri': holds a password (user:password@); conf/ and "
+            "params.yaml are committed and logged: give the URI without it, and the login in "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_URI)"
+        )
 
 
 def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:
