@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from oiplab.credentials import has_password
 from oiplab.errors import OiplabError
 from oiplab.model import LAYERS, MATCHED, ModelConfig, layer_shapes
 
@@ -160,6 +161,18 @@ class AlignmentConfig(Section):
     bootstrap_draws: Annotated[int, Field(ge=100)]
 
 
+Design = Literal["same_init", "same_order"]
+
+
+class SplitConfig(Section):
+    """The seed-split design (`conf/split/`): networks sharing one of the first seed's two seeds
+    (its initialization or its image order); the first seed's own network is the shared one."""
+
+    designs: Annotated[list[Design], Field(min_length=1)]
+    members: Annotated[list[Index], Field(min_length=1)]
+    design: Design
+
+
 class TrackingConfig(Section):
     uri: str
     experiment: Annotated[str, Field(min_length=1)]
@@ -173,6 +186,7 @@ class PathsConfig(Section):
     artifacts: str
     reports: str
     checkpoints: str
+    split_models: str
 
 
 class Config(Section):
@@ -186,6 +200,7 @@ class Config(Section):
     precursor: PrecursorConfig
     compare: CompareConfig
     alignment: AlignmentConfig
+    split: SplitConfig
     tracking: TrackingConfig
     paths: PathsConfig
 
@@ -270,6 +285,26 @@ def validate(cfg: Config) -> None:
     _validate_oip(cfg.oip, layer_shape)
     _validate_precursor(cfg.precursor, layer_shape[2])
     _validate_compare(cfg)
+    _validate_split(cfg)
+    _validate_tracking(cfg.tracking)
+
+
+def _validate_split(cfg: Config) -> None:
+    """The split design shares the first seed's network: a member with that seed would be it."""
+    sp, shared = cfg.split, cfg.seeds[0]
+    ok = len(set(sp.members)) == len(sp.members) and shared not in sp.members
+    _check(ok, "split.members", f"distinct seeds other than the first seed {shared}", sp.members)
+    _check(len(set(sp.designs)) == len(sp.designs), "split.designs", "distinct designs", sp.designs)
+
+
+def _validate_tracking(t: TrackingConfig) -> None:
+    # conf/ and params.yaml are committed, and every run logs its config as parameters
+    if has_password(t.uri):
+        raise ConfigError(
+            "config key 'tracking.uri': holds a password (user:password@); conf/ and "
+            "params.yaml are committed and logged: give the URI without it, and the login in "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_URI)"
+        )
 
 
 def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:

@@ -60,7 +60,7 @@ from oiplab.compare.summary import (
     verdict,
 )
 from oiplab.compare.weights import permute, weight_matching
-from oiplab.config import CompareConfig
+from oiplab.config import CompareConfig, ConfigError
 from oiplab.model import PERMUTABLE, PERMUTATION_OF, ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -219,6 +219,24 @@ def study_layers(
     res = Resampling.draw(len(outs[0][c.layers[0]]), len(seeds), pairs, c)
     answers, null_r = _answers(matched, weight_perms, (debiased, null_debiased), res, c, say)
     return StudyLayers(matched, answers, null_r, cka, res)
+
+
+def comparison_images(
+    data: Any, c: CompareConfig
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The probe images (the first `probe_images` test images) and the interpolation's image
+    sets, disjoint from them: `(probe_x, {"test": (x, y), "train": (x, y)})`."""
+    if len(data.y_test) < c.probe_images + c.eval_images:
+        raise ConfigError(
+            f"config key 'compare.eval_images': probe + evaluation images "
+            f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
+        )
+    held_out = slice(c.probe_images, c.probe_images + c.eval_images)
+    eval_sets = {
+        "test": (data.x_test[held_out], data.y_test[held_out]),
+        "train": (data.x_train[: c.eval_images], data.y_train[: c.eval_images]),
+    }
+    return data.x_test[: c.probe_images], eval_sets
 
 
 def untrained_networks(model_cfg: ModelConfig, c: CompareConfig) -> list[keras.Model]:

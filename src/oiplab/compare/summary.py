@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, model_validator
 
-from oiplab.io import Fields, Real, Record, RunRecord
+from oiplab.io import Fields, Real, Record
 from oiplab.layout import CompareFiles
 
 # A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
@@ -40,12 +40,11 @@ class OrderTest:
     expected: Real  # their null mean (n_tested / n_maps)
     p_value: Real  # exact P(X >= observed) over the decisive matches (no simulation floor)
     n_tested: int  # n: decisive matches tested
-    n_matches: int  # N: every live-to-live match, decisive or not
-    p_all: Real  # exact p over all N matches (same-index count `observed_all`)
-    observed_all: int  # same-index matches among all N
-    keep_upper: (
-        float | None
-    )  # one-sided 95% bound on the share keeping their index; None if p < alpha
+    # (defaults: an answer stored before these were computed)
+    n_matches: int = 0  # N: every live-to-live match, decisive or not
+    p_all: Real = 1.0  # exact p over all N matches (same-index count `observed_all`)
+    observed_all: int = 0  # same-index matches among all N
+    keep_upper: float | None = None  # one-sided 95% bound on the keep rate; None: p < alpha
 
     @property
     def fraction(self) -> float:
@@ -243,9 +242,9 @@ class Answer(Record):
 
     layers: dict[str, LayerAnswer]
     barriers: Barriers
-    # which seeds were compared: "independent" (the default study: every seed its own
-    # initialization and image order), "same_init" or "same_order" (the seed-split designs)
-    design: str = "independent"
+    # which networks were compared: "default" (independent seeds), or a seed-split design,
+    # "same_init" / "same_order" (`conf/split/`)
+    design: str = "default"
 
     @model_validator(mode="before")
     @classmethod
@@ -253,8 +252,8 @@ class Answer(Record):
         if not isinstance(data, dict) or "layers" in data:
             return data
         layers = {k: v for k, v in data.items() if k not in ("interpolation", "design")}
-        out = {"layers": layers, "barriers": data.get("interpolation")}
-        return out | ({"design": data["design"]} if "design" in data else {})
+        design = data.get("design", "default")
+        return {"layers": layers, "barriers": data.get("interpolation"), "design": design}
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {layer: a.to_dict() for layer, a in self.layers.items()}
@@ -265,14 +264,6 @@ class Answer(Record):
     @property
     def verdict(self) -> str:
         return "; ".join(a.verdict for a in self.layers.values())
-
-
-@dataclass(frozen=True)
-class StudyAnswer:
-    """A study's answer found in the tracking store, with the run that wrote it."""
-
-    answer: Answer
-    run: RunRecord
 
 
 def headline_metrics(

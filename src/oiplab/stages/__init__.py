@@ -76,7 +76,7 @@ def record(run: Run, folder: Path, metrics: dict[str, Any], artifact_name: str) 
     run.log_results(metrics, folder, artifact_name)
 
 
-OUTPUT_PATHS = ("models", "metrics", "artifacts", "reports", "checkpoints")
+OUTPUT_PATHS = ("models", "split_models", "metrics", "artifacts", "reports", "checkpoints")
 
 
 def preflight(cfg: Config) -> Config:
@@ -94,7 +94,9 @@ def preflight(cfg: Config) -> Config:
 
 
 def _fail(exc: BaseException, code: int = 2) -> NoReturn:
-    print(f"error: {exc}", file=sys.stderr)
+    from oiplab.credentials import redact
+
+    print(f"error: {redact(str(exc))}", file=sys.stderr)
     raise SystemExit(code)
 
 
