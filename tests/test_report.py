@@ -75,7 +75,7 @@ def test_the_first_screen_answers_the_three_questions_before_data_and_setup(smok
     screen = html[first : html.index("</section>", first)]
     questions = re.findall(r"<dt>(.*?)</dt>", screen)
     assert questions == ["Same filters?", "Same order?", "What decides the order?"]
-    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 3%)" in (
+    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 25%)" in (
         screen
     )
     assert "calibrated" in screen and "12% of matched maps at their index, at chance" in screen
