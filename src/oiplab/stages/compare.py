@@ -33,7 +33,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 f"config key 'compare.eval_images': probe + evaluation images "
                 f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
             )
-        models = {s: load_model(lay.model_file(s)) for s in seeds}
+        models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
         curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}
         runs = [RunRecord.load(lay.model_dir(s), "train") for s in seeds]
