@@ -444,16 +444,20 @@ def require_converged(
     model: keras.Model, history: dict[str, list[float]], cfg: TrainConfig
 ) -> None:
     """Fail unless `history` has every epoch of `cfg`, all finite, and every weight is finite."""
-    kept, bad = _epochs_kept(history), non_finite_weights(model)
-    finite_curves = all(map(math.isfinite, sum(history.values(), [])))
-    if kept == cfg.epochs and not bad and finite_curves:
+    bad = non_finite_weights(model)
+    # the first epoch whose logged numbers are not all finite (Keeper keeps none after one)
+    diverged = min(
+        [i for values in history.values() for i, v in enumerate(values) if not math.isfinite(v)],
+        default=_epochs_kept(history),
+    )
+    if diverged == cfg.epochs and not bad:
         return
-    what = "the loss became NaN or infinite" if kept < cfg.epochs or not finite_curves else ""
-    what += (", " if what else "") + (f"weights not finite: {bad[0]}" if bad else "")
+    reasons = ["the loss became NaN or infinite"] if diverged < cfg.epochs else []
+    reasons += [f"weights not finite: {bad[0]}"] if bad else []
     raise TrainingDiverged(
-        f"training diverged in epoch {kept + 1} of {cfg.epochs} ({what}); nothing saved. Lower "
-        f"`train.learning_rate` (now {cfg.learning_rate:g}) or raise `train.warmup_steps` "
-        f"(now {cfg.warmup_steps})"
+        f"training diverged in epoch {min(diverged + 1, cfg.epochs)} of {cfg.epochs} "
+        f"({', '.join(reasons)}); nothing saved. Lower `train.learning_rate` (now "
+        f"{cfg.learning_rate:g}) or raise `train.warmup_steps` (now {cfg.warmup_steps})"
     )
 
 
