@@ -318,7 +318,7 @@ CASES = [
     (
         "diverging training",
         None,
-        ("train", "train.seed=5", "train.learning_rate=1e6"),
+        ("train", "train.seed=5", "train.learning_rate=1000000.0"),
         "training diverged in epoch 1 of 3",
     ),
     ("epochs 10**20", None, ("train", "train.epochs=100000000000000000000"), "'train.epochs'"),
