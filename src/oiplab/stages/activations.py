@@ -18,7 +18,7 @@ from oiplab.analysis.selection import Selection
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import ActivationsFiles, Layout
+from oiplab.layout import ActivationsFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.maps import save_activation_figures
 from oiplab.stages import record, stage_main
@@ -27,7 +27,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Dump, draw and compare the selected images' layer outputs for seed `cfg.train.seed`."""
     lay, a, seed = Layout.of(cfg), cfg.activations, cfg.train.seed
-    with tracking.stage_run(cfg, "activations", seed=seed) as run:
+    with tracking.stage_run(cfg, Stage.ACTIVATIONS, seed=seed) as run:
         selection = Selection.load_from(lay.selection())
         data = load_prepared(lay.prepared)
         model = load_model(lay.model_file(seed), cfg.model)

@@ -22,7 +22,7 @@ from oiplab.compare.study import untrained_networks
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import AlignmentFiles, Layout, TrainFiles
+from oiplab.layout import AlignmentFiles, Layout, Stage, TrainFiles
 from oiplab.model import build_model
 from oiplab.render import save_figure
 from oiplab.render.compare import alignment_figure
@@ -33,7 +33,7 @@ from oiplab.training import Trajectory
 def run(cfg: Config) -> dict[str, Any]:
     """Compare the seeds' networks at every snapshot of their training."""
     lay, a, c = Layout.of(cfg), cfg.alignment, cfg.compare
-    with tracking.stage_run(cfg, "alignment") as run:
+    with tracking.stage_run(cfg, Stage.ALIGNMENT) as run:
         data = load_prepared(lay.prepared)
         paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}

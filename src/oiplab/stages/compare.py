@@ -14,7 +14,7 @@ from oiplab.compare.summary import answer_records, headline_metrics, learning_cu
 from oiplab.config import Config, ConfigError
 from oiplab.data import load_prepared
 from oiplab.io import RunRecord, staged, to_json
-from oiplab.layout import CompareFiles, Layout
+from oiplab.layout import CompareFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.compare import save_comparison_figures
 from oiplab.stages import record, stage_main
@@ -26,7 +26,7 @@ PLOTS = ("learning_curves", "answer")
 def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
-    with tracking.stage_run(cfg, "compare") as run:
+    with tracking.stage_run(cfg, Stage.COMPARE) as run:
         data = load_prepared(lay.prepared)
         if len(data.y_test) < c.probe_images + c.eval_images:
             raise ConfigError(

@@ -12,7 +12,7 @@ from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, OipFiles
+from oiplab.layout import Layout, OipFiles, Stage
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.survey import SurveyMetrics, starts_for, survey
 from oiplab.render.oip import save_survey_figures
@@ -22,7 +22,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Ascend every (map, start) of `cfg.oip.layer` for seed `cfg.train.seed` in one batch."""
     lay, o, seed = Layout.of(cfg), cfg.oip, cfg.train.seed
-    with tracking.stage_run(cfg, "oip", seed=seed) as run:
+    with tracking.stage_run(cfg, Stage.OIP, seed=seed) as run:
         model = load_model(lay.model_file(seed), cfg.model)
         data = load_prepared(lay.prepared)
         starts = starts_for(o, data.standardization, load_image_target(lay.prepared), data.x_test)

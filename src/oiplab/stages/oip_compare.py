@@ -24,7 +24,7 @@ from oiplab.compare.summary import Answer
 from oiplab.config import Config, ConfigError
 from oiplab.data import load_prepared
 from oiplab.io import staged, to_json
-from oiplab.layout import Layout, OipCompareFiles, OipFiles
+from oiplab.layout import Layout, OipCompareFiles, OipFiles, Stage
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.survey import load_outcome
 from oiplab.render import save_figure
@@ -35,7 +35,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Feed each seed's OIPs into every other seed; draw the first pair's galleries side by side."""
     lay, layer, seeds = Layout.of(cfg), cfg.oip.layer, list(cfg.seeds)
-    with tracking.stage_run(cfg, "oip_compare") as run:
+    with tracking.stage_run(cfg, Stage.OIP_COMPARE) as run:
         if layer not in cfg.compare.layers:
             raise ConfigError(f"config key 'oip.layer': {layer} must be in compare.layers")
         details = MatchedPairs.load(lay.compare_dir())

@@ -16,7 +16,7 @@ from oiplab.checks import first_images
 from oiplab.config import Config
 from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, OipFiles, PrecursorFiles
+from oiplab.layout import Layout, OipFiles, PrecursorFiles, Stage
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.census import CensusMetrics, census, data_maxima
 from oiplab.oip.precursor import SearchSettings, candidate_images, search, target_maps
@@ -29,7 +29,7 @@ from oiplab.stages import record, stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Search the coarse candidates, rescue what is left, and give every map its cause."""
     lay, o, p, seed = Layout.of(cfg), cfg.oip, cfg.precursor, cfg.train.seed
-    with tracking.stage_run(cfg, "precursor", seed=seed) as run:
+    with tracking.stage_run(cfg, Stage.PRECURSOR, seed=seed) as run:
         noise = load_outcome(lay.oip_dir(seed) / OipFiles.arrays)
         layer_shape = layer_shapes(cfg.model)[o.layer]
         maps = target_maps(p.target, p.maps, noise, layer_shape[2])
@@ -62,9 +62,12 @@ def run(cfg: Config) -> dict[str, Any]:
         metrics = CensusMetrics.model_validate(metrics).data()
         with staged(lay.precursor_dir(seed)) as (folder,):
             found.save(
-                folder / PrecursorFiles.arrays, cause=cause, rescue_maps=saved.map_index,
-                rescue_images=saved.images, rescue_loss=saved.loss,
-            )  # fmt: skip
+                folder / PrecursorFiles.arrays,
+                cause=cause,
+                rescue_maps=saved.map_index,
+                rescue_images=saved.images,
+                rescue_loss=saved.loss,
+            )
             save_precursor_figures(folder, found, saved, seed, o.layer)
             record(run, folder, metrics, "precursor")
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -12,14 +12,14 @@ from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import read_dataset, save_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, PreparedFiles
+from oiplab.layout import Layout, PreparedFiles, Stage
 from oiplab.stages import stage_main
 
 
 def run(cfg: Config) -> dict[str, Any]:
     """Produce the prepared folder (train.npz, test.npz, meta.json); return its metadata."""
     lay, d = Layout.of(cfg), cfg.data
-    with tracking.stage_run(cfg, "prepare") as run:
+    with tracking.stage_run(cfg, Stage.PREPARE) as run:
         raw, digests, class_names, checked = read_dataset(d, cfg.model.n_classes)
         print(
             f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "

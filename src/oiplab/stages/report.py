@@ -13,7 +13,7 @@ from oiplab import tracking
 from oiplab.compare.summary import Answer, StudyAnswer
 from oiplab.config import Config
 from oiplab.io import RunRecord, staged
-from oiplab.layout import Layout
+from oiplab.layout import Layout, Stage
 from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.render import save_figure
 from oiplab.render.oip import census_figure
@@ -30,7 +30,7 @@ ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
 def run(cfg: Config) -> dict[str, Any]:
     """Write the report page from the outputs of every earlier stage."""
     lay = Layout.of(cfg)
-    with tracking.stage_run(cfg, "report") as run, tempfile.TemporaryDirectory() as scratch:
+    with tracking.stage_run(cfg, Stage.REPORT) as run, tempfile.TemporaryDirectory() as scratch:
         uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
         histories = {s: History.load(lay.model_dir(s)).curves for s in cfg.seeds}
         census = {s: CensusMetrics.load(lay.precursor_dir(s)).counts() for s in cfg.seeds}

@@ -12,7 +12,7 @@ from oiplab.analysis.selection import Selection, seed_logits, select_groups
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout
+from oiplab.layout import Layout, Stage
 from oiplab.model import load_model
 from oiplab.stages import stage_main
 
@@ -20,7 +20,7 @@ from oiplab.stages import stage_main
 def run(cfg: Config) -> dict[str, Any]:
     """Write the selection file: each group's test indices, scores and per-seed predictions."""
     lay = Layout.of(cfg)
-    with tracking.stage_run(cfg, "select_images") as run:
+    with tracking.stage_run(cfg, Stage.SELECT_IMAGES) as run:
         data = load_prepared(lay.prepared)
         models = [load_model(lay.model_file(s), cfg.model) for s in cfg.seeds]
         logits = seed_logits(models, data.x_test, cfg.train.eval_batch_size)

@@ -13,7 +13,7 @@ from oiplab import tracking
 from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
-from oiplab.layout import Layout, TrainFiles
+from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.render.training import save_training_figures
 from oiplab.stages import record, stage_main
 from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fingerprint, train
@@ -22,7 +22,7 @@ from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fin
 def run(cfg: Config) -> dict[str, Any]:
     """Train seed `cfg.train.seed`; write its model folder and metrics file."""
     lay, seed = Layout.of(cfg), cfg.train.seed
-    with tracking.stage_run(cfg, "train", seed=seed) as run:
+    with tracking.stage_run(cfg, Stage.TRAIN, seed=seed) as run:
         data = load_prepared(lay.prepared)
         fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)

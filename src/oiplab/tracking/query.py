@@ -9,20 +9,20 @@ from typing import Any
 
 from oiplab.config import Config
 from oiplab.errors import OiplabError
-from oiplab.layout import CompareFiles
+from oiplab.layout import CompareFiles, Stage
 from oiplab.tracking.store import check_server, default_uri, tracking_uri, use_uri
 
 COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
 # The number worth a column for each stage (others are in the MLflow UI).
-KEY_METRIC = {
-    "prepare": "n_train",
-    "train": "test_accuracy",
-    "activations": "n_images",
-    "oip": "n_with_oip",
-    "precursor": "from_precursor",
-    "compare": "accuracy.mean",
-    "alignment": "snapshots",
-    "oip_compare": "all.top1",
+KEY_METRIC: dict[str, str] = {
+    Stage.PREPARE: "n_train",
+    Stage.TRAIN: "test_accuracy",
+    Stage.ACTIVATIONS: "n_images",
+    Stage.OIP: "n_with_oip",
+    Stage.PRECURSOR: "from_precursor",
+    Stage.COMPARE: "accuracy.mean",
+    Stage.ALIGNMENT: "snapshots",
+    Stage.OIP_COMPARE: "all.top1",
 }
 
 
