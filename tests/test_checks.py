@@ -60,6 +60,8 @@ def test_first_images_refuses_more_than_there_are():
     expected = r"'precursor.probe_images': 1,000,000 images asked for, the test set holds 200"
     with pytest.raises(TooFewImagesError, match=expected):
         first_images(images, 1_000_000, "precursor.probe_images")
+    with pytest.raises(TooFewImagesError, match="300 images asked for, the training set holds 200"):
+        first_images(images, 300, "compare.eval_images", "training")
 
 
 def test_digit_starts_refuse_more_than_half_the_test_set():
@@ -75,11 +77,12 @@ def test_digit_starts_refuse_more_than_half_the_test_set():
         ("precursor.probe_images=1000000", "'precursor.probe_images'"),  # was cut to 200
         ("alignment.probe_images=1000000", "'alignment.probe_images'"),  # was cut to 200
         ("oip.start_kind=digits", "'oip.n_starts'"),  # with oip.n_starts=200 below
+        ("compare.eval_images=700 data.n_test=1000", "'compare.eval_images'"),  # n_train 600
     ],
 )
 def test_schema_bounds_of_counts(override, key):
     with pytest.raises(ConfigError, match=key):
-        compose_typed("experiment=smoke", "oip.n_starts=200", override)
+        compose_typed("experiment=smoke", "oip.n_starts=200", *override.split())
 
 
 def _saved(tmp_path, cfg: ModelConfig = TINY, damage=None):

@@ -69,12 +69,12 @@ def at_least_zero(value: float, what: str) -> float:
     return max(0.0, float(value))
 
 
-def first_images(images: np.ndarray, n: int, key: str) -> np.ndarray:
+def first_images(images: np.ndarray, n: int, key: str, split: str = "test") -> np.ndarray:
     """The first `n` of `images`; asking for more than there are is an error naming `key`, never
     the silent cut a slice makes (the run would record `n` and use fewer)."""
     if n > len(images):
         raise TooFewImagesError(
-            f"config key '{key}': {n:,} images asked for, the test set holds {len(images):,}; "
+            f"config key '{key}': {n:,} images asked for, the {split} set holds {len(images):,}; "
             f"set {key} to at most {len(images):,}"
         )
     return images[:n]

@@ -284,6 +284,9 @@ def _validate_image_counts(cfg: Config) -> None:
     }
     for key, n in wanted.items():
         _check(n <= n_test, key, f"at most data.n_test = {n_test} images", n)
+    n_train, n_eval = cfg.data.n_train, cfg.compare.eval_images  # also the first training images
+    expected = f"at most data.n_train = {n_train} images"
+    _check(n_eval <= n_train, "compare.eval_images", expected, n_eval)
     if cfg.oip.start_kind == "digits":  # drawn from the test set's second half
         expected = f"at most {n_test // 2} digit starts (half of data.n_test)"
         _check(cfg.oip.n_starts <= n_test // 2, "oip.n_starts", expected, cfg.oip.n_starts)

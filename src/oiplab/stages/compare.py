@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
+from oiplab.checks import first_images
 from oiplab.compare.study import compare_networks, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
 from oiplab.config import Config, ConfigError
@@ -41,7 +42,10 @@ def run(cfg: Config) -> dict[str, Any]:
         held_out = slice(c.probe_images, c.probe_images + c.eval_images)
         eval_sets = {
             "test": (data.x_test[held_out], data.y_test[held_out]),
-            "train": (data.x_train[: c.eval_images], data.y_train[: c.eval_images]),
+            "train": (
+                first_images(data.x_train, c.eval_images, "compare.eval_images", "training"),
+                data.y_train[: c.eval_images],
+            ),
         }
         result = compare_networks(
             models, untrained_networks(cfg.model, c), data.x_test[probe], eval_sets, c
