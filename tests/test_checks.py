@@ -176,7 +176,8 @@ def test_a_typed_record_with_null_where_a_number_is_needed_is_named(tmp_path):
         History.load(tmp_path)
     pairs = {"0-1": {"Conv2D_3": {"partner": [1, 0], "matched_r": [0.9, float("nan")]}}}
     (tmp_path / "compare.json").write_text(to_json({"pairs": pairs}))
-    with pytest.raises(NonFiniteError, match="compare.json: .* field '.*matched_r.1' is not a fi"):
+    expected = r"compare.json: comparison details field 'pairs.*Conv2D_3.matched_r.1' is not a fin"
+    with pytest.raises(NonFiniteError, match=expected):
         MatchedPairs.load(tmp_path)
     (tmp_path / "consistency.json").write_text(to_json({"all": float("nan")}))
     undefined = read_typed(tmp_path / "consistency.json", dict[str, Real], "compare", "x")
