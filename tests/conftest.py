@@ -122,19 +122,35 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts in a folder), for tests."""
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts in a folder), for tests;
+    given `admin_password`, MLflow's basic-auth app, whose only user is `admin`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, admin_password: str | None = None):
         import sys
 
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = open(folder / "server.log", "w")  # noqa: SIM115 (closed in stop)
         mlflow_bin = Path(sys.executable).parent / "mlflow"
+        self.login, env, auth = None, dict(os.environ), []
+        if admin_password is not None:
+            self.login = ("admin", admin_password)
+            ini = folder / "basic_auth.ini"
+            ini.write_text(
+                f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{folder}/auth.db\n"
+                "admin_username = admin\nauthorization_function = "
+                "mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env |= {
+                "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            }
+            auth = ["--app-name", "basic-auth"]
         self.proc = subprocess.Popen(
             [
                 str(mlflow_bin),
                 "server",
+                *auth,
                 "--backend-store-uri",
                 f"sqlite:///{folder}/server.db",
                 "--artifacts-destination",
@@ -149,6 +165,7 @@ class MlflowServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
 
     def wait(self, timeout: float = 120.0) -> None:
@@ -173,9 +190,13 @@ class MlflowServer:
         import urllib.request
 
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.uri + path, data=data, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.login:
+            import base64
+
+            token = base64.b64encode(":".join(self.login).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        request = urllib.request.Request(self.uri + path, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as reply:
             return json.loads(reply.read())
 

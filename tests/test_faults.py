@@ -48,6 +48,8 @@ def _params(folder: Path, *overrides: str, tracking: bool = True) -> Path:
 def _cli(cwd: Path, *args: str, env: dict | None = None, wait: bool = True, module=None):
     cmd = [sys.executable, "-m", module or f"oiplab.stages.{args[0]}"]
     cmd += list(args if module else ["--params", "params.yaml", *args[1:]])
+    if (env or {}).pop(UNPRIVILEGED, None) and os.geteuid() == 0:
+        cmd = ["unshare", "--user", *cmd]  # root, as a user of its own: file modes apply
     # the children's store is their own folder's unless a case sets one
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env |= {"TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -192,6 +194,34 @@ def _object_array_in_trajectory(path: Path) -> None:
         np.savez(fh, **kept)  # pickled: np.load refuses it unless allow_pickle
 
 
+SECRET = "Pa55-w0rd-in-a-uri"  # no message of any case may show it
+UNPRIVILEGED = "unprivileged"  # a case whose command must not run as root (see `_cli`)
+# Root writes into read-only files and folders; inside a user namespace of its own (`unshare
+# --user`, no uid mapped) it is an ordinary owner, and the modes apply.
+DROPS_ROOT = os.geteuid() != 0 or (
+    shutil.which("unshare") is not None
+    and subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode == 0
+)
+
+
+def _read_only_artifacts(folder: Path) -> str:
+    """The copy's own artifact folder, read-only (a copied store still names the original's)."""
+    db = sqlite3.connect(folder / "mlflow.db")
+    with db:
+        db.execute("UPDATE experiments SET artifact_location = ?", ((folder / "mlruns").as_uri(),))
+    db.close()
+    return _read_only("mlruns")(folder)
+
+
+def _read_only(*parts: str):
+    def make(folder: Path) -> str:
+        for path in [folder.joinpath(*parts), *folder.joinpath(*parts).rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return UNPRIVILEGED
+
+    return make
+
+
 # (id, how to break the copy, the command, the text the one-line error must contain)
 CASES = [
     ("epochs negative", None, ("train", "train.epochs=-1"), "'train.epochs'"),
@@ -311,6 +341,20 @@ CASES = [
         ("prepare",),
         "unreachable",
     ),
+    (
+        "a login in an unreachable server's URI",
+        None,
+        ("prepare",),
+        "tracking server http://127.0.0.1:",
+    ),
+    ("read-only artifact store", _read_only_artifacts, ("select_images",), "read-only"),
+    ("read-only mlflow.db", _read_only("mlflow.db"), ("select_images",), "read-only"),
+    (
+        "a password in tracking.uri",
+        _with_conf,
+        (f"tracking.uri=http://alice:{SECRET}@127.0.0.1:5000",),
+        "'tracking.uri': holds a password",
+    ),
     ("unknown experiment", _with_conf, ("experiment=smok",), "Could not find 'experiment/smok'"),
     ("ambiguous list override", _with_conf, ("seeds=0,1",), "Ambiguous value"),
     ("params value checked before writing", _with_conf, ("train.epochs=abc",), "'train.epochs'"),
@@ -385,10 +429,14 @@ CASES = [
     )
 ]
 PARAMS_CASES = {
+    "a password in tracking.uri",
     "unknown experiment",
     "ambiguous list override",
     "params value checked before writing",
 }
+
+
+UNPRIVILEGED_CASES = {"read-only artifact store", "read-only mlflow.db"}
 
 
 def _case(study: Path, root: Path, case) -> dict:
@@ -397,9 +445,11 @@ def _case(study: Path, root: Path, case) -> dict:
     shutil.copytree(study, folder)
     held = breaker(folder) if breaker else None
     before = _hashes(folder)
-    env = {}
+    env = {UNPRIVILEGED: "1"} if held == UNPRIVILEGED else {}
     if name == "tracking server unreachable":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{_closed_port()}"
+    if name == "a login in an unreachable server's URI":
+        env["MLFLOW_TRACKING_URI"] = f"http://alice:{SECRET}@127.0.0.1:{_closed_port()}"
     started = time.time()
     if name in PARAMS_CASES:
         proc = _cli(folder, *args, module="oiplab.params")
@@ -408,7 +458,8 @@ def _case(study: Path, root: Path, case) -> dict:
     seconds = time.time() - started
     if isinstance(held, sqlite3.Connection):
         held.close()
-    return {"proc": proc, "seconds": seconds, "before": before, "after": _hashes(folder)}
+    after = _hashes(folder)
+    return {"proc": proc, "seconds": seconds, "before": before, "after": after, "folder": folder}
 
 
 @pytest.fixture(scope="module")
@@ -427,9 +478,12 @@ def test_the_tour_has_at_least_thirty_cases():
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_clear_line_and_changes_nothing(tour, case):
     name, _, _, expected = case
+    if name in UNPRIVILEGED_CASES and not DROPS_ROOT:
+        pytest.skip("root writes into read-only files, and `unshare --user` is not allowed here")
     found = tour[name]
     proc = found["proc"]
     assert proc.returncode != 0, proc.stdout[-1500:]
+    assert SECRET not in proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
@@ -656,3 +710,46 @@ def test_a_tracking_server_dying_mid_stage_gives_a_clear_error_within_seconds(st
     assert stderr.strip().splitlines()[-1].startswith("error: MLflow store http"), stderr[-1500:]
     assert seconds < 45
     assert not (folder / "models" / "seed_4").exists()  # outputs untouched: only a checkpoint
+
+
+def test_a_read_only_artifact_store_fails_the_run_and_names_the_store(tour):
+    """The store's database still takes the run's end: FAILED, the reason naming the store."""
+    if not DROPS_ROOT:
+        pytest.skip("root writes into read-only folders, and `unshare --user` is not allowed here")
+    proc = tour["read-only artifact store"]["proc"]
+    assert "error: MLflow store sqlite:///" in proc.stderr and "/mlruns/" in proc.stderr
+    _, runs = _runs(tour["read-only artifact store"]["folder"], "select_images")
+    newest = max(runs, key=lambda r: r.info.start_time)
+    assert newest.info.status == "FAILED"
+    assert newest.data.tags["oiplab.error"].startswith("TrackingError: MLflow store sqlite:///")
+
+
+def test_a_full_store_disk_is_one_line_naming_the_store_and_the_run_is_closed(
+    study, tmp_path, monkeypatch, capsys
+):
+    """Once four tracebacks, "metrics/answer.json: No space left" and the run left RUNNING."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from oiplab.stages import select_images
+
+    folder = tmp_path / "full"
+    shutil.copytree(study, folder)
+    monkeypatch.chdir(folder)
+    before = _hashes(folder)
+
+    def full(self, local_file, artifact_path=None):
+        target = Path(self.artifact_dir, artifact_path or "", Path(local_file).name)
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", full)
+    with pytest.raises(SystemExit) as stop:
+        select_images.main(["--params", "params.yaml"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"error: MLflow store sqlite:///{folder.resolve()}/mlflow.db")
+    assert "/mlruns/" in errors[0] and "No space left on device" in errors[0]
+    assert _hashes(folder) == before
+    _, runs = _runs(folder, "select_images")
+    assert max(runs, key=lambda r: r.info.start_time).info.status == "FAILED"

@@ -113,7 +113,14 @@ def test_the_parent_run_shares_the_stage_runs_tags(smoke_cfg, monkeypatch):
     own = {"oiplab.execution": "sweep:/tmp/one-sweep", "oiplab.stage": "pipeline"}
     ours = {k: v for k, v in parent.data.tags.items() if k.startswith("oiplab.")}
     assert ours == own | identity.shared_tags(smoke_cfg)
-    not_shared = ("oiplab.stage", "oiplab.seed", "oiplab.dvc_exp", "oiplab.v.")
+    not_shared = (
+        "oiplab.stage",
+        "oiplab.seed",
+        "oiplab.dvc_exp",
+        "oiplab.v.",
+        "oiplab.host",
+        "oiplab.pid",
+    )
     shared = {k: v for k, v in stage.items() if k.startswith("oiplab.")}
     shared = {k: v for k, v in shared.items() if not k.startswith(not_shared)}
     assert ours == own | shared
@@ -158,3 +165,139 @@ def test_no_study_headline_without_a_comparison_or_with_tracking_off(smoke_cfg):
 def test_an_unreachable_server_is_a_tracking_error_naming_the_way_out():
     with pytest.raises(tracking.TrackingError, match="tracking.enabled=false"):
         tracking.check_server("http://127.0.0.1:9", timeout=2)
+
+
+# Values with quotes in search filters (MLflow's filter grammar has no escape character)
+
+QUOTED = ["o'brien sweep", 'say "hi"', "both ' and \"", 'both x and "', "end\\", "100%", "1000"]
+
+
+def test_runs_are_found_by_tag_values_with_any_quotes_exactly(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from oiplab.tracking.search import find_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("quotes")
+    ids = {v: client.create_run(experiment, tags={"oiplab.k": v}).info.run_id for v in QUOTED}
+    for value in QUOTED:  # "both x and ..." also matches the wildcard of "both ' and ..."
+        found = find_runs(client, [experiment], {"oiplab.k": value})
+        assert [r.info.run_id for r in found] == [ids[value]], value
+
+
+@pytest.mark.parametrize("folder", ["/home/o'brien/o'brien sweep", "/x/both ' and \" \\"])
+def test_a_sweep_in_a_folder_with_quotes_has_one_parent_run(smoke_cfg, monkeypatch, folder):
+    """Such a sweep once failed at its first job: "Invalid clause(s) in filter string"."""
+    monkeypatch.setenv("OIPLAB_EXECUTION", f"sweep:{folder}")
+    runs = []
+    for seed in (0, 1):
+        with tracking.stage_run(smoke_cfg, "train", seed=seed) as run:
+            runs.append(run.run_id)
+    client = _client(smoke_cfg)
+    parents = {client.get_run(r).data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.data.tags["oiplab.execution"] == f"sweep:{folder}"
+    assert parent.info.status == "FINISHED"
+    smoke_cfg.study = 'o\'brien "study"'
+    assert tracking.latest_study_headline(smoke_cfg, smoke_cfg.study) is None
+
+
+# Runs whose process is gone
+
+
+def _ended_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_runs_of_ended_processes_on_this_host_are_closed_killed(smoke_cfg, monkeypatch, capsys):
+    """A SIGKILLed stage leaves its run RUNNING: the next run of its stage closes it (and its
+    parent, when it was the last running stage), `oiplab runs` those of every stage. Runs whose
+    process lives, runs of another host and runs without a pid are left alone."""
+    import os
+    import socket
+
+    import psutil
+
+    from oiplab.tracking.stale import HOST, PID, STARTED
+
+    monkeypatch.setenv("OIPLAB_EXECUTION", "sweep:/tmp/stale")
+    with tracking.stage_run(smoke_cfg, "train", seed=0) as first:
+        pass
+    client = _client(smoke_cfg)
+    experiment = first.experiment_id
+    parent = client.get_run(first.run_id).data.tags["mlflow.parentRunId"]
+    here, dead = socket.gethostname(), str(_ended_pid())
+    me = {PID: str(os.getpid()), STARTED: f"{psutil.Process().create_time():.2f}"}
+    cases = {
+        "ended": {HOST: here, PID: dead, STARTED: "1.00"},
+        "pid reused": {HOST: here, PID: me[PID], STARTED: "1.00"},
+        "alive": {HOST: here, **me},
+        "another host": {HOST: "elsewhere", PID: dead, STARTED: "1.00"},
+        "no pid": {HOST: here},
+        "other stage": {HOST: here, PID: dead, STARTED: "1.00", "oiplab.stage": "compare"},
+    }
+    ids = {}
+    for name, tags in cases.items():
+        tags = {"oiplab.stage": "train", "mlflow.parentRunId": parent} | tags
+        ids[name] = client.create_run(experiment, tags=tags, run_name=name).info.run_id
+    client.update_run(parent, status="RUNNING")
+
+    def statuses() -> dict[str, str]:
+        return {name: client.get_run(i).info.status for name, i in ids.items()}
+
+    monkeypatch.delenv("OIPLAB_EXECUTION")  # a run of its own, outside the sweep
+    with tracking.stage_run(smoke_cfg, "train", seed=1):
+        pass
+    killed = {"ended": "KILLED", "pid reused": "KILLED"}
+    assert statuses() == {name: killed.get(name, "RUNNING") for name in cases}
+    reason = client.get_run(ids["ended"]).data.tags["oiplab.error"]
+    assert f"pid {dead} on {here}" in reason and "the next run of `train`" in reason
+    assert "closed stale run ended" in capsys.readouterr().out
+    assert client.get_run(parent).info.status == "RUNNING"  # `alive` still runs under it
+
+    client.set_terminated(ids["alive"])
+    table = tracking.execution_table(smoke_cfg.tracking.uri, smoke_cfg.tracking.experiment)
+    assert statuses()["other stage"] == "KILLED"
+    assert "closed stale run other stage" in capsys.readouterr().out
+    assert statuses()["another host"] == statuses()["no pid"] == "RUNNING"
+    assert client.get_run(ids["other stage"]).data.tags["oiplab.error"].endswith("`oiplab runs`")
+    assert "KILLED" in table
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (
+            "(raised as a result of Query-invoked autoflush; ...)\n(sqlite3.OperationalError) "
+            "attempt to write a readonly database\n[SQL: INSERT INTO runs ...]",
+            "read-only: its database file or folder cannot be written",
+        ),
+        ("(sqlite3.OperationalError) database or disk is full", "no space left on its disk"),
+        (
+            "API request to endpoint /api/2.0/mlflow/runs/create failed with error code 401 != "
+            "200. Response body: 'You are not authenticated.'",
+            "the server asks for a login (HTTP 401): set MLFLOW_TRACKING_USERNAME",
+        ),
+        (
+            OSError(13, "Permission denied", "/s/mlruns/1/ab/artifacts"),
+            "cannot write /s/mlruns/1/ab/artifacts (Permission denied; the store is read-only",
+        ),
+        (
+            OSError(28, "No space left on device", "/s/mlruns/x"),
+            "cannot write /s/mlruns/x (No space left on device; free space on the store's disk)",
+        ),
+    ],
+)
+def test_a_store_failure_is_one_line_naming_the_store_and_the_cause(error, cause):
+    from mlflow.exceptions import MlflowException
+
+    exc = MlflowException(error) if isinstance(error, str) else error
+    message = str(store.store_error(exc, "http://alice:Pa55word@mlflow.lab:5000"))
+    assert message.startswith(f"MLflow store http://mlflow.lab:5000: {cause}")
+    assert "\n" not in message and "Pa55word" not in message

@@ -23,6 +23,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from oiplab.credentials import redact
 from oiplab.errors import OiplabError
 from oiplab.layout import STAGES, Stage
 
@@ -67,17 +68,41 @@ def _ui(args: argparse.Namespace) -> None:
 
     uri = default_uri()
     if uri.startswith("http"):
-        raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser")
+        shown = redact(uri)
+        raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({shown}): open it in a browser")
     if not _port_free(args.host, args.port):
         raise SystemExit(f"error: port {args.port} on {args.host} is in use: pass --port N")
+    warning = exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
     mlflow = Path(sys.executable).parent / "mlflow"
     address = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {address} (store {uri}); Ctrl-C to stop")
+    print(f"MLflow UI on {address} (store {redact(uri)}); Ctrl-C to stop")
     runs_page = _runs_page(uri, args.experiment)
     if runs_page:  # the UI itself opens on its GenAI overview
         print(f"the project's runs: {address}/{runs_page}")
     command = [str(mlflow), "ui", "--backend-store-uri", uri]
     raise SystemExit(_serve([*command, "--host", args.host, "--port", str(args.port)]))
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning for serving the UI on `host` when that is not only this machine (loopback):
+    `mlflow ui` has no login, and it can change and delete runs, not only show them."""
+    import ipaddress
+    import socket
+
+    try:
+        found = {str(i[4][0]) for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found):
+            return None
+    except (OSError, ValueError):
+        pass  # an address this machine cannot resolve: warn
+    return (
+        f"warning: --host {host} lets anyone who can reach this machine's port {port} read, "
+        "change and delete every run, artifact and model of this store, with no login; keep "
+        "the default 127.0.0.1 and use `ssh -L 5000:127.0.0.1:5000 <host>`, or run "
+        "`mlflow server --app-name basic-auth` behind HTTPS (README: a team server)"
+    )
 
 
 STOPS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C: a kill, a closed terminal
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         commands[args.command](args)
     except OiplabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from oiplab.credentials import has_password
 from oiplab.errors import OiplabError
 from oiplab.model import LAYERS, MATCHED, ModelConfig, layer_shapes
 
@@ -270,6 +271,7 @@ def validate(cfg: Config) -> None:
     _validate_oip(cfg.oip, layer_shape)
     _validate_precursor(cfg.precursor, layer_shape[2])
     _validate_compare(cfg)
+    _validate_tracking(cfg.tracking)
     if d.name == "synthetic":  # other data sets are checked when loaded (`checks.first_images`)
         _validate_image_counts(cfg)
 
@@ -290,6 +292,16 @@ def _validate_image_counts(cfg: Config) -> None:
     if cfg.oip.start_kind == "digits":  # drawn from the test set's second half
         expected = f"at most {n_test // 2} digit starts (half of data.n_test)"
         _check(cfg.oip.n_starts <= n_test // 2, "oip.n_starts", expected, cfg.oip.n_starts)
+
+
+def _validate_tracking(t: TrackingConfig) -> None:
+    # conf/ and params.yaml are committed, and every run logs its config as parameters
+    if has_password(t.uri):
+        raise ConfigError(
+            "config key 'tracking.uri': holds a password (user:password@); conf/ and "
+            "params.yaml are committed and logged: give the URI without it, and the login in "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_URI)"
+        )
 
 
 def _validate_activations(a: ActivationsConfig, n_classes: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from oiplab.credentials import redact
 from oiplab.io import RunRecord
 from oiplab.layout import RUN, Layout
 from oiplab.report.tables import fmt, pct
@@ -58,4 +59,4 @@ def ui_base(uri: str | None) -> str | None:
     """Where the runs of store `uri` are browsed: the server itself, or the local UI."""
     if uri is None:
         return None
-    return uri.rstrip("/") if uri.startswith("http") else LOCAL_UI
+    return redact(uri).rstrip("/") if uri.startswith("http") else LOCAL_UI

@@ -94,7 +94,9 @@ def preflight(cfg: Config) -> Config:
 
 
 def _fail(exc: BaseException, code: int = 2) -> NoReturn:
-    print(f"error: {exc}", file=sys.stderr)
+    from oiplab.credentials import redact
+
+    print(f"error: {redact(str(exc))}", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -4,18 +4,44 @@ into the stage's MLflow run. Whether a run is tracked is decided once, when the 
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from oiplab.io import to_json
 from oiplab.stops import holding
 from oiplab.tracking.identity import TAG_PREFIX, flatten
+from oiplab.tracking.store import store_error, store_failed
 
 if TYPE_CHECKING:
     import keras
     import numpy as np
     from mlflow import ActiveRun
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def store_write(write: Callable[P, R]) -> Callable[P, R]:
+    """`write` (a call into the store) held against stop signals (`holding`), its failure
+    reported as the store's: inside a stage's `staged` block, a store that cannot be written
+    (read-only, disk full) must not read as the stage's own output failing."""
+
+    @functools.wraps(write)
+    def reported(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return write(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, OSError) or store_failed(exc):
+                import mlflow
+
+                raise store_error(exc, mlflow.get_tracking_uri()) from exc
+            raise
+
+    return holding(reported)
 
 
 class Run:
@@ -106,7 +132,7 @@ class TrackedRun(Run):
     def record(self) -> dict[str, str]:
         return {"run_id": self._info.run_id, "experiment_id": self._info.experiment_id}
 
-    @holding
+    @store_write
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         import mlflow
 
@@ -117,37 +143,37 @@ class TrackedRun(Run):
         }
         mlflow.log_metrics(clean, step=step)
 
-    @holding
+    @store_write
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         import mlflow
 
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
-    @holding
+    @store_write
     def log_json(self, data: Any, artifact_file: str) -> None:
         import mlflow
 
         mlflow.log_dict(json.loads(to_json(data)), artifact_file)
 
-    @holding
+    @store_write
     def log_text(self, text: str, artifact_file: str) -> None:
         import mlflow
 
         mlflow.log_text(text, artifact_file)
 
-    @holding
+    @store_write
     def describe(self, text: str) -> None:
         import mlflow
 
         mlflow.set_tag("mlflow.note.content", text)
 
-    @holding
+    @store_write
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 
         mlflow.set_tags(tags)
 
-    @holding
+    @store_write
     def log_dataset(
         self,
         arrays: tuple[np.ndarray, np.ndarray],
@@ -168,7 +194,7 @@ class TrackedRun(Run):
             dataset = from_numpy(x, source=source, targets=y, name=name, digest=digest[:16])
         mlflow.log_input(dataset, context=context)
 
-    @holding
+    @store_write
     def log_keras_model(
         self, model: keras.Model, example: np.ndarray, registered_name: str | None
     ) -> None:
@@ -195,7 +221,7 @@ class TrackedRun(Run):
             registered_model_name=registry,
         )
 
-    @holding
+    @store_write
     def continue_from(self, state: dict[str, Any]) -> None:
         import mlflow
         from mlflow.exceptions import MlflowException

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oiplab.config import Config
+from oiplab.credentials import login, redact
 from oiplab.errors import OiplabError
 from oiplab.layout import CompareFiles, Stage
+from oiplab.tracking.identity import TAG_PREFIX
+from oiplab.tracking.runs import close_stale
+from oiplab.tracking.search import find_runs, tag_clause
 from oiplab.tracking.store import check_server, default_uri, tracking_uri, use_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
 # The number worth a column for each stage (others are in the MLflow UI).
@@ -38,12 +45,14 @@ def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return None
-    query = (
-        f"tags.`oiplab.stage` = 'compare' and tags.`oiplab.study` = '{study}' and "
-        f"tags.`oiplab.dataset` = '{cfg.data.name}' and attributes.status = 'FINISHED'"
-    )
-    found = client.search_runs(
-        [experiment.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    tags = {"stage": Stage.COMPARE, "study": study, "dataset": cfg.data.name}
+    found = find_runs(
+        client,
+        [experiment.experiment_id],
+        {TAG_PREFIX + k: v for k, v in tags.items()},
+        where="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     if not found:
         return None
@@ -62,21 +71,30 @@ def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
 def execution_table(
     uri: str | None, experiment: str, study: str | None = None, parent: str | None = None
 ) -> str:
-    """A text table of the latest execution's runs (or of parent run `parent`)."""
+    """A text table of the latest execution's runs (or of parent run `parent`), after closing
+    the runs of this host whose process has ended (`runs.close_stale`)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
-    uri = uri or default_uri()
+    uri = login(uri) if uri else default_uri()
     check_server(uri)
     use_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        raise OiplabError(f"{uri}: no experiment named {experiment!r} (nothing logged yet?)")
+        shown = redact(uri)
+        raise OiplabError(f"{shown}: no experiment named {experiment!r} (nothing logged yet?)")
     ids = [found.experiment_id]
+    client = MlflowClient(uri)
+    close_stale(client, ids, None, "`oiplab runs`")
     if parent is None:
-        parent = _latest_parent(uri, ids, study)
-    head = mlflow.get_run(parent)
-    runs = mlflow.search_runs(
-        ids, f"tags.`mlflow.parentRunId` = '{parent}'", order_by=["attributes.start_time ASC"]
+        parent = _latest_parent(client, uri, ids, study)
+    try:
+        head = client.get_run(parent)
+    except MlflowException:
+        raise OiplabError(f"{redact(uri)}: no run {parent!r} (see `oiplab runs`)") from None
+    runs = mlflow.search_runs(  # the id of a run that exists: hex digits, quoted as it is
+        ids, tag_clause("mlflow.parentRunId", parent), order_by=["attributes.start_time ASC"]
     )
     lines = [
         f"{head.data.tags.get('mlflow.runName', parent)}  [{head.info.status}]  run {parent}",
@@ -99,18 +117,16 @@ def execution_table(
     return "\n".join(lines)
 
 
-def _latest_parent(uri: str, experiment_ids: list[str], study: str | None) -> str:
+def _latest_parent(
+    client: MlflowClient, uri: str, experiment_ids: list[str], study: str | None
+) -> str:
     """The parent run of the newest pipeline execution (of `study`, if given)."""
-    import mlflow
-
-    query = "tags.`oiplab.stage` = 'pipeline'"
-    if study:
-        query += f" and tags.`oiplab.study` = '{study}'"
-    parents = mlflow.search_runs(
-        experiment_ids, query, order_by=["attributes.start_time DESC"], max_results=1
+    tags = {TAG_PREFIX + "stage": "pipeline"} | ({TAG_PREFIX + "study": study} if study else {})
+    parents = find_runs(
+        client, experiment_ids, tags, order_by=["attributes.start_time DESC"], max_results=1
     )
-    if parents.empty:
+    if not parents:
         raise OiplabError(
-            f"{uri}: no pipeline execution recorded" + (f" for {study}" if study else "")
+            f"{redact(uri)}: no pipeline execution recorded" + (f" for {study}" if study else "")
         )
-    return parents.iloc[0]["run_id"]
+    return parents[0].info.run_id

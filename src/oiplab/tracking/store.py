@@ -7,7 +7,9 @@ runs the stage in a temporary copy of the workspace (`dvc exp run --queue` / `--
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from oiplab.config import Config
+from oiplab.credentials import login, redact
 from oiplab.errors import OiplabError
 
 SERVER_PROBE_TIMEOUT_S = 5.0
@@ -47,8 +50,9 @@ def store_root(start: Path | None = None) -> Path:
 
 def tracking_uri(cfg: Config) -> str:
     """The MLflow URI in force: MLFLOW_TRACKING_URI from the environment, else the config's; a
-    relative sqlite path is made absolute against the project root (`store_root`)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    relative sqlite path is made absolute against the project root (`store_root`). The user-info
+    of a server's URI is moved into MLflow's credential variables (`credentials.login`)."""
+    uri = login(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(store_root() / uri.removeprefix("sqlite:///"))
     return uri
@@ -56,8 +60,8 @@ def tracking_uri(cfg: Config) -> str:
 
 def default_uri() -> str:
     """The store `oiplab runs` and `oiplab ui` read without a config: MLFLOW_TRACKING_URI, else
-    the project's embedded store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+    the project's embedded store (user-info moved as by `tracking_uri`)."""
+    return login(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}")
 
 
 def use_uri(uri: str) -> None:
@@ -89,6 +93,7 @@ def check_server(uri: str, timeout: float = SERVER_PROBE_TIMEOUT_S) -> None:
     import urllib.error
     import urllib.request
 
+    uri = redact(uri)  # MLflow's /health needs no login, even behind its basic-auth app
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
             if reply.status == 200:
@@ -131,20 +136,70 @@ def store_failed(exc: BaseException) -> bool:
 
 
 def store_error(exc: BaseException, uri: str) -> Exception:
-    """The error to report for the store at `uri` failing with `exc`: what happened and the way
-    out, as one line."""
+    """The error to report for the store at `uri` failing with `exc`: the store (its URI, user-info
+    removed), what happened and the way out, as one line."""
+    if isinstance(exc, OiplabError):
+        return exc
+    shown = redact(uri)
     if uri.startswith("sqlite") and _is_sqlite_lock(exc):
         return TrackingError(
-            f"the embedded MLflow store {uri} was locked by concurrent jobs, so this run's "
+            f"the embedded MLflow store {shown} was locked by concurrent jobs, so this run's "
             "records could not be written. For parallel jobs use a tracking server: "
             "`mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 "
             "--port 5000` and MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
         )
-    if "sqlite" in uri and ("file is not a database" in str(exc) or "malformed" in str(exc)):
+    text = redact(str(exc))
+    if "sqlite" in uri and ("file is not a database" in text or "malformed" in text):
         return TrackingError(
-            f"{uri}: not a readable MLflow store ({str(exc).splitlines()[0][:160]}); move it "
+            f"{shown}: not a readable MLflow store ({text.splitlines()[0][:160]}); move it "
             "aside to start a new one"
         )
-    if isinstance(exc, OiplabError):
-        return exc
-    return TrackingError(f"MLflow store {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return TrackingError(f"MLflow store {shown}: {_cause(exc, text)}")
+
+
+# What sqlite and MLflow's server say, and what it means to the user.
+_STORE_CAUSES = {
+    "readonly database": "read-only: its database file or folder cannot be written (sqlite: "
+    "attempt to write a readonly database)",
+    "database or disk is full": "no space left on its disk (sqlite: database or disk is full)",
+    "unable to open database file": "cannot open its database file (sqlite: unable to open "
+    "database file): its folder must exist and be writable",
+    "error code 401": "the server asks for a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD",
+    "error code 403": "the server refused this user (HTTP 403): ask its admin for permission",
+}
+_HINTS = {
+    errno.EACCES: "the store is read-only for this user",
+    errno.EPERM: "the store is read-only for this user",
+    errno.EROFS: "the store is on a read-only file system",
+    errno.ENOSPC: "free space on the store's disk",
+    errno.EDQUOT: "free space on the store's disk",
+}
+
+
+def _cause(exc: BaseException, text: str) -> str:
+    """What went wrong with the store, in words, from `exc` and its (redacted) `text`."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = redact(str(exc.filename)) if exc.filename else "its files"
+        hint = _HINTS.get(exc.errno or 0)
+        return f"cannot write {where} ({exc.strerror}{'; ' + hint if hint else ''})"
+    lower = text.lower()
+    for needle, cause in _STORE_CAUSES.items():
+        if needle in lower:
+            return cause
+    # MLflow's message may open with SQLAlchemy's note on where the flush happened
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("(raised as")]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+class _NoTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+def quiet_store_tracebacks() -> None:
+    """Drop the traceback MLflow logs for every failed database call before raising it: the
+    stage reports that error itself, as one line (`store_error`)."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _NoTracebacks) for f in logger.filters):
+        logger.addFilter(_NoTracebacks())
