@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
+from oiplab.compare.summary import (
+    Answer,
+    answer_records,
+    headline_metrics,
+    learning_curve_records,
+)
 from oiplab.errors import MissingInputError
 from oiplab.io import Record, StaleOutputError, to_json
 from tests import results
@@ -43,10 +48,17 @@ def test_the_selection_loads_back_equal(tmp_path):
 
 
 def test_the_answer_file_keeps_its_format_with_flat_barrier_keys(tmp_path):
-    """compare/headline.json is also read back from older runs in the MLflow store."""
+    """compare/headline.json: the layers, the barriers, and which networks were compared."""
     results.answer(LAYERS).save(tmp_path)
     data = json.loads((tmp_path / "headline.json").read_text())
-    assert list(data) == [*LAYERS, "interpolation"]
+    assert list(data) == [*LAYERS, "interpolation", "design"]
+    assert data["design"] == "default"
+    split = results.split_answer(LAYERS, "same_order", kept=True)
+    split.save(tmp_path)
+    assert Answer.load(tmp_path).design == "same_order"
+    del data["design"]  # a file written before the seed-split design: the default study's
+    (tmp_path / "headline.json").write_text(json.dumps(data))
+    assert Answer.load(tmp_path).design == "default"
     flat = ["naive.test.loss_barrier", "naive.test.accuracy_barrier"]
     assert list(data["interpolation"])[:2] == flat
     assert data["Conv2D_1"]["order"] == {

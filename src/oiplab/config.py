@@ -161,6 +161,18 @@ class AlignmentConfig(Section):
     bootstrap_draws: Annotated[int, Field(ge=100)]
 
 
+Design = Literal["same_init", "same_order"]
+
+
+class SplitConfig(Section):
+    """The seed-split design (`conf/split/`): networks sharing one of the first seed's two seeds
+    (its initialization or its image order); the first seed's own network is the shared one."""
+
+    designs: Annotated[list[Design], Field(min_length=1)]
+    members: Annotated[list[Index], Field(min_length=1)]
+    design: Design
+
+
 class TrackingConfig(Section):
     uri: str
     experiment: Annotated[str, Field(min_length=1)]
@@ -174,6 +186,7 @@ class PathsConfig(Section):
     artifacts: str
     reports: str
     checkpoints: str
+    split_models: str
 
 
 class Config(Section):
@@ -187,6 +200,7 @@ class Config(Section):
     precursor: PrecursorConfig
     compare: CompareConfig
     alignment: AlignmentConfig
+    split: SplitConfig
     tracking: TrackingConfig
     paths: PathsConfig
 
@@ -271,6 +285,7 @@ def validate(cfg: Config) -> None:
     _validate_oip(cfg.oip, layer_shape)
     _validate_precursor(cfg.precursor, layer_shape[2])
     _validate_compare(cfg)
+    _validate_split(cfg)
     _validate_tracking(cfg.tracking)
     if d.name == "synthetic":  # other data sets are checked when loaded (`checks.first_images`)
         _validate_image_counts(cfg)
@@ -292,6 +307,14 @@ def _validate_image_counts(cfg: Config) -> None:
     if cfg.oip.start_kind == "digits":  # drawn from the test set's second half
         expected = f"at most {n_test // 2} digit starts (half of data.n_test)"
         _check(cfg.oip.n_starts <= n_test // 2, "oip.n_starts", expected, cfg.oip.n_starts)
+
+
+def _validate_split(cfg: Config) -> None:
+    """The split design shares the first seed's network: a member with that seed would be it."""
+    sp, shared = cfg.split, cfg.seeds[0]
+    ok = len(set(sp.members)) == len(sp.members) and shared not in sp.members
+    _check(ok, "split.members", f"distinct seeds other than the first seed {shared}", sp.members)
+    _check(len(set(sp.designs)) == len(sp.designs), "split.designs", "distinct designs", sp.designs)
 
 
 def _validate_tracking(t: TrackingConfig) -> None:

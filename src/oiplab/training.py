@@ -51,6 +51,16 @@ def data_seed(cfg: TrainConfig) -> int:
     return cfg.data_seed if cfg.data_seed is not None else cfg.seed
 
 
+# The seed a split design shares with the shared network: "same_init" shares the initial weights,
+# "same_order" the order of the training images; the member's own seed drives the other.
+SHARED_BY_DESIGN = {"same_init": "init_seed", "same_order": "data_seed"}
+
+
+def split_member(cfg: TrainConfig, design: str, shared_seed: int, member: int) -> TrainConfig:
+    """The training settings of seed `member` of split design `design` (`conf/split/`)."""
+    return cfg.model_copy(update={"seed": member, SHARED_BY_DESIGN[design]: shared_seed})
+
+
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
     """The learning rate (a float or a Keras schedule) named by `cfg.lr_schedule`."""
     import keras

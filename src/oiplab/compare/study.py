@@ -16,6 +16,7 @@ import numpy as np
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
+from oiplab.checks import first_images
 from oiplab.compare.cka import centered_gram, cka_matrix
 from oiplab.compare.correlation import Units
 from oiplab.compare.interpolation import barriers, evaluate_weights, path
@@ -40,10 +41,11 @@ from oiplab.compare.summary import (
     OrderTest,
     VerdictRules,
     mean_or_nan,
+    order_words,
     verdict,
 )
 from oiplab.compare.weights import permute, weight_matching
-from oiplab.config import CompareConfig
+from oiplab.config import CompareConfig, ConfigError
 from oiplab.model import PERMUTABLE, PERMUTATION_OF, ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -164,6 +166,27 @@ def compare_networks(
         curves=by_seed(curves),
         barriers=_barriers(curves, alphas, pairs, res.pair_weights),
     )
+
+
+def comparison_images(
+    data: Any, c: CompareConfig
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The probe images (the first `probe_images` test images) and the interpolation's image
+    sets, disjoint from them: `(probe_x, {"test": (x, y), "train": (x, y)})`."""
+    if len(data.y_test) < c.probe_images + c.eval_images:
+        raise ConfigError(
+            f"config key 'compare.eval_images': probe + evaluation images "
+            f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
+        )
+    held_out = slice(c.probe_images, c.probe_images + c.eval_images)
+    eval_sets = {
+        "test": (data.x_test[held_out], data.y_test[held_out]),
+        "train": (
+            first_images(data.x_train, c.eval_images, "compare.eval_images", "training"),
+            data.y_train[: c.eval_images],
+        ),
+    }
+    return data.x_test[: c.probe_images], eval_sets
 
 
 def untrained_networks(model_cfg: ModelConfig, c: CompareConfig) -> list[keras.Model]:
@@ -397,6 +420,7 @@ def _layer_answer(
         consistency=consistency,
         weight_agreement=weight_agreement,
         verdict=verdict(m.layer, partnered, order, rules),
+        order_words=order_words(order, rules),
     )
     return answer, np.concatenate(null_values)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, model_validator
 
-from oiplab.io import Fields, Finite, Real, Record, RunRecord
+from oiplab.io import Fields, Finite, Real, Record
 from oiplab.layout import CompareFiles
 
 # A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
@@ -68,6 +68,10 @@ class LayerAnswer:
     consistency: dict[str, Real]  # a->b->c == a->c: all matches, stable ones, chance
     weight_agreement: dict[str, Real] = field(default_factory=dict)  # same keys; permutable only
     verdict: str = ""
+    # Stand-ins for the fields wt-answer2 adds (the names are the contract; take theirs on merge):
+    identity: str = ""  # "units recur" | "shared subspace" | "like untrained"
+    order_words: str = ""  # "same order" | "order partly kept" | "order at chance"
+    rotation_null: Estimate | None = None  # partnered with one network's units mixed by a rotation
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -86,6 +90,15 @@ class VerdictRules:
     )
 
 
+def order_words(o: OrderTest, rules: VerdictRules) -> str:
+    """The order's words from its same-index test."""
+    if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
+        return "same order"
+    if o.p_value < rules.alpha:
+        return "order partly kept"
+    return "order at chance"
+
+
 def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRules) -> str:
     """One sentence for one layer, each word followed by the numbers it rests on."""
     p = partnered
@@ -97,13 +110,7 @@ def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRul
         maps = "some maps have a partner"
     else:
         maps = "not clearly more maps have a partner than between untrained networks"
-    o = order
-    if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
-        kept = "same order"
-    elif o.p_value < rules.alpha:
-        kept = "order partly kept"
-    else:
-        kept = "order at chance"
+    o, kept = order, order_words(order, rules)
     return (
         f"{layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
         f"untrained {p.null:.0%}, at most {p.null_high or 0:.0%} in one untrained pair); "
@@ -176,31 +183,28 @@ class Answer(Record):
 
     layers: dict[str, LayerAnswer]
     barriers: Barriers
+    # which networks were compared: "default" (independent seeds), or a seed-split design,
+    # "same_init" / "same_order" (`conf/split/`)
+    design: str = "default"
 
     @model_validator(mode="before")
     @classmethod
     def _from_file(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "layers" in data:
             return data
-        layers = {k: v for k, v in data.items() if k != "interpolation"}
-        return {"layers": layers, "barriers": data.get("interpolation")}
+        layers = {k: v for k, v in data.items() if k not in ("interpolation", "design")}
+        design = data.get("design", "default")
+        return {"layers": layers, "barriers": data.get("interpolation"), "design": design}
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {layer: a.to_dict() for layer, a in self.layers.items()}
         out["interpolation"] = self.barriers.data()
+        out["design"] = self.design
         return out
 
     @property
     def verdict(self) -> str:
         return "; ".join(a.verdict for a in self.layers.values())
-
-
-@dataclass(frozen=True)
-class StudyAnswer:
-    """A study's answer found in the tracking store, with the run that wrote it."""
-
-    answer: Answer
-    run: RunRecord
 
 
 def headline_metrics(

@@ -11,8 +11,8 @@ from oiplab.analysis.patterns import GroupContrast
 from oiplab.analysis.selection import SelectedGroup
 from oiplab.compare.dynamics import SnapshotRecord
 from oiplab.compare.oip_response import TopRates
-from oiplab.compare.summary import Estimate, LayerAnswer
-from oiplab.oip.census import CAUSES, CensusMetrics
+from oiplab.compare.summary import Estimate, LayerAnswer, OrderTest
+from oiplab.oip.census import CAUSE_NAMES, CAUSES, CensusMetrics
 from oiplab.oip.survey import SurveyMetrics
 from oiplab.training import TrainMetrics
 
@@ -69,14 +69,6 @@ def three(d: dict[str, float]) -> str:
     return f"{pct(d.get('all'))} / {pct(d.get('stable'))} (chance {pct(d.get('chance'), 1)})"
 
 
-CAUSE_HEADERS = {
-    "from_noise": "OIP from noise",
-    "from_precursor": "from the precursor",
-    "from_rescue": "from the rescue",
-    "responds_to_digits": "no OIP, responds to digits",
-    "dead_on_data": "dead on data",
-}
-
 ALIGNMENTS = {
     "naive": "as trained",
     "activations": "activation matching",
@@ -125,7 +117,7 @@ SURVEY: list[tuple[str, Callable[[SurveyMetrics], Any]]] = [
 
 CENSUS: list[tuple[str, Callable[[CensusMetrics], Any]]] = [
     ("seed", lambda m: m.seed),
-    *((CAUSE_HEADERS[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
+    *((CAUSE_NAMES[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
     ("precursor s", lambda m: m.screen_seconds + m.full_seconds),
     ("rescue s", lambda m: m.rescue_seconds),
 ]
@@ -162,28 +154,63 @@ BARRIERS: list[tuple[str, Callable[[Barrier], Any]]] = [
 
 Rates = tuple[str, TopRates]  # which matches, their rates
 
+# A random partner's rate is chance up to ties (compare/oip_response.py): only chance is shown.
 RATES: list[tuple[str, Callable[[Rates], Any]]] = [
     ("matches", lambda r: r[0]),
     ("maps per direction (mean)", lambda r: r[1].n),
-    ("top-1", lambda r: pct(r[1].top1)),
-    ("random partner", lambda r: pct(r[1].top1_random)),
+    ("top-1 (95% CI, seeds)", lambda r: _rate(r[1].top1, r[1].top1_low, r[1].top1_high)),
     ("chance", lambda r: pct(r[1].top1_chance, 1)),
-    ("top-5", lambda r: pct(r[1].top5)),
-    ("random partner", lambda r: pct(r[1].top5_random)),
+    ("top-5 (95% CI, seeds)", lambda r: _rate(r[1].top5, r[1].top5_low, r[1].top5_high)),
     ("chance", lambda r: pct(r[1].top5_chance, 1)),
 ]
+
+
+def _rate(value: float, low: float, high: float) -> str:
+    return f"{pct(value, 1)} ({pct(low, 1)}-{pct(high, 1)})"
+
 
 OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("layer", lambda r: r.layer),
     ("epoch", lambda r: f"{r.epoch:.2f}"),
     ("partnered between seeds", lambda r: pct(r.partnered)),
     ("untrained", lambda r: pct(r.partnered_null)),
-    (
-        "same index between seeds",
-        lambda r: (
-            f"{r.same_index_observed} / {r.same_index_expected:.1f}, p = {r.same_index_p:.2g}"
-        ),
-    ),
+    ("same index between seeds / expected", lambda r: _between(r)),
+    ("p (unadjusted; Holm)", lambda r: _p_pair(r.same_index_p, r.same_index_p_holm)),
     ("partnered with own final", lambda r: pct(r.final_partnered)),
-    ("same index as own final", lambda r: pct(r.final_same_index)),
+    ("at own final index", lambda r: pct(r.final_same_index)),
+    ("chance", lambda r: pct(r.final_same_index_chance, 1)),
+    (
+        "exact p (unadjusted; Holm)",
+        lambda r: _p_pair(r.final_same_index_p, r.final_same_index_p_holm),
+    ),
+]
+
+
+def _between(r: SnapshotRecord) -> str:
+    return f"{r.same_index_observed} / {r.same_index_expected:.1f}"
+
+
+def _p_pair(p: float, adjusted: float) -> str:
+    """'0.012; 0.18': an unadjusted p and its Holm-adjusted value ('-': no test)."""
+    if p != p:
+        return "- (the final network itself)"
+    return f"{p:.2g}; {adjusted:.2g}"
+
+
+def _chance(o: OrderTest) -> str:
+    return pct(o.expected / o.n_tested, 1) if o.n_tested else "n/a"
+
+
+# The seed-split design's order test per layer (kept apart from ANSWER, which wt-answer2 rebuilds).
+SplitLayer = tuple[LayerAnswer, float]  # a layer's answer, its p Holm-adjusted over the layers
+
+SPLIT_ORDER: list[tuple[str, Callable[[SplitLayer], Any]]] = [
+    ("layer", lambda x: x[0].layer),
+    ("same index (of tested)", lambda x: f"{x[0].order.observed} of {x[0].order.n_tested}"),
+    ("same index", lambda x: pct(x[0].order.fraction)),
+    ("chance", lambda x: _chance(x[0].order)),
+    ("p (unadjusted)", lambda x: f"{x[0].order.p_value:.2g}"),
+    ("p (Holm, over layers)", lambda x: f"{x[1]:.2g}"),
+    ("order (unadjusted)", lambda x: x[0].order_words),
+    ("partnered (95% CI)", lambda x: ci(x[0].partnered)),
 ]

@@ -14,6 +14,7 @@ from oiplab import tracking
 from oiplab.checks import first_images
 from oiplab.compare.oip_response import (
     MatchedPairs,
+    ResponseSettings,
     ResponseSummary,
     compare_oips,
     map_responses,
@@ -50,7 +51,9 @@ def run(cfg: Config) -> dict[str, Any]:
         x_test = load_prepared(lay.prepared).x_test
         probe = first_images(x_test, cfg.compare.probe_images, "compare.probe_images")
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
-        result = compare_oips(models, layer, oips, typical, pairs, cfg.compare.bootstrap_seed)
+        c = cfg.compare
+        settings = ResponseSettings(c.bootstrap_seed, c.bootstrap_draws)
+        result = compare_oips(models, layer, oips, typical, pairs, settings)
         a, b = seeds[0], seeds[1]
         found = {s: np.asarray(o["found"].any(axis=1)) for s, o in oips.items()}
         with staged(lay.oip_compare_dir()) as (folder,):

@@ -162,7 +162,7 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
         mlflow.log_params({k: redact(v) if isinstance(v, str) else v for k, v in params.items()})
     except Exception as exc:
         raise store_error(exc, uri) from exc
-    return client, TrackedRun(run), parent
+    return client, TrackedRun(run, parent), parent
 
 
 def _close(
