@@ -81,6 +81,8 @@ def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
         "tracking.enabled=false",
         "compare.probe_images=10",
         "compare.eval_images=10",
+        "precursor.probe_images=10",  # every "first N test images" fits the 20
+        "alignment.probe_images=10",
     )
     prepare.run(cfg)
     metrics = train.run(cfg)

@@ -58,7 +58,10 @@ class TrainConfig(Section):
     init_seed: Index | None
     data_seed: Index | None
     trajectory_every: Index
-    epochs: Count
+    # trajectory.npz keeps the weights of every epoch (0.84 MB each with the articles' sizes):
+    # 1,000 epochs are 840 MB, the articles train for tens; beyond, the schedule's step count
+    # no longer fits a tensor (10**20 was a TensorFlow traceback)
+    epochs: Annotated[int, Field(ge=1, le=1000)]
     batch_size: Count
     learning_rate: Positive
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -287,6 +290,26 @@ def validate(cfg: Config) -> None:
     _validate_compare(cfg)
     _validate_split(cfg)
     _validate_tracking(cfg.tracking)
+    if d.name == "synthetic":  # other data sets are checked when loaded (`checks.first_images`)
+        _validate_image_counts(cfg)
+
+
+def _validate_image_counts(cfg: Config) -> None:
+    """The "first N test images" settings against the synthetic test set's size (a slice would
+    silently take fewer while the run records N)."""
+    n_test = cfg.data.n_test
+    wanted = {
+        "precursor.probe_images": cfg.precursor.probe_images,
+        "alignment.probe_images": cfg.alignment.probe_images,
+    }
+    for key, n in wanted.items():
+        _check(n <= n_test, key, f"at most data.n_test = {n_test} images", n)
+    n_train, n_eval = cfg.data.n_train, cfg.compare.eval_images  # also the first training images
+    expected = f"at most data.n_train = {n_train} images"
+    _check(n_eval <= n_train, "compare.eval_images", expected, n_eval)
+    if cfg.oip.start_kind == "digits":  # drawn from the test set's second half
+        expected = f"at most {n_test // 2} digit starts (half of data.n_test)"
+        _check(cfg.oip.n_starts <= n_test // 2, "oip.n_starts", expected, cfg.oip.n_starts)
 
 
 def _validate_split(cfg: Config) -> None:

@@ -26,7 +26,7 @@ from pydantic import ConfigDict, model_validator
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.compare.stats import bootstrap_means, interval, pair_weights, seed_resamples
-from oiplab.io import Fields, Real, Record
+from oiplab.io import Fields, Finite, Real, Record
 from oiplab.layout import METRICS, CompareFiles
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class LayerPartners(Fields):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     partner: list[int]  # b's map matched to each map of a; -1: none (a dead map)
-    matched_r: list[Real]  # the correlation of each match (of the live maps, in order)
+    matched_r: list[Finite]  # the correlation of each match (of the live maps, in order)
 
 
 class MatchedPairs(Record):

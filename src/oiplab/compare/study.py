@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
+from oiplab.checks import first_images
 from oiplab.compare.cka import centered_gram, cka_matrix, debiased_cka
 from oiplab.compare.correlation import Units
 from oiplab.compare.identity import (
@@ -234,7 +235,10 @@ def comparison_images(
     held_out = slice(c.probe_images, c.probe_images + c.eval_images)
     eval_sets = {
         "test": (data.x_test[held_out], data.y_test[held_out]),
-        "train": (data.x_train[: c.eval_images], data.y_train[: c.eval_images]),
+        "train": (
+            first_images(data.x_train, c.eval_images, "compare.eval_images", "training"),
+            data.y_train[: c.eval_images],
+        ),
     }
     return data.x_test[: c.probe_images], eval_sets
 

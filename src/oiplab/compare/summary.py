@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, model_validator
 
-from oiplab.io import Fields, Real, Record
+from oiplab.io import Fields, Finite, Real, Record
 from oiplab.layout import CompareFiles
 
 # A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
@@ -64,7 +64,7 @@ class LayerAnswer:
     __pydantic_config__ = _STORED
     layer: str
     n_maps: int
-    threshold: Real  # matched r above which a map is partnered (a quantile of the null's)
+    threshold: Finite  # matched r above which a map is partnered (a quantile of the null's)
     partnered: Estimate  # fraction of live-to-live matches with r above the threshold
     matched_r: Estimate  # median matched r
     cka: Estimate  # linear CKA of the layer between the two networks

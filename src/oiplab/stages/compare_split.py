@@ -27,9 +27,11 @@ def run(cfg: Config) -> dict[str, Any]:
     with tracking.stage_run(cfg, Stage.COMPARE_SPLIT) as run:
         probe_x, eval_sets = comparison_images(load_prepared(lay.prepared), c)
         shared = cfg.seeds[0]  # its own network is the design's shared member
-        models = {shared: load_model(lay.model_file(shared))}
+        models = {shared: load_model(lay.model_file(shared), cfg.model)}
         for member in sp.members:
-            models[member] = load_model(lay.split_model_dir(sp.design, member) / TrainFiles.model)
+            models[member] = load_model(
+                lay.split_model_dir(sp.design, member) / TrainFiles.model, cfg.model
+            )
         nulls = untrained_networks(cfg.model, c)
         result = compare_networks(models, nulls, probe_x, eval_sets, c)
         answer = result.answer().model_copy(update={"design": sp.design})

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from oiplab import tracking
+from oiplab.checks import first_images
 from oiplab.compare.oip_response import (
     MatchedPairs,
     ResponseSettings,
@@ -46,8 +47,9 @@ def run(cfg: Config) -> dict[str, Any]:
             s: oips_from_outcome(load_outcome(lay.oip_dir(s) / OipFiles.arrays), n_maps)
             for s in seeds
         }
-        models = {s: load_model(lay.model_file(s)) for s in seeds}
-        probe = load_prepared(lay.prepared).x_test[: cfg.compare.probe_images]
+        models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
+        x_test = load_prepared(lay.prepared).x_test
+        probe = first_images(x_test, cfg.compare.probe_images, "compare.probe_images")
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
         c = cfg.compare
         settings = ResponseSettings(c.bootstrap_seed, c.bootstrap_draws)
