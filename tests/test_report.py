@@ -42,7 +42,7 @@ def test_every_section_shows_its_numbers(smoke_cfg):
         "<td>25%</td>",  # OIPs converged
         "<td>0.00</td>",  # a start mean of ~0 is not printed as -0.00
         "62% (50%-75%)",  # partnered with its interval
-        "3 / 1.5",  # same index / expected
+        "3 of 24 tested, 1.5 expected",  # same index / expected
         "as trained",  # barriers: the alignment's name
         "test images, loss",  # ... its image set and measure
         "partners 0.975 vs every other pair 0.875",  # pixel similarity
@@ -75,7 +75,7 @@ def test_the_first_screen_answers_the_three_questions_before_data_and_setup(smok
     screen = html[first : html.index("</section>", first)]
     questions = re.findall(r"<dt>(.*?)</dt>", screen)
     assert questions == ["Same filters?", "Same order?", "What decides the order?"]
-    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 3%)" in (
+    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 25%)" in (
         screen
     )
     assert "calibrated" in screen and "12% of matched maps at their index, at chance" in screen

@@ -66,8 +66,13 @@ def test_the_answer_file_keeps_its_format_with_flat_barrier_keys(tmp_path):
         "expected": 1.5,
         "p_value": 0.0125,
         "n_tested": 24,
+        "n_matches": 30,
+        "p_all": 0.03125,
+        "observed_all": 4,
+        "keep_upper": None,
         "fraction": 0.125,
     }
+    assert type(results.answer(LAYERS)).load(tmp_path) == results.answer(LAYERS)
 
 
 def _older(path, change) -> None:
@@ -121,7 +126,19 @@ HEADLINE = """{
   "Conv2D_1": {
     "partnered": 0.625,
     "partnered_null": 0.25,
+    "rotation_null": 0.25,
+    "rotation_null_95": 0.375,
+    "siblings": 0.125,
+    "siblings_null": 0.25,
+    "one_to_one_r2": 0.5,
+    "many_to_one_r2": 0.875,
+    "vs_untrained_p": 0.00390625,
     "same_index_p": 0.0125,
+    "same_index_k": 3,
+    "same_index_n": 24,
+    "matches": 30,
+    "same_index_p_all": 0.03125,
+    "keep_upper": null,
     "cka": 0.875
   },
   "loss_barrier": {
@@ -138,7 +155,20 @@ ANSWER = """[
     "low": 0.5,
     "high": 0.75,
     "untrained": 0.25,
-    "untrained_max": 0.375
+    "untrained_max": 0.375,
+    "rotation_null": 0.25,
+    "rotation_null_95": 0.375,
+    "siblings": 0.125,
+    "siblings_untrained": 0.25,
+    "one_to_one_r2": 0.5,
+    "many_to_one_r2": 0.875,
+    "vs_untrained_p": 0.00390625,
+    "same_index_p": 0.0125,
+    "same_index_k": 3,
+    "same_index_n": 24,
+    "matches": 30,
+    "same_index_p_all": 0.03125,
+    "keep_upper": null
   }
 ]
 """

@@ -147,6 +147,9 @@ class CompareConfig(Section):
     partner_quantile: Fraction
     alpha: Fraction
     same_order_fraction: Fraction
+    most_fraction: Fraction
+    rotation_draws: Annotated[int, Field(ge=1)]
+    identity_held_out: Annotated[float, Field(gt=0.0, lt=1.0)]
     tie_tolerance: NonNegative
     permutation_draws: Annotated[int, Field(ge=100)]
     bootstrap_draws: Annotated[int, Field(ge=100)]

@@ -63,10 +63,34 @@ def null(e: Estimate, as_pct: bool = True) -> str:
 
 
 def three(d: dict[str, float]) -> str:
-    """'all / stable (chance)' of a consistency or agreement record."""
+    """'all / stable (untrained all / stable; chance)' of a consistency or agreement record."""
     if not d:
         return "-"
-    return f"{pct(d.get('all'))} / {pct(d.get('stable'))} (chance {pct(d.get('chance'), 1)})"
+    untrained = ""
+    if "untrained" in d:
+        untrained = f"untrained {pct(d['untrained'])} / {pct(d.get('untrained_stable'))}; "
+    chance = pct(d.get("chance"), 1)
+    return f"{pct(d.get('all'))} / {pct(d.get('stable'))} ({untrained}chance {chance})"
+
+
+def p_value(p: float) -> str:
+    """An exact p-value: no floor, so a tiny one prints in e-notation."""
+    return "n/a" if p != p else f"{p:.2g}"
+
+
+def same_index(a: LayerAnswer) -> str:
+    """'k of n tested (N matches: K)' with the expected count of the n tested."""
+    o = a.order
+    return (
+        f"{o.observed} of {o.n_tested} tested, {o.expected:.1f} expected "
+        f"({o.n_matches} matches: {o.observed_all})"
+    )
+
+
+def pair(x: Estimate, y: Estimate) -> str:
+    """Two statistics, trained then untrained: '0.70 / 0.98 (untrained 0.46 / 0.93)'."""
+    nulls = "n/a" if x.null is None or y.null is None else f"{x.null:.2f} / {y.null:.2f}"
+    return f"{x.value:.2f} / {y.value:.2f} (untrained {nulls})"
 
 
 ALIGNMENTS = {
@@ -124,21 +148,40 @@ CENSUS: list[tuple[str, Callable[[CensusMetrics], Any]]] = [
 
 ANSWER: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
     ("layer", lambda a: a.layer),
-    ("partnered (95% CI)", lambda a: ci(a.partnered)),
+    ("same units?", lambda a: a.identity),
+    ("partnered (95% CI), at the layer threshold", lambda a: ci(a.partnered)),
     ("untrained", lambda a: null(a.partnered)),
+    (
+        "rotated units (95th pct)",
+        lambda a: f"{pct(a.rotation_null.value)} ({pct(a.rotation_null.null_high)})",
+    ),
+    ("siblings (untrained)", lambda a: f"{pct(a.siblings.value)} ({pct(a.siblings.null)})"),
+    ("one-to-one r2 / many-to-one R2, held out", lambda a: pair(a.one_to_one, a.many_to_one)),
     ("median matched r (CI)", lambda a: ci(a.matched_r, as_pct=False)),
     ("untrained", lambda a: null(a.matched_r, as_pct=False)),
-    ("same index / expected", lambda a: f"{a.order.observed} / {a.order.expected:.1f}"),
-    ("p", lambda a: f"{a.order.p_value:.2g}"),
-    ("p untrained", lambda a: f"{a.order_null.p_value:.2g}"),
+    ("AUROC trained vs untrained r (CI)", lambda a: ci(a.auroc, as_pct=False)),
+    ("p trained vs untrained", lambda a: p_value(a.vs_untrained_p)),
+    ("same order?", lambda a: a.order_words),
+    ("same index", same_index),
+    ("exact p (all matches)", lambda a: f"{p_value(a.order.p_value)} ({p_value(a.order.p_all)})"),
+    (
+        "keep rate, 95% bound",
+        lambda a: "-" if a.order.keep_upper is None else f"at most {pct(a.order.keep_upper)}",
+    ),
+    ("p untrained", lambda a: p_value(a.order_null.p_value)),
     ("CKA (CI)", lambda a: ci(a.cka, as_pct=False)),
     ("CKA untrained", lambda a: null(a.cka, as_pct=False)),
+    (
+        "debiased CKA (untrained)",
+        lambda a: f"{a.cka_debiased.value:.2f} ({null(a.cka_debiased, as_pct=False)})",
+    ),
 ]
 
 FIRMNESS: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
     ("layer", lambda a: a.layer),
     ("partner threshold r", lambda a: f"{a.threshold:.2f}"),
     ("stable on both halves of the images (CI)", lambda a: ci(a.stable)),
+    ("stable, untrained", lambda a: null(a.stable)),
     ("dead maps per seed", lambda a: ", ".join(f"{s}: {n}" for s, n in a.dead.items())),
     ("a->b->c = a->c: all / stable", lambda a: three(a.consistency)),
     ("weight matching agrees: all / stable", lambda a: three(a.weight_agreement)),
