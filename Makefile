@@ -46,6 +46,9 @@ test-slow: install-dev  ## only the slow and integration tests: dvc repro, mlflo
 test-all: install-dev  ## the default and the slow tests
 	python -m pytest --run-slow
 
+mutation: install-dev  ## mutmut over the answer's decision code ([tool.mutmut] in pyproject.toml)
+	mutmut run --max-children 2; mutmut results
+
 params: install  ## regenerate params.yaml from conf/ (pass overrides with ARGS="experiment=smoke")
 	python -m oiplab.params $(ARGS)
 

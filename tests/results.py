@@ -29,7 +29,8 @@ def estimate(value: float) -> Estimate:
     return Estimate(value, value - 0.125, value + 0.125, 0.25, 0.375)
 
 
-def layer_answer(layer: str) -> LayerAnswer:
+def layer_answer(layer: str, order: OrderTest | None = None, words: str = "") -> LayerAnswer:
+    """A layer's answer; `order` and `words` (its `order_words`) default to order at chance."""
     return LayerAnswer(
         layer=layer,
         n_maps=32,
@@ -37,13 +38,41 @@ def layer_answer(layer: str) -> LayerAnswer:
         partnered=estimate(0.625),
         matched_r=estimate(0.75),
         cka=estimate(0.875),
-        order=OrderTest(observed=3, expected=1.5, p_value=0.0125, n_tested=24),
-        order_null=OrderTest(observed=1, expected=1.25, p_value=0.5, n_tested=24),
+        order=order
+        or OrderTest(
+            observed=3,
+            expected=1.5,
+            p_value=0.0125,
+            n_tested=24,
+            n_matches=30,
+            p_all=0.03125,
+            observed_all=4,
+            keep_upper=None,
+        ),
+        order_null=OrderTest(
+            observed=1,
+            expected=1.25,
+            p_value=0.5,
+            n_tested=24,
+            n_matches=30,
+            p_all=0.5,
+            observed_all=1,
+            keep_upper=0.1875,
+        ),
         stable=estimate(0.5),
         dead={"0": 1, "1": 2},
-        consistency={"all": 0.5, "stable": 0.75, "chance": 0.0625},
+        consistency={"all": 0.5, "stable": 0.75, "chance": 0.0625, "untrained": 0.25},
+        rotation_null=estimate(0.25),
+        siblings=estimate(0.125),
+        one_to_one=estimate(0.5),
+        many_to_one=estimate(0.875),
+        auroc=estimate(0.75),
+        vs_untrained_p=0.00390625,
+        identity="units recur",
+        order_words=words or "order at chance",
+        cka_debiased=estimate(0.625),
         weight_agreement={},
-        verdict=f"{layer}: most maps have a partner; order at chance",
+        verdict=f"{layer}: units recur: most maps have a partner; {words or 'order at chance'}",
     )
 
 
@@ -61,6 +90,21 @@ def barriers() -> Barriers:
 
 def answer(layers: list[str]) -> Answer:
     return Answer(layers={n: layer_answer(n) for n in layers}, barriers=barriers())
+
+
+# A layer whose order a shared seed keeps: 12 of 24 tested matches at their index, 0.75 expected;
+# and one at chance: 1 of 24, 0.75 expected.
+KEPT = OrderTest(observed=12, expected=0.75, p_value=1e-12, n_tested=24)
+AT_CHANCE = OrderTest(observed=1, expected=0.75, p_value=0.5, n_tested=24)
+
+
+def split_answer(layers: list[str], design: str, kept: bool) -> Answer:
+    """A seed-split design's answer: every layer keeps half its maps in place, or none does."""
+    per_layer = {
+        n: layer_answer(n, KEPT, "same order") if kept else layer_answer(n, AT_CHANCE)
+        for n in layers
+    }
+    return Answer(layers=per_layer, barriers=barriers(), design=design)
 
 
 def train_metrics(seed: int) -> TrainMetrics:
@@ -174,7 +218,11 @@ def response_summary() -> ResponseSummary:
     rates = TopRates(
         n=99.5,
         top1=0.0,
+        top1_low=0.0,
+        top1_high=0.0625,
         top5=0.125,
+        top5_low=0.0625,
+        top5_high=0.25,
         top1_random=0.0625,
         top5_random=0.0625,
         top1_chance=0.0078125,
@@ -199,11 +247,15 @@ def alignment(layers: list[str]) -> AlignmentRecords:
                 partnered_high=0.625,
                 partnered_null=0.0625,
                 same_index_p=0.25,
+                same_index_p_holm=0.75,
                 same_index_observed=1,
                 same_index_expected=0.1875,
                 cka=0.875,
                 final_partnered=0.75,
                 final_same_index=1.0,
+                final_same_index_chance=0.03125,
+                final_same_index_p=1e-40,  # NaN at the final snapshot: tests/test_report.py
+                final_same_index_p_holm=2e-40,
             )
             for layer in layers
             for step in (0, 10, 20)
@@ -225,6 +277,10 @@ def write_study(cfg: Config) -> Layout:
         *((lay.oip_dir(s), [survey(s, cfg.oip.layer)]) for s in cfg.seeds),
         *((lay.precursor_dir(s), [census(s, cfg.oip.layer)]) for s in cfg.seeds),
         (lay.compare_dir(), [answer(cfg.compare.layers), matched_pairs(cfg.compare.layers)]),
+        *(
+            (lay.split_compare_dir(d), [split_answer(cfg.compare.layers, d, d == "same_init")])
+            for d in cfg.split.designs
+        ),
         (lay.oip_compare_dir(), [response_summary()]),
         (lay.alignment_dir(), [alignment(cfg.alignment.layers)]),
     ]

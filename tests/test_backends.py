@@ -46,9 +46,11 @@ print(json.dumps({"silent": r.silent.tolist(), "tf": "tensorflow" in sys.modules
 STAGES_SCRIPT = """
 import json, os, sys
 from tests.conftest import compose_typed
-from oiplab.stages import activations, alignment, compare, oip, oip_compare, precursor, prepare
-from oiplab.stages import report, select_images, train
-cfg = compose_typed("experiment=smoke", "tracking.enabled=false", "train.epochs=3")
+from oiplab.stages import activations, alignment, compare, compare_split, oip, oip_compare
+from oiplab.stages import precursor, prepare, report, select_images, train, train_split
+cfg = compose_typed(
+    "experiment=smoke", "tracking.enabled=false", "train.epochs=3", "split.members=[1]"
+)
 prepare.run(cfg)
 for seed in cfg.seeds:
     cfg.train.seed = seed
@@ -60,6 +62,10 @@ for seed in cfg.seeds:
     oip.run(cfg)
     precursor.run(cfg)
 compare.run(cfg)
+for design in cfg.split.designs:
+    cfg.split.design, cfg.train.seed = design, 1
+    train_split.run(cfg)
+    compare_split.run(cfg)
 alignment.run(cfg)
 oip_compare.run(cfg)
 report.run(cfg)

@@ -56,7 +56,7 @@ def test_the_layout_and_the_runs_table_know_only_stages() -> None:
 
     lay = Layout.of(compose_typed())
     for stage in STAGES:  # every stage has its DVC inputs and outputs
-        assert lay.stage_io(stage, 0)["outs"], stage
+        assert lay.stage_io(stage, 0, "same_init")["outs"], stage
     with_records = [s for s in STAGES if _has_output_dir(lay, s)]
     assert {"train", "compare", "oip_compare"} <= set(with_records)
     assert set(KEY_METRIC) <= set(STAGES)
@@ -64,7 +64,7 @@ def test_the_layout_and_the_runs_table_know_only_stages() -> None:
 
 def _has_output_dir(lay: Layout, stage: str) -> bool:
     try:
-        lay.output_dir(stage, 0)
+        lay.output_dir(stage, 0, "same_init")
     except KeyError:
         return False
     return True

@@ -80,12 +80,21 @@ def test_every_imported_source_file_is_a_declared_dependency(stage):
         assert not missing, f"{dvc_stage.addressing} misses deps: {missing}"
 
 
+def _stage_key(name: str) -> tuple[str, int | None, str | None]:
+    """A DVC stage name as (stage, seed, design): `train@3`, `train_split@same_init-1`,
+    `compare_split@same_order`."""
+    base, _, key = name.partition("@")
+    design, _, member = key.rpartition("-") if "-" in key else ("", "", key)
+    if member.isdigit():
+        return base, int(member), design or None
+    return base, None, key or None
+
+
 def test_stage_inputs_and_outputs_are_the_layouts():
     cfg = compose_typed()
     lay = Layout.of(cfg)
     for name, stage in dvc_stages().items():
-        base, _, seed = name.partition("@")
-        io = lay.stage_io(base, int(seed) if seed else None)
+        io = lay.stage_io(*_stage_key(name))
         for kind in ("outs", "metrics", "plots"):
             declared = {
                 Path(o.fs_path).resolve()
@@ -98,10 +107,42 @@ def test_stage_inputs_and_outputs_are_the_layouts():
             assert declared == {p.resolve() for p in io[kind]}, (name, kind)
         data_deps = {d for d in _declared(stage) if SRC not in d.parents and d != SRC}
         assert data_deps == {p.resolve() for p in io["deps"]}, name
-    per_seed = {n.split("@")[0] for n in dvc_stages() if "@" in n}
+    split = {"train_split", "compare_split"}
+    per_seed = {n.split("@")[0] for n in dvc_stages() if "@" in n} - split
     assert {n for n in dvc_stages() if n.split("@")[0] in per_seed} == {
         f"{s}@{seed}" for s in per_seed for seed in cfg.seeds
     }
+
+
+def test_the_split_design_trains_every_member_of_every_design_and_compares_each_design():
+    """The seed-split design (`conf/split/`) in the default pipeline: one training per design x
+    member (the shared seed's network is the seeds' own), one comparison per design."""
+    cfg = compose_typed()
+    names = set(dvc_stages())
+    sp = cfg.split
+    assert {n for n in names if n.startswith("train_split@")} == {
+        f"train_split@{d}-{m}" for d in sp.designs for m in sp.members
+    }
+    assert {n for n in names if n.startswith("compare_split@")} == {
+        f"compare_split@{d}" for d in sp.designs
+    }
+    assert set(sp.designs) == {"same_init", "same_order"}
+    assert cfg.seeds[0] not in sp.members  # the first seed's own network is the shared member
+    report = {Path(d.fs_path).resolve() for d in dvc_stages()["report"].deps}
+    answers = [Layout.of(cfg).split_compare_dir(d).resolve() for d in sp.designs]
+    assert all(
+        any(r == a or r in a.parents for r in report) for a in answers
+    )  # the report reads them
+
+
+def test_a_split_folder_needs_its_design():
+    lay = Layout.of(compose_typed())
+    assert lay.output_dir("train_split", 2, "same_order").parts[-2:] == ("same_order", "seed_2")
+    assert lay.output_dir("compare_split", design="same_init").name == "same_init"
+    with pytest.raises(
+        ValueError, match="stage 'compare_split' writes one folder per split design"
+    ):
+        lay.output_dir("compare_split")
 
 
 @pytest.mark.parametrize("stage", ["train", "activations", "oip", "precursor"])

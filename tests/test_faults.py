@@ -155,6 +155,62 @@ def _experiment_dropped_overrides(folder: Path) -> dict:
     return {"DVC_EXP_NAME": "queued-exp", "DVC_ROOT": str(workspace)}
 
 
+def _damage_weights(path: Path, layer: str, which: int, count: int, value: float) -> None:
+    """Set the first `count` entries of `layer`'s kernel (`which` 0) or bias (1) to `value`."""
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    weights = model.get_layer(layer).get_weights()
+    weights[which].reshape(-1)[:count] = value
+    model.get_layer(layer).set_weights(weights)
+    model.save(path)
+
+
+def _wider_model(folder: Path) -> None:
+    """Seed 0's model replaced by one with twice Conv2D_3's maps, under the same layer names."""
+    from oiplab.config import to_typed
+    from oiplab.model import build_model
+
+    cfg = to_typed(compose(SMOKE, REPO_ROOT)).model
+    wider = cfg.model_copy(update={"filters": [*cfg.filters[:2], 2 * cfg.filters[2]]})
+    build_model(wider).save(folder / "models/seed_0/model.keras")
+
+
+def _npz_with_nan(path: Path, key: str) -> None:
+    with np.load(path) as arrays:
+        kept = {k: arrays[k] for k in arrays.files}
+    kept[key] = kept[key].copy()
+    kept[key].reshape(-1)[0] = np.nan
+    with open(path, "wb") as fh:
+        np.savez(fh, **kept)
+
+
+def _null_matched_r(path: Path) -> None:
+    """compare.json with its first matched r of every layer null (a NaN, as `to_json` writes it)."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "matched_r" and isinstance(value, list) and value:
+                    value[0] = None
+                else:
+                    walk(value)
+
+    data = json.loads(path.read_text())
+    walk(data)
+    path.write_text(json.dumps(data))
+
+
+def _object_array_in_trajectory(path: Path) -> None:
+    with np.load(path) as arrays:
+        kept = {k: arrays[k] for k in arrays.files}
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [np.zeros(3), np.zeros(4)]
+    kept["w1"] = ragged
+    with open(path, "wb") as fh:
+        np.savez(fh, **kept)  # pickled: np.load refuses it unless allow_pickle
+
+
 SECRET = "Pa55-w0rd-in-a-uri"  # no message of any case may show it
 UNPRIVILEGED = "unprivileged"  # a case whose command must not run as root (see `_cli`)
 # Root writes into read-only files and folders; inside a user namespace of its own (`unshare
@@ -337,6 +393,65 @@ CASES = [
     ("unknown experiment", _with_conf, ("experiment=smok",), "Could not find 'experiment/smok'"),
     ("ambiguous list override", _with_conf, ("seeds=0,1",), "Ambiguous value"),
     ("params value checked before writing", _with_conf, ("train.epochs=abc",), "'train.epochs'"),
+    # issue 25: no silently wrong number
+    (
+        "diverging training",
+        None,
+        ("train", "train.seed=5", "train.learning_rate=1000000.0"),
+        "training diverged in epoch 1 of 3",
+    ),
+    ("epochs 10**20", None, ("train", "train.epochs=100000000000000000000"), "'train.epochs'"),
+    ("epochs a billion", None, ("train", "train.epochs=1000000000"), "'train.epochs'"),
+    (
+        "NaN bias in a model",
+        lambda f: _damage_weights(f / "models/seed_1/model.keras", "Dense_1", 1, 1, np.nan),
+        ("compare",),
+        "model.keras: weights not finite: Dense_1 bias (1 NaN",
+    ),
+    (
+        "Inf in four Conv2D_3 kernels",
+        lambda f: _damage_weights(f / "models/seed_0/model.keras", "Conv2D_3", 0, 4, np.inf),
+        ("oip", "train.seed=0"),
+        "weights not finite: Conv2D_3 kernel (4 infinite",
+    ),
+    (
+        "NaN loss in oip.npz",
+        lambda f: _npz_with_nan(f / "artifacts/oip/seed_0/oip.npz", "loss"),
+        ("precursor", "train.seed=0"),
+        "oip.npz: OIP survey array 'loss': 1 NaN",
+    ),
+    (
+        "NaN image in oip.npz",
+        lambda f: _npz_with_nan(f / "artifacts/oip/seed_1/oip.npz", "images"),
+        ("oip_compare",),
+        "oip.npz: OIP survey array 'images': 1 NaN",
+    ),
+    (
+        "NaN matched_r in compare.json",
+        lambda f: _null_matched_r(f / "artifacts/compare/compare.json"),
+        ("oip_compare",),
+        "matched_r.0' is not a finite number",
+    ),
+    (
+        "precursor probe images beyond the test set",
+        None,
+        ("precursor", "train.seed=0", "precursor.probe_images=1000000"),
+        "'precursor.probe_images'",
+    ),
+    (
+        "alignment probe images beyond the test set",
+        None,
+        ("alignment", "alignment.probe_images=1000000"),
+        "'alignment.probe_images'",
+    ),
+    ("wider model: oip", _wider_model, ("oip", "train.seed=0"), "layer Conv2D_3 has output shape"),
+    ("wider model: compare", _wider_model, ("compare",), "layer Conv2D_3 has output shape"),
+    (
+        "object array in trajectory.npz",
+        lambda f: _object_array_in_trajectory(f / "models/seed_0/trajectory.npz"),
+        ("alignment",),
+        "trajectory.npz: weight trajectory is unreadable (object arrays)",
+    ),
 ] + [
     (f"locked store: {stage}", _lock_store, (stage, *extra), "locked")
     for stage, *extra in (

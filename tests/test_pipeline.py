@@ -116,7 +116,10 @@ def test_dvc_repro_produces_every_stage_output(smoke):
     project, env, params = smoke["project"], smoke["env"], smoke["params"]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     per_seed = {f"train@{s}" for s in params["seeds"]}
-    assert set(lock["stages"]) == set(STAGES) | set(PER_SEED_STAGES[1:]) | per_seed
+    sp = params["split"]
+    split = {f"train_split@{d}-{m}" for d in sp["designs"] for m in sp["members"]}
+    split |= {f"compare_split@{d}" for d in sp["designs"]}
+    assert set(lock["stages"]) == set(STAGES) | set(PER_SEED_STAGES[1:]) | per_seed | split
     for seed in params["seeds"]:
         assert (project / "models" / f"seed_{seed}" / "model.keras").is_file()
         metrics = json.loads((project / "models" / f"seed_{seed}" / "metrics.json").read_text())
@@ -166,8 +169,11 @@ def test_one_parent_run_holds_every_stage_run_with_true_durations(smoke):
     assert len(children) == len(runs) - 1
     stages = sorted((r["tags"]["oiplab.stage"], r["tags"].get("oiplab.seed", "")) for r in children)
     seeds = [str(s) for s in params["seeds"]]
+    sp = params["split"]
+    split = [("train_split", str(m)) for _ in sp["designs"] for m in sp["members"]]
+    split += [("compare_split", "")] * len(sp["designs"])
     assert stages == sorted(
-        [(s, "") for s in STAGES] + [(s, seed) for s in PER_SEED_STAGES for seed in seeds]
+        [(s, "") for s in STAGES] + [(s, seed) for s in PER_SEED_STAGES for seed in seeds] + split
     )
     assert all(r["status"] == "FINISHED" for r in runs)
     assert parent["start"] <= min(r["start"] for r in children)
@@ -182,12 +188,17 @@ def test_one_parent_run_holds_every_stage_run_with_true_durations(smoke):
     assert [m["step"] for m in history["metrics"]] == list(range(1, params["train"]["epochs"] + 1))
     assert [d["dataset"]["name"] for d in train["inputs"]["dataset_inputs"]] == ["synthetic-train"]
     compare = next(r for r in children if r["tags"]["oiplab.stage"] == "compare")
-    assert compare["tags"]["mlflow.note.content"].startswith("Conv2D_1: ")
+    assert compare["tags"]["mlflow.note.content"].startswith("**Same filters?** Conv2D_1: ")
+    note = parent["tags"]["mlflow.note.content"]  # the report's first screen, set by the report
+    assert note.startswith("**Same filters?**") and "**What decides the order?**" in note
+    assert "Not in these results" not in note  # the seed-split design ran in this execution
+    assert "default.Conv2D_1.same_index_p" in parent["metrics"]
 
 
 def test_report_page_has_every_section_and_links_the_producing_runs(smoke):
     html = (smoke["project"] / "reports" / "index.html").read_text()
-    for anchor in ("setup", "training", "activations", "oip", "silent", "compare", "why"):
+    anchors = ("answers", "setup", "training", "compare", "decides", "over_training")
+    for anchor in ("activations", "oip", "silent", *anchors):
         assert f'<section id="{anchor}">' in html, anchor
     assert "figure missing" not in html
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 20
@@ -200,7 +211,8 @@ def test_report_page_has_every_section_and_links_the_producing_runs(smoke):
 def test_oiplab_runs_lists_the_execution(smoke):
     out = _run(["oiplab", "runs"], smoke["project"], smoke["env"]).stdout
     assert "smoke: dvc repro" in out and "[FINISHED]" in out
-    assert len([ln for ln in out.splitlines() if " FINISHED " in ln]) == 6 + 4 * 2
+    split = 2 * 2 + 2  # train_split: 2 designs x 2 members; compare_split: 2 designs
+    assert len([ln for ln in out.splitlines() if " FINISHED " in ln]) == 6 + 4 * 2 + split
     assert re.search(r"^prepare +FINISHED +[\d.]+  n_train = [\d,]+$", out, re.M), out
     assert "nan" not in out
 

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from oiplab.compare.summary import StudyAnswer
 from oiplab.io import StaleOutputError
 from oiplab.layout import METRICS
 from oiplab.report import page
 from oiplab.report.html import Links, render
-from oiplab.report.tables import ANSWER, Table, table
+from oiplab.report.tables import ANSWER, OVER_TRAINING, Table, table
 from tests import results
 
 
-def _page(cfg, splits: dict[str, StudyAnswer | None] | None = None) -> str:
+def _page(cfg) -> str:
     lay = results.write_study(cfg)
     missing = Path("no-figure.png")  # the two figures the report stage draws itself
     context = page.context(
-        cfg, lay, Links("http://ui", lay), ("abc1234", "d1g3st"), missing, missing, splits or {}
+        cfg, lay, Links("http://ui", lay), ("abc1234", "d1g3st"), missing, missing
     )
     return render(context)
 
@@ -43,12 +42,13 @@ def test_every_section_shows_its_numbers(smoke_cfg):
         "<td>25%</td>",  # OIPs converged
         "<td>0.00</td>",  # a start mean of ~0 is not printed as -0.00
         "62% (50%-75%)",  # partnered with its interval
-        "3 / 1.5",  # same index / expected
+        "3 of 24 tested, 1.5 expected",  # same index / expected
         "as trained",  # barriers: the alignment's name
         "test images, loss",  # ... its image set and measure
         "partners 0.975 vs every other pair 0.875",  # pixel similarity
-        "1 / 0.2, p = 0.25",  # same index between seeds, over training
-        "Not run yet",  # no seed-split study in the store
+        "<td>1 / 0.2</td><td>0.25; 0.75</td>",  # same index between seeds, over training
+        "<td>3.1%</td><td>1e-40; 2e-40</td>",  # at own final index: chance, exact p and Holm
+        "12 of 24",  # same index of tested, a seed-split design that keeps the order
         "/#/experiments/1/runs/0123456789abcdef",  # the training runs' links
     ]
     for text in expected:
@@ -60,18 +60,48 @@ def test_each_table_has_its_headers_beside_its_rows(smoke_cfg):
     heads = _headers(html)
     assert ["seed", "test accuracy", "test loss", "train seconds", "images/s"] in heads
     answer = [h for h, _ in ANSWER]
-    assert heads.count(answer) == 1  # the seed-split studies are not found: only the answer
+    assert heads.count(answer) == 1  # the seed-split designs have their own table
     template = (Path(page.__file__).parent / "templates" / "report.html.j2").read_text()
     assert "<th>" not in template.replace("<th>{{ h }}</th>", "")
     assert "partnered (95% CI)" not in template
 
 
-def test_a_seed_split_study_shows_its_answer_and_run(smoke_cfg):
-    found = StudyAnswer(results.answer(smoke_cfg.compare.layers), results.run_record())
-    html = _page(smoke_cfg, {"same_init": found})
-    assert _headers(html).count([h for h, _ in ANSWER]) == 2
-    assert "http://ui/#/experiments/1/runs/0123456789abcdef" in html
-    assert html.count("Not run yet") == 1  # same_order
+def test_the_first_screen_answers_the_three_questions_before_data_and_setup(smoke_cfg):
+    """The page opens with the answers, each a sentence with its numbers and a link to its
+    section; here the hand-made same_init design keeps the order and same_order does not."""
+    html = _page(smoke_cfg)
+    first = html.index('<section id="answers">')
+    assert first < html.index('<section id="setup">') and first < html.index("<table>")
+    screen = html[first : html.index("</section>", first)]
+    questions = re.findall(r"<dt>(.*?)</dt>", screen)
+    assert questions == ["Same filters?", "Same order?", "What decides the order?"]
+    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 25%)" in (
+        screen
+    )
+    assert "calibrated" in screen and "12% of matched maps at their index, at chance" in screen
+    assert "The initialization: networks sharing the first seed&#39;s initialization" in screen
+    assert "at their index in 6 of 6 layers (chance 3.1%; Holm p &lt;= 6e-12)" in screen
+    assert "4% of matched maps at their index, at chance in all 6 layers" in screen  # same_order
+    for anchor in ("compare", "decides"):
+        assert f'href="#{anchor}"' in screen
+        assert f'<section id="{anchor}">' in html
+    assert "Why is the order lost?" not in html and "Not run yet" not in html
+
+
+def test_the_seed_split_section_shows_each_design_and_its_run(smoke_cfg):
+    lay = results.write_study(smoke_cfg)
+    for d in smoke_cfg.split.designs:
+        results.run_record().save(lay.split_compare_dir(d))
+    splits = page.split_answers(smoke_cfg, lay)
+    section = page.decides(smoke_cfg, lay, splits, Links("u", lay))
+    assert section["decider"] == "initialization"
+    assert [d["name"] for d in section["designs"]] == ["same_init", "same_order"]
+    assert section["designs"][0]["kept"] == list(smoke_cfg.compare.layers)
+    assert section["designs"][1]["kept"] == []
+    assert section["designs"][0]["url"] == "u/#/experiments/1/runs/0123456789abcdef"
+    rows = section["designs"][0]["order"].rows
+    expected = ("12 of 24", "50%", "3.1%", "1e-12", "6e-12", "same order")
+    assert rows[0][:7] == (smoke_cfg.compare.layers[0], *expected)
 
 
 def test_a_table_takes_each_cell_from_its_column():
@@ -94,6 +124,12 @@ def test_an_older_results_file_names_the_file_and_the_stage(smoke_cfg, folder, s
     data["renamed_in_a_later_version"] = data.pop(next(iter(data)))
     path.write_text(json.dumps(data))
     with pytest.raises(StaleOutputError) as caught:
-        page.context(smoke_cfg, lay, Links(None, lay), ("c", "d"), path, path, {})
+        page.context(smoke_cfg, lay, Links(None, lay), ("c", "d"), path, path)
     assert str(path) in str(caught.value)
     assert f"rerun its stage: `dvc repro {stage}`" in str(caught.value)
+
+
+def test_the_final_snapshot_against_itself_reads_as_no_test():
+    row = [r for r in results.alignment(["Conv2D_1"]).records if r.step == 20][0]
+    row = row.model_copy(update={"final_same_index_p": float("nan")})
+    assert table(OVER_TRAINING, [row]).rows[0][-1] == "- (the final network itself)"

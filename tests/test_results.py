@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
+from oiplab.compare.summary import (
+    Answer,
+    answer_records,
+    headline_metrics,
+    learning_curve_records,
+)
 from oiplab.errors import MissingInputError
 from oiplab.io import Record, StaleOutputError, to_json
 from tests import results
@@ -43,10 +48,17 @@ def test_the_selection_loads_back_equal(tmp_path):
 
 
 def test_the_answer_file_keeps_its_format_with_flat_barrier_keys(tmp_path):
-    """compare/headline.json is also read back from older runs in the MLflow store."""
+    """compare/headline.json: the layers, the barriers, and which networks were compared."""
     results.answer(LAYERS).save(tmp_path)
     data = json.loads((tmp_path / "headline.json").read_text())
-    assert list(data) == [*LAYERS, "interpolation"]
+    assert list(data) == [*LAYERS, "interpolation", "design"]
+    assert data["design"] == "default"
+    split = results.split_answer(LAYERS, "same_order", kept=True)
+    split.save(tmp_path)
+    assert Answer.load(tmp_path).design == "same_order"
+    del data["design"]  # a file written before the seed-split design: the default study's
+    (tmp_path / "headline.json").write_text(json.dumps(data))
+    assert Answer.load(tmp_path).design == "default"
     flat = ["naive.test.loss_barrier", "naive.test.accuracy_barrier"]
     assert list(data["interpolation"])[:2] == flat
     assert data["Conv2D_1"]["order"] == {
@@ -54,8 +66,13 @@ def test_the_answer_file_keeps_its_format_with_flat_barrier_keys(tmp_path):
         "expected": 1.5,
         "p_value": 0.0125,
         "n_tested": 24,
+        "n_matches": 30,
+        "p_all": 0.03125,
+        "observed_all": 4,
+        "keep_upper": None,
         "fraction": 0.125,
     }
+    assert type(results.answer(LAYERS)).load(tmp_path) == results.answer(LAYERS)
 
 
 def _older(path, change) -> None:
@@ -109,7 +126,19 @@ HEADLINE = """{
   "Conv2D_1": {
     "partnered": 0.625,
     "partnered_null": 0.25,
+    "rotation_null": 0.25,
+    "rotation_null_95": 0.375,
+    "siblings": 0.125,
+    "siblings_null": 0.25,
+    "one_to_one_r2": 0.5,
+    "many_to_one_r2": 0.875,
+    "vs_untrained_p": 0.00390625,
     "same_index_p": 0.0125,
+    "same_index_k": 3,
+    "same_index_n": 24,
+    "matches": 30,
+    "same_index_p_all": 0.03125,
+    "keep_upper": null,
     "cka": 0.875
   },
   "loss_barrier": {
@@ -126,7 +155,20 @@ ANSWER = """[
     "low": 0.5,
     "high": 0.75,
     "untrained": 0.25,
-    "untrained_max": 0.375
+    "untrained_max": 0.375,
+    "rotation_null": 0.25,
+    "rotation_null_95": 0.375,
+    "siblings": 0.125,
+    "siblings_untrained": 0.25,
+    "one_to_one_r2": 0.5,
+    "many_to_one_r2": 0.875,
+    "vs_untrained_p": 0.00390625,
+    "same_index_p": 0.0125,
+    "same_index_k": 3,
+    "same_index_n": 24,
+    "matches": 30,
+    "same_index_p_all": 0.03125,
+    "keep_upper": null
   }
 ]
 """

@@ -81,6 +81,8 @@ def test_every_experiment_runs(experiment, tmp_path, monkeypatch):
         "tracking.enabled=false",
         "compare.probe_images=10",
         "compare.eval_images=10",
+        "precursor.probe_images=10",  # every "first N test images" fits the 20
+        "alignment.probe_images=10",
     )
     prepare.run(cfg)
     metrics = train.run(cfg)
@@ -97,11 +99,13 @@ def pipeline(tmp_path_factory):
         activations,
         alignment,
         compare,
+        compare_split,
         oip,
         oip_compare,
         precursor,
         report,
         select_images,
+        train_split,
     )
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -110,7 +114,7 @@ def pipeline(tmp_path_factory):
     try:
         cfg = compose_typed(
             "experiment=smoke", f"tracking.uri=sqlite:///{root}/mlflow.db", "data.n_train=200",
-            "data.n_test=160", "train.epochs=3",
+            "data.n_test=160", "train.epochs=3", "split.members=[1]",
         )  # fmt: skip
         out = {"prepare": prepare.run(cfg)}
         for seed in cfg.seeds:
@@ -122,6 +126,12 @@ def pipeline(tmp_path_factory):
             out[f"activations{seed}"] = activations.run(cfg)
             out[f"oip{seed}"] = oip.run(cfg)
             out[f"precursor{seed}"] = precursor.run(cfg)
+        for design in cfg.split.designs:
+            cfg.split.design = design
+            for member in cfg.split.members:
+                cfg.train.seed = member
+                out[f"train_split_{design}{member}"] = train_split.run(cfg)
+            out[f"compare_split_{design}"] = compare_split.run(cfg)
         cfg.train.seed = cfg.seeds[0]
         for name, stage in (
             ("compare", compare), ("alignment", alignment), ("oip_compare", oip_compare),
@@ -213,7 +223,8 @@ def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
     assert {(r["seed"], r["epoch"]) for r in curves} == {(s, e) for s in "01" for e in (1, 2, 3)}
     client, runs = _runs(cfg)
     run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
-    assert run.data.tags["mlflow.note.content"].startswith("Conv2D_1: ")  # the verdict
+    note = run.data.tags["mlflow.note.content"]  # the first screen's answers, then the verdicts
+    assert note.startswith("**Same filters?** Conv2D_1: ") and "\n\nPer layer: Conv2D_1: " in note
     assert len(run.data.tags["oiplab.seed_runs"].split(",")) == 2
 
 
@@ -233,27 +244,23 @@ def test_oip_compare_and_the_report(pipeline):
     assert 0 <= summary["all"]["top1"] <= 1 and summary["all"]["top1_chance"] > 0
     assert (lay.oip_compare_dir() / OipCompareFiles.galleries(0, 1)).stat().st_size > 0
     html = lay.report().read_text()
-    for section in ("silent", "compare", "oip_compare", "why"):
+    for section in ("answers", "silent", "compare", "oip_compare", "decides", "over_training"):
         assert f'<section id="{section}">' in html
-    assert "figure missing" not in html and "Not run yet" in html  # no seed-split studies yet
+    assert "figure missing" not in html and "Not in these results" not in html
 
 
-def test_the_report_shows_a_seed_split_study_found_in_the_store(pipeline):
-    """A finished comparison of another study in the store fills its "Why" block, with its link."""
-    from oiplab import tracking
-    from oiplab.report import page
-    from oiplab.report.html import Links
-    from oiplab.stages.report import study_answer
+def test_the_seed_split_design_shares_one_seed_and_writes_its_answer(pipeline):
+    """Every member of every design is trained under its own seed, and each design's answer is
+    typed and names its design (which seed it shares: tests/test_training.py)."""
+    from oiplab.compare.summary import Answer
+    from oiplab.training import TrainMetrics
 
-    cfg, _ = pipeline
-    # the smoke study's own comparison
-    found = study_answer(tracking.latest_study_headline(cfg, cfg.study))
-    assert found is not None and set(found.answer.layers) >= set(cfg.compare.layers)
+    cfg, out = pipeline
     lay = Layout.of(cfg)
-    why = page.why(cfg, lay, {"same_init": found}, Links("http://ui", lay))
-    shown = {st["name"]: st for st in why["studies"]}
-    assert shown["same_init"]["found"] and not shown["same_order"]["found"]
-    run_page = f"http://ui/#/experiments/{found.run.experiment_id}/runs/{found.run.run_id}"
-    assert shown["same_init"]["url"] == run_page
-    verdicts = [found.answer.layers[n].verdict for n in cfg.compare.layers]
-    assert shown["same_init"]["verdicts"] == verdicts
+    for design in cfg.split.designs:
+        answer = Answer.load(lay.split_compare_dir(design), "compare_split")
+        assert answer.design == design and set(answer.layers) == set(cfg.compare.layers)
+        for member in cfg.split.members:
+            trained = TrainMetrics.load(lay.split_model_dir(design, member))
+            assert trained.seed == member
+    assert Answer.load(lay.compare_dir()).design == "default"

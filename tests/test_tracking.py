@@ -156,15 +156,30 @@ def test_the_store_of_a_dvc_temporary_workspace_is_the_projects(tmp_path, monkey
     assert tracking.default_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
-def test_no_study_headline_without_a_comparison_or_with_tracking_off(smoke_cfg):
-    assert tracking.latest_study_headline(smoke_cfg, "smoke") is None  # nothing logged yet
-    smoke_cfg.tracking.enabled = False
-    assert tracking.latest_study_headline(smoke_cfg, "smoke") is None
-
-
 def test_an_unreachable_server_is_a_tracking_error_naming_the_way_out():
     with pytest.raises(tracking.TrackingError, match="tracking.enabled=false"):
         tracking.check_server("http://127.0.0.1:9", timeout=2)
+
+
+def test_a_stage_sets_its_executions_description_and_headline_metrics(smoke_cfg, monkeypatch):
+    """The compare and report stages put the answers on the pipeline's parent run."""
+    monkeypatch.setenv("OIPLAB_EXECUTION", "sweep:/tmp/described")
+    with tracking.stage_run(smoke_cfg, "compare") as run:
+        run.describe_execution("**Same filters?** yes", {"default.Conv2D_1.same_index": 0.5})
+        run.describe_execution("**Same filters?** no", {"x": float("nan"), "y": 2.0})
+    client = _client(smoke_cfg)
+    parent = client.get_run(client.get_run(run.run_id).data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["mlflow.note.content"] == "**Same filters?** no"  # the last one
+    assert parent.data.metrics == {"default.Conv2D_1.same_index": 0.5, "y": 2.0}  # no NaN
+    own = client.get_run(run.run_id).data
+    assert "mlflow.note.content" not in own.tags and not own.metrics
+
+
+def test_outside_an_execution_there_is_no_parent_to_describe(smoke_cfg, monkeypatch):
+    monkeypatch.delenv("OIPLAB_EXECUTION", raising=False)
+    with tracking.stage_run(smoke_cfg, "compare") as run:
+        run.describe_execution("text", {"a": 1.0})  # nothing to describe, and no error
+    assert "mlflow.parentRunId" not in _client(smoke_cfg).get_run(run.run_id).data.tags
 
 
 # Values with quotes in search filters (MLflow's filter grammar has no escape character)
@@ -199,8 +214,6 @@ def test_a_sweep_in_a_folder_with_quotes_has_one_parent_run(smoke_cfg, monkeypat
     parent = client.get_run(parents.pop())
     assert parent.data.tags["oiplab.execution"] == f"sweep:{folder}"
     assert parent.info.status == "FINISHED"
-    smoke_cfg.study = 'o\'brien "study"'
-    assert tracking.latest_study_headline(smoke_cfg, smoke_cfg.study) is None
 
 
 # Runs whose process is gone

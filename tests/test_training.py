@@ -224,3 +224,48 @@ def test_progress_counts_epochs_of_the_whole_run(tmp_path, capsys):
 def test_confusion_matrix_counts():
     matrix = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_a_diverging_training_fails_and_keeps_no_checkpoint(tmp_path):
+    """learning_rate 1e6 makes every weight NaN within the first epoch: a failed training that
+    names the epoch and the setting to change, with no checkpoint left to resume."""
+    checkpoint = tmp_path / "checkpoint"
+    cfg = CFG.model_copy(update={"learning_rate": 1e6, "epochs": 2})
+    expected = r"training diverged in epoch 1 of 2 .*`train.learning_rate` \(now 1e\+06\)"
+    with pytest.raises(training.TrainingDiverged, match=expected):
+        _train(cfg, checkpoint)
+    assert not checkpoint.exists()
+
+
+def test_the_final_check_catches_a_non_finite_weight_with_a_finite_history():
+    model = build_model(model_cfg())
+    history = {"loss": [0.5], "val_loss": [0.6]}
+    training.require_converged(model, history, CFG)  # finite: passes
+    kernel, bias = model.get_layer("Dense_2").get_weights()
+    bias[3] = np.inf
+    model.get_layer("Dense_2").set_weights([kernel, bias])
+    with pytest.raises(training.TrainingDiverged, match=r"Dense_2 bias \(1 infinite of 10"):
+        training.require_converged(model, history, CFG)
+    with pytest.raises(training.TrainingDiverged, match="epoch 1 of 1 .*loss became NaN"):
+        training.require_converged(build_model(model_cfg()), {"loss": [float("nan")]}, CFG)
+
+
+def test_a_diverging_train_stage_fails_its_run_and_registers_nothing(smoke_cfg):
+    import mlflow
+
+    from oiplab.layout import Layout
+    from oiplab.stages import prepare
+    from oiplab.stages import train as train_stage
+
+    prepare.run(smoke_cfg)
+    smoke_cfg.train.learning_rate = 1e6
+    with pytest.raises(training.TrainingDiverged, match="epoch 1 of 1"):
+        train_stage.run(smoke_cfg)
+    lay = Layout.of(smoke_cfg)
+    assert not lay.model_dir(0).exists()
+    assert not any(lay.checkpoint(0, "x").parent.glob("*"))
+    mlflow.set_tracking_uri(smoke_cfg.tracking.uri)
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert {r.info.run_name: r.info.status for r in runs}["train-seed0"] == "FAILED"
+    assert client.search_registered_models() == []

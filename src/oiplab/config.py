@@ -58,7 +58,10 @@ class TrainConfig(Section):
     init_seed: Index | None
     data_seed: Index | None
     trajectory_every: Index
-    epochs: Count
+    # trajectory.npz keeps the weights of every epoch (0.84 MB each with the articles' sizes):
+    # 1,000 epochs are 840 MB, the articles train for tens; beyond, the schedule's step count
+    # no longer fits a tensor (10**20 was a TensorFlow traceback)
+    epochs: Annotated[int, Field(ge=1, le=1000)]
     batch_size: Count
     learning_rate: Positive
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -144,6 +147,9 @@ class CompareConfig(Section):
     partner_quantile: Fraction
     alpha: Fraction
     same_order_fraction: Fraction
+    most_fraction: Fraction
+    rotation_draws: Annotated[int, Field(ge=1)]
+    identity_held_out: Annotated[float, Field(gt=0.0, lt=1.0)]
     tie_tolerance: NonNegative
     permutation_draws: Annotated[int, Field(ge=100)]
     bootstrap_draws: Annotated[int, Field(ge=100)]
@@ -156,6 +162,18 @@ class AlignmentConfig(Section):
     layers: Annotated[list[MatchedLayer], Field(min_length=1)]
     permutation_draws: Annotated[int, Field(ge=100)]
     bootstrap_draws: Annotated[int, Field(ge=100)]
+
+
+Design = Literal["same_init", "same_order"]
+
+
+class SplitConfig(Section):
+    """The seed-split design (`conf/split/`): networks sharing one of the first seed's two seeds
+    (its initialization or its image order); the first seed's own network is the shared one."""
+
+    designs: Annotated[list[Design], Field(min_length=1)]
+    members: Annotated[list[Index], Field(min_length=1)]
+    design: Design
 
 
 class TrackingConfig(Section):
@@ -171,6 +189,7 @@ class PathsConfig(Section):
     artifacts: str
     reports: str
     checkpoints: str
+    split_models: str
 
 
 class Config(Section):
@@ -184,6 +203,7 @@ class Config(Section):
     precursor: PrecursorConfig
     compare: CompareConfig
     alignment: AlignmentConfig
+    split: SplitConfig
     tracking: TrackingConfig
     paths: PathsConfig
 
@@ -268,7 +288,36 @@ def validate(cfg: Config) -> None:
     _validate_oip(cfg.oip, layer_shape)
     _validate_precursor(cfg.precursor, layer_shape[2])
     _validate_compare(cfg)
+    _validate_split(cfg)
     _validate_tracking(cfg.tracking)
+    if d.name == "synthetic":  # other data sets are checked when loaded (`checks.first_images`)
+        _validate_image_counts(cfg)
+
+
+def _validate_image_counts(cfg: Config) -> None:
+    """The "first N test images" settings against the synthetic test set's size (a slice would
+    silently take fewer while the run records N)."""
+    n_test = cfg.data.n_test
+    wanted = {
+        "precursor.probe_images": cfg.precursor.probe_images,
+        "alignment.probe_images": cfg.alignment.probe_images,
+    }
+    for key, n in wanted.items():
+        _check(n <= n_test, key, f"at most data.n_test = {n_test} images", n)
+    n_train, n_eval = cfg.data.n_train, cfg.compare.eval_images  # also the first training images
+    expected = f"at most data.n_train = {n_train} images"
+    _check(n_eval <= n_train, "compare.eval_images", expected, n_eval)
+    if cfg.oip.start_kind == "digits":  # drawn from the test set's second half
+        expected = f"at most {n_test // 2} digit starts (half of data.n_test)"
+        _check(cfg.oip.n_starts <= n_test // 2, "oip.n_starts", expected, cfg.oip.n_starts)
+
+
+def _validate_split(cfg: Config) -> None:
+    """The split design shares the first seed's network: a member with that seed would be it."""
+    sp, shared = cfg.split, cfg.seeds[0]
+    ok = len(set(sp.members)) == len(sp.members) and shared not in sp.members
+    _check(ok, "split.members", f"distinct seeds other than the first seed {shared}", sp.members)
+    _check(len(set(sp.designs)) == len(sp.designs), "split.designs", "distinct designs", sp.designs)
 
 
 def _validate_tracking(t: TrackingConfig) -> None:

@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
+from oiplab.checks import NonFiniteError, require_finite
 from oiplab.errors import OiplabError, missing_input
 from oiplab.layout import RUN
 from oiplab.stops import STOP, StageInterrupted, held, raise_if_interrupted
@@ -275,30 +283,47 @@ def read_json(path: str | os.PathLike[str], what: str = "stage output") -> Any:
     """Read a JSON file another stage wrote; a missing or broken file is an error naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except FileNotFoundError as exc:
         raise missing_input(path, what) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: {what} is not valid JSON ({exc}); rerun its stage") from exc
+    except _NonFiniteLiteral as exc:
+        # `to_json` never writes one: the file was edited or written by something else
+        raise NonFiniteError(f"{path}: {what} holds {exc}; rerun its stage") from exc
 
 
-def load_npz(path: str | os.PathLike[str], keys: tuple[str, ...], what: str) -> dict[str, Any]:
-    """The arrays `keys` of an `.npz` another stage wrote; errors name the file and the problem."""
+class _NonFiniteLiteral(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFiniteLiteral(name)
+
+
+def load_npz(
+    path: str | os.PathLike[str], keys: tuple[str, ...] | None, what: str, stage: str = ""
+) -> dict[str, Any]:
+    """The arrays `keys` (None: all) of an `.npz` DVC stage `stage` wrote, every one finite;
+    errors name the file, the array and the problem. Object arrays are refused, never unpickled."""
     import zipfile
 
     path = Path(path)
+    rerun = f"rerun its stage: `dvc repro{f' {stage}' if stage else ''}`"
     if not path.is_file():
-        raise missing_input(path, what)
+        raise missing_input(path, what, stage)
     try:
-        with np.load(path) as arrays:
-            found = {k: arrays[k] for k in keys if k in arrays.files}
+        with np.load(path, allow_pickle=False) as arrays:
+            wanted = arrays.files if keys is None else keys
+            found = {k: arrays[k] for k in wanted if k in arrays.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise InputError(
-            f"{path}: {what} is unreadable ({type(exc).__name__}); rerun its stage"
-        ) from exc
-    missing = [k for k in keys if k not in found]
+        why = "object arrays" if "allow_pickle" in str(exc) else type(exc).__name__
+        raise InputError(f"{path}: {what} is unreadable ({why}); {rerun}") from exc
+    missing = [k for k in wanted if k not in found]
     if missing:
-        raise InputError(f"{path}: {what} lacks array(s) {', '.join(missing)}; rerun its stage")
+        raise InputError(f"{path}: {what} lacks array(s) {', '.join(missing)}; {rerun}")
+    for key, values in found.items():
+        require_finite(values, f"{path}: {what} array '{key}'", rerun)
     return found
 
 
@@ -320,6 +345,9 @@ def _json_default(obj: Any) -> Any:
 
 # A float a stage wrote: JSON has no NaN, so `to_json` writes null, read back as NaN.
 Real = Annotated[float, BeforeValidator(lambda v: float("nan") if v is None else v)]
+# A float that must be a number: null (a NaN or infinity written by `to_json`) is refused on
+# reading, and so is NaN when built. Fields that are legitimately undefined stay `Real`.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 T = TypeVar("T")
 
 
@@ -333,6 +361,7 @@ def read_typed(path: str | os.PathLike[str], kind: type[T] | Any, stage: str, wh
     try:
         return TypeAdapter(kind).validate_python(data)
     except ValidationError as exc:
+        _raise_if_not_finite(path, what, stage, exc)
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5]
         )
@@ -340,6 +369,18 @@ def read_typed(path: str | os.PathLike[str], kind: type[T] | Any, stage: str, wh
             f"{path}: {what} of another format ({problems}), written by another version of "
             f"oiplab; rerun its stage: `dvc repro{f' {stage}' if stage else ''}`"
         ) from exc
+
+
+def _raise_if_not_finite(path: Path, what: str, stage: str, exc: ValidationError) -> None:
+    """A `NonFiniteError` when a field that must be a number holds null (NaN or infinity on
+    writing): the file is of the right format, its numbers are not."""
+    for e in exc.errors():
+        if e["type"] == "finite_number" or (e["type"] == "float_type" and e["input"] is None):
+            field = ".".join(map(str, e["loc"]))
+            raise NonFiniteError(
+                f"{path}: {what} field '{field}' is not a finite number; rerun its stage: "
+                f"`dvc repro{f' {stage}' if stage else ''}`"
+            ) from exc
 
 
 class Fields(BaseModel):

@@ -25,11 +25,13 @@ class Stage(StrEnum):
 
     PREPARE = "prepare"
     TRAIN = "train"
+    TRAIN_SPLIT = "train_split"
     SELECT_IMAGES = "select_images"
     ACTIVATIONS = "activations"
     OIP = "oip"
     PRECURSOR = "precursor"
     COMPARE = "compare"
+    COMPARE_SPLIT = "compare_split"
     ALIGNMENT = "alignment"
     OIP_COMPARE = "oip_compare"
     REPORT = "report"
@@ -130,6 +132,7 @@ class Layout:
     artifacts: Path
     reports: Path
     checkpoints: Path
+    split_models: Path
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
@@ -144,6 +147,11 @@ class Layout:
 
     def model_file(self, seed: int) -> Path:
         return self.model_dir(seed) / TrainFiles.model
+
+    def split_model_dir(self, design: str, member: int) -> Path:
+        """A network of the seed-split design (`conf/split/`): seed `member` with one of the shared
+        seed's two seeds; the shared seed's own network is `model_dir(seeds[0])`."""
+        return self.split_models / design / f"seed_{member}"
 
     def checkpoint(self, seed: int, fingerprint: str) -> Path:
         """The folder of seed `seed`'s training checkpoint (one per settings fingerprint)."""
@@ -169,6 +177,10 @@ class Layout:
     def compare_dir(self) -> Path:
         return self.artifacts / "compare"
 
+    def split_compare_dir(self, design: str) -> Path:
+        """The comparison of one seed-split design (its `Answer`, with `design` set)."""
+        return self.artifacts / "compare_split" / design
+
     def alignment_dir(self) -> Path:
         return self.artifacts / "alignment"
 
@@ -183,10 +195,14 @@ class Layout:
         """A data series for `dvc plots` (learning_curves, answer)."""
         return self.metrics / f"{name}.json"
 
-    def output_dir(self, stage: str, seed: int | None = None) -> Path:
+    def output_dir(self, stage: str, seed: int | None = None, design: str | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
         folders: dict[str, Callable[[], Path]] = {
             Stage.TRAIN: lambda: self.model_dir(_seed(stage, seed)),
+            Stage.TRAIN_SPLIT: lambda: self.split_model_dir(
+                _design(stage, design), _seed(stage, seed)
+            ),
+            Stage.COMPARE_SPLIT: lambda: self.split_compare_dir(_design(stage, design)),
             Stage.ACTIVATIONS: lambda: self.activations_dir(_seed(stage, seed)),
             Stage.OIP: lambda: self.oip_dir(_seed(stage, seed)),
             Stage.PRECURSOR: lambda: self.precursor_dir(_seed(stage, seed)),
@@ -199,12 +215,23 @@ class Layout:
     def report(self) -> Path:
         return self.reports / "index.html"
 
-    def stage_io(self, stage: str, seed: int | None = None) -> dict[str, list[Path]]:
-        """What DVC stage `stage` (for `seed`) reads (data, not code) and writes."""
+    def stage_io(
+        self, stage: str, seed: int | None = None, design: str | None = None
+    ) -> dict[str, list[Path]]:
+        """What DVC stage `stage` (for `seed`, and `design` for the seed-split stages) reads
+        (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
         io: dict[str, Callable[[], tuple[list[Path], list[Path]]]] = {
             Stage.PREPARE: lambda: ([], [self.prepared]),
             Stage.TRAIN: lambda: ([self.prepared], [self.model_dir(_seed(stage, seed))]),
+            Stage.TRAIN_SPLIT: lambda: (
+                [self.prepared],
+                [self.split_model_dir(_design(stage, design), _seed(stage, seed))],
+            ),
+            Stage.COMPARE_SPLIT: lambda: (
+                [self.prepared, self.models, self.split_models / _design(stage, design)],
+                [self.split_compare_dir(_design(stage, design))],
+            ),
             Stage.SELECT_IMAGES: lambda: ([self.prepared, self.models], [self.selection()]),
             Stage.ACTIVATIONS: lambda: (
                 [self.prepared, self.models, self.selection()],
@@ -241,6 +268,13 @@ def _seed(stage: str, seed: int | None) -> int:
     if seed is None:
         raise ValueError(f"stage {stage!r} writes one folder per seed: give the seed")
     return seed
+
+
+def _design(stage: str, design: str | None) -> str:
+    """The design of a seed-split stage (its folder is named after it)."""
+    if design is None:
+        raise ValueError(f"stage {stage!r} writes one folder per split design: give the design")
+    return design
 
 
 def project_root() -> Path:

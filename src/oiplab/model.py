@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from oiplab.checks import NonFiniteError, non_finite_weights
 from oiplab.errors import OiplabError, missing_input
 
 if TYPE_CHECKING:
@@ -105,8 +106,9 @@ def cross_entropy_and_accuracy(probabilities: np.ndarray, y: np.ndarray) -> tupl
 OTHER_SEED = "for a seed outside `seeds`: `oiplab run train train.seed=N`"
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Load a saved `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
+def load_model(path: str | Path, cfg: ModelConfig | None = None) -> keras.Model:
+    """Load a saved `.keras` model in Keras' safe mode (no arbitrary code from the file); every
+    weight must be finite, and with `cfg` every layer of the shape those settings give."""
     import keras
 
     path = Path(path)
@@ -123,4 +125,26 @@ def load_model(path: str | Path) -> keras.Model:
     missing = [n for n in CONV_LAYERS if n not in {layer.name for layer in model.layers}]
     if missing:
         raise ModelFileError(f"{path}: not an oiplab CNN (no layer(s) {', '.join(missing)})")
+    bad = non_finite_weights(model)
+    if bad:
+        raise NonFiniteError(
+            f"{path}: weights not finite: {'; '.join(bad[:3])}; train it again: `dvc repro train`"
+        )
+    if cfg is not None:
+        _check_shapes(model, cfg, path)
     return model
+
+
+def _check_shapes(model: keras.Model, cfg: ModelConfig, path: Path) -> None:
+    """A model of other sizes under the project's layer names is an error naming the layer."""
+    found = {layer.name: layer for layer in model.layers}
+    for name, expected in layer_shapes(cfg).items():
+        if name not in found:
+            raise ModelFileError(f"{path}: not an oiplab CNN (no layer {name})")
+        shape = tuple(found[name].output.shape[1:])
+        if shape != expected[-len(shape) :] or len(shape) not in (1, 3):
+            raise ModelFileError(
+                f"{path}: layer {name} has output shape {shape}, the config's model "
+                f"(`model.*`) gives {expected if len(shape) == 3 else expected[-1:]}; train it "
+                "with these settings (`dvc repro train`) or set `model` to the file's sizes"
+            )

@@ -25,8 +25,10 @@ import numpy as np
 from pydantic import model_validator
 
 from oiplab.backend import jit_compile_arg, seed_everything
+from oiplab.checks import non_finite_weights
 from oiplab.config import TrainConfig
-from oiplab.io import InputError, Real, Record, atomic_dir, load_npz, to_json
+from oiplab.errors import OiplabError
+from oiplab.io import Finite, InputError, Record, atomic_dir, load_npz, to_json
 from oiplab.layout import METRICS, TrainFiles
 from oiplab.model import ModelConfig, build_model, cross_entropy_and_accuracy
 from oiplab.stops import raise_if_interrupted
@@ -47,6 +49,16 @@ def init_seed(cfg: TrainConfig) -> int:
 
 def data_seed(cfg: TrainConfig) -> int:
     return cfg.data_seed if cfg.data_seed is not None else cfg.seed
+
+
+# The seed a split design shares with the shared network: "same_init" shares the initial weights,
+# "same_order" the order of the training images; the member's own seed drives the other.
+SHARED_BY_DESIGN = {"same_init": "init_seed", "same_order": "data_seed"}
+
+
+def split_member(cfg: TrainConfig, design: str, shared_seed: int, member: int) -> TrainConfig:
+    """The training settings of seed `member` of split design `design` (`conf/split/`)."""
+    return cfg.model_copy(update={"seed": member, SHARED_BY_DESIGN[design]: shared_seed})
 
 
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
@@ -148,16 +160,25 @@ class Trajectory:
     @classmethod
     def load(cls, path: Path) -> Trajectory:
         with np.load(path) as arrays:
-            n = len([k for k in arrays.files if k.startswith("w")])
-            stacked = [arrays[f"w{k}"] for k in range(n)]
-            steps = arrays["steps"].tolist()
+            return cls._of({k: arrays[k] for k in arrays.files})
+
+    @classmethod
+    def _of(cls, arrays: dict[str, np.ndarray]) -> Trajectory:
+        n = len([k for k in arrays if k.startswith("w")])
+        stacked = [arrays[f"w{k}"] for k in range(n)]
+        steps = arrays["steps"].tolist()
         return cls(steps, [[w[i] for w in stacked] for i in range(len(steps))])
 
     @classmethod
     def load_checked(cls, path: Path) -> Trajectory:
-        """Load a stage output; a missing or unreadable file is an error naming it."""
-        load_npz(path, ("steps", "w0"), "weight trajectory")  # raises with the file named
-        return cls.load(path)
+        """Load a stage output: a missing or unreadable file, an object array (never unpickled),
+        a missing array or a weight that is not finite is an error naming the file."""
+        arrays = load_npz(path, None, "weight trajectory", "train")
+        n = len([k for k in arrays if k.startswith("w")])
+        missing = [k for k in ("steps", "w0", *(f"w{i}" for i in range(n))) if k not in arrays]
+        if missing:
+            raise InputError(f"{path}: weight trajectory lacks array(s) {', '.join(missing)}")
+        return cls._of(arrays)
 
     @staticmethod
     def common_steps(trajectories: dict[int, Trajectory]) -> list[int]:
@@ -242,7 +263,7 @@ class History(Record):
     STAGE: ClassVar[str] = "train"
     WHAT: ClassVar[str] = "training history"
 
-    curves: dict[str, list[Real]]
+    curves: dict[str, list[Finite]]  # a diverged training is never saved: every value a number
 
     @model_validator(mode="before")
     @classmethod
@@ -347,6 +368,10 @@ def _epoch_keeper(start: _Start, checkpointing: Checkpointing) -> keras.callback
 
     class Keeper(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
+                # a diverged epoch is neither kept nor checkpointed; `train` fails after `fit`
+                self.model.stop_training = True
+                return
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
             trajectory.add(int(self.model.optimizer.iterations.numpy()), self.model.get_weights())
@@ -375,6 +400,8 @@ def train(
 ) -> TrainResult:
     """Train the CNN on prepared `data` (resuming the checkpoint if valid); evaluate it on the
     test split."""
+    import keras
+
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     start = _start(model_cfg, cfg, n, checkpointing)
@@ -384,7 +411,9 @@ def train(
         f"{cfg.batch_size}"
     )
     dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
-    keep = [follow, _epoch_keeper(start, checkpointing), *callbacks]
+    # Keras' own stop at the first NaN loss: the batches after it would only spread it
+    stop = keras.callbacks.TerminateOnNaN()
+    keep = [follow, stop, _epoch_keeper(start, checkpointing), *callbacks]
     # epochs [first, last) and their callbacks: epoch 1 apart when it keeps batch snapshots
     phases = [(start.epoch, cfg.epochs, keep)]
     if start.epoch == 0 and cfg.trajectory_every:
@@ -392,7 +421,7 @@ def train(
         phases = [(0, 1, [*keep, snapshots]), (1, cfg.epochs, keep)]
     start_time = time.perf_counter()
     for first, last, phase_callbacks in phases:
-        if first < last:
+        if first < last and _epochs_kept(start.history) == first:  # not after a diverged phase
             start.model.fit(
                 dataset,
                 epochs=last,
@@ -404,7 +433,42 @@ def train(
                 verbose=verbose,
             )
     seconds = time.perf_counter() - start_time
+    try:
+        require_converged(start.model, start.history, cfg)
+    except TrainingDiverged:
+        if checkpointing.folder is not None:  # resuming it would diverge the same way again
+            shutil.rmtree(checkpointing.folder, ignore_errors=True)
+        raise
     return _result(start, data, model_cfg, cfg, seconds)
+
+
+class TrainingDiverged(OiplabError, ArithmeticError):
+    """The loss or a weight became NaN or infinite: the training failed (nothing is saved)."""
+
+
+def _epochs_kept(history: dict[str, list[float]]) -> int:
+    return min((len(v) for v in history.values()), default=0)
+
+
+def require_converged(
+    model: keras.Model, history: dict[str, list[float]], cfg: TrainConfig
+) -> None:
+    """Fail unless `history` has every epoch of `cfg`, all finite, and every weight is finite."""
+    bad = non_finite_weights(model)
+    # the first epoch whose logged numbers are not all finite (Keeper keeps none after one)
+    diverged = min(
+        [i for values in history.values() for i, v in enumerate(values) if not math.isfinite(v)],
+        default=_epochs_kept(history),
+    )
+    if diverged == cfg.epochs and not bad:
+        return
+    reasons = ["the loss became NaN or infinite"] if diverged < cfg.epochs else []
+    reasons += [f"weights not finite: {bad[0]}"] if bad else []
+    raise TrainingDiverged(
+        f"training diverged in epoch {min(diverged + 1, cfg.epochs)} of {cfg.epochs} "
+        f"({', '.join(reasons)}); nothing saved. Lower `train.learning_rate` (now "
+        f"{cfg.learning_rate:g}) or raise `train.warmup_steps` (now {cfg.warmup_steps})"
+    )
 
 
 def _result(

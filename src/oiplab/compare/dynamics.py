@@ -1,10 +1,14 @@
 """When does the correspondence between seeds set in, and when is a network's own map order
-decided? The comparison's statistics, at every snapshot of the weights kept during training.
+fixed? The comparison's statistics, at every snapshot of the weights kept during training.
 
 Per layer and snapshot t: the partnered fraction between the seeds' networks at t (against the
 null threshold of untrained networks, with a seed-bootstrap interval), their same-index
-relabelling p-value and CKA; and each seed's network at t against its own final network: how
-many maps already have their final partner, and how many of those at the same index.
+relabelling p-value and CKA; and each seed's network at t against its own final network (the
+self-alignment): how many maps already have their final partner, and how many of those at the
+same index - beside chance (1 / maps) and the exact same-index test summed over seeds
+(`inference.exact_same_index_test`). Each family of p-values (one per layer: the snapshots) is
+Holm-adjusted (`inference.holm`); the unadjusted values are kept beside, named as such. The
+final snapshot against itself is no test (every map is its own partner): its p is left out.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic import model_validator
 from oiplab.analysis.activations import layer_outputs
 from oiplab.compare.cka import centered_gram, linear_cka
 from oiplab.compare.correlation import Units
+from oiplab.compare.inference import SameIndexExact, exact_same_index_test, holm
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
     SameIndex,
@@ -51,6 +56,7 @@ class LayerCurves:
     cka: list[Estimate] = field(default_factory=list)  # between seeds
     final_partnered: list[Estimate] = field(default_factory=list)  # each seed vs its final net
     final_same_index: list[Estimate] = field(default_factory=list)  # ... at the same index
+    final_test: list[SameIndexExact] = field(default_factory=list)  # ... its exact test
 
 
 @dataclass
@@ -62,7 +68,12 @@ class Alignment:
     def records(self) -> list[dict[str, Any]]:
         """One flat record per (layer, snapshot): for tables and `dvc plots`."""
         out = []
+        last = len(self.steps) - 1
         for layer, c in self.layers.items():
+            between_p = np.array([s["p_value"] for s in c.same_index], dtype=np.float64)
+            own_p = np.array([t.p_value for t in c.final_test], dtype=np.float64)
+            own_p[last] = np.nan  # the final network against itself: no test
+            between_holm, own_holm = holm(between_p), holm(own_p)
             for k, (step, epoch) in enumerate(zip(self.steps, self.epochs, strict=True)):
                 out.append(
                     {
@@ -74,11 +85,15 @@ class Alignment:
                         "partnered_high": c.partnered[k].high,
                         "partnered_null": c.partnered[k].null,
                         "same_index_p": c.same_index[k]["p_value"],
+                        "same_index_p_holm": float(between_holm[k]),
                         "same_index_observed": c.same_index[k]["observed"],
                         "same_index_expected": c.same_index[k]["expected"],
                         "cka": c.cka[k].value,
                         "final_partnered": c.final_partnered[k].value,
                         "final_same_index": c.final_same_index[k].value,
+                        "final_same_index_chance": 1.0 / c.final_test[k].n_maps,
+                        "final_same_index_p": float(own_p[k]),
+                        "final_same_index_p_holm": float(own_holm[k]),
                     }
                 )
         return out
@@ -94,12 +109,16 @@ class SnapshotRecord(Fields):
     partnered_low: Real
     partnered_high: Real
     partnered_null: float | None  # the same on untrained pairs
-    same_index_p: Real
+    same_index_p: Real  # unadjusted
+    same_index_p_holm: Real  # Holm-adjusted over the layer's snapshots
     same_index_observed: int
     same_index_expected: Real
     cka: Real
     final_partnered: Real  # each seed against its own final network
-    final_same_index: Real
+    final_same_index: Real  # of its matched maps, the share at their final index
+    final_same_index_chance: Real  # the same share under random labels: 1 / maps
+    final_same_index_p: Real  # exact, summed over seeds, unadjusted (NaN: the final snapshot)
+    final_same_index_p_holm: Real  # Holm-adjusted over the layer's snapshots
 
 
 class AlignmentRecords(Record):
@@ -184,6 +203,7 @@ class _LayerPoint:
     cka: Estimate
     final_partnered: Estimate
     final_same_index: Estimate
+    final_test: SameIndexExact
 
 
 def alignment_over_training(
@@ -273,6 +293,7 @@ def _layer_at(
         cka=_estimate([linear_cka(grams[a], grams[b]) for a, b in res.pairs], res.pair_w),
         final_partnered=_per_seed(_fracs(own, null.threshold), seed_w),
         final_same_index=_per_seed([_same(m) for m in own], seed_w),
+        final_test=self_alignment_test(own, n_maps=own[0].corr.shape[1]),
     )
 
 
@@ -284,7 +305,20 @@ def _curves(threshold: float, points: list[_LayerPoint]) -> LayerCurves:
         cka=[p.cka for p in points],
         final_partnered=[p.final_partnered for p in points],
         final_same_index=[p.final_same_index for p in points],
+        final_test=[p.final_test for p in points],
     )
+
+
+def self_alignment_test(own: list[LayerMatch], n_maps: int) -> SameIndexExact:
+    """Are a network's maps already at their final index? The exact same-index test of every
+    seed's matches to its own final network, summed over seeds.
+
+    Null hypothesis: the snapshot's map order carries no information about the final order
+    (each seed's final labels a uniformly random permutation of its `n_maps` maps). Every
+    live-to-live match is tested: the matching does not look at the labels, so the test stays
+    exact. Chance: 1 / n_maps of the tested matches.
+    """
+    return exact_same_index_test([(m.matched, m.partner[m.matched]) for m in own], n_maps)
 
 
 def units_of(outputs: dict[str, np.ndarray]) -> dict[str, Units]:

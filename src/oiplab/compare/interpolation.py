@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from oiplab.checks import at_least_zero
 from oiplab.compare.weights import interpolate
 from oiplab.model import cross_entropy_and_accuracy
 
@@ -65,7 +66,8 @@ def barriers(curve: dict[str, list[float]], alphas: np.ndarray) -> dict[str, flo
     loss, acc = np.asarray(curve["loss"]), np.asarray(curve["accuracy"])
     line_loss = (1 - t) * loss[0] + t * loss[-1]
     line_acc = (1 - t) * acc[0] + t * acc[-1]
+    # NaN is an error here: `max(0.0, nan)` would report a perfect 0.0
     return {
-        "loss_barrier": float(max(0.0, (loss - line_loss).max())),
-        "accuracy_barrier": float(max(0.0, (line_acc - acc).max())),
+        "loss_barrier": at_least_zero((loss - line_loss).max(), "the loss barrier"),
+        "accuracy_barrier": at_least_zero((line_acc - acc).max(), "the accuracy barrier"),
     }

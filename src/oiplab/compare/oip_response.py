@@ -4,7 +4,12 @@ Feed seed a's OIP of map i into network b: if b's partner of map i (from activat
 is the map of b that this image drives hardest, the two maps respond to the same pattern. Each
 map's response is its mean activation on the image, divided by its mean response on real probe
 images (maps differ in scale). Rates of the partner ranking first (top-1) or among the first 5
-are given beside chance and beside randomly chosen partners, in both directions.
+are given beside chance and beside a random partner, in both directions. The random partner's
+rate is its exact mean over every live map of b in the partner's place (the limit of many random
+draws): without ties, exactly one live map ranks first, so it equals chance (1 / live maps) and
+only ties move it; the page shows chance. The rates' 95% intervals resample seeds: a
+resample holding seeds a and b c_a and c_b times holds c_a * c_b copies of both directions a->b
+and b->a (`stats.pair_weights`).
 
 A pixel similarity is kept as a secondary number: per start image (the same start on both sides,
 so shared starts cannot inflate it), the best Pearson correlation over small shifts, against every
@@ -13,13 +18,15 @@ non-partner pair of the same start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, model_validator
 
 from oiplab.analysis.activations import layer_outputs
-from oiplab.io import Fields, Real, Record
+from oiplab.compare.stats import bootstrap_means, interval, pair_weights, seed_resamples
+from oiplab.io import Fields, Finite, Real, Record
 from oiplab.layout import METRICS, CompareFiles
 
 if TYPE_CHECKING:
@@ -52,27 +59,31 @@ def partner_ranks(
     return (scaled[rows] > mine).sum(axis=1)
 
 
+@dataclass(frozen=True)
+class ResponseSettings:
+    """How the response rates are resampled (`conf/compare/`)."""
+
+    seed: int  # of the generator of the seed resamples
+    bootstrap_draws: int  # seed resamples of the rates' intervals
+
+
 def response_rates(
-    responses: np.ndarray,
-    typical: np.ndarray,
-    partner: np.ndarray,
-    rows: np.ndarray,
-    rng: np.random.Generator,
+    responses: np.ndarray, typical: np.ndarray, partner: np.ndarray, rows: np.ndarray
 ) -> dict[str, float]:
-    """Top-1 and top-5 rates of the partners, of random live partners, and chance."""
+    """Top-1 and top-5 rates of the partners, of a random live partner (its exact mean over
+    every live map, module docstring), and chance."""
     live = np.flatnonzero(typical > 0)
     if not len(rows) or not len(live):
         return {}
     ranks = partner_ranks(responses, typical, partner, rows)
-    random_partner = partner.copy()
-    random_partner[rows] = rng.choice(live, size=len(rows))
-    random_ranks = partner_ranks(responses, typical, random_partner, rows)
+    scaled = responses[np.ix_(rows, live)] / typical[live]
+    every = (scaled[:, None, :] > scaled[:, :, None]).sum(axis=2)  # (rows, live): each one's rank
     return {
         "n": int(len(rows)),
         "top1": float((ranks == 0).mean()),
         "top5": float((ranks < 5).mean()),
-        "top1_random": float((random_ranks == 0).mean()),
-        "top5_random": float((random_ranks < 5).mean()),
+        "top1_random": float((every == 0).mean()),
+        "top5_random": float((every < 5).mean()),
         "top1_chance": 1.0 / len(live),
         "top5_chance": min(5, len(live)) / len(live),
     }
@@ -152,7 +163,7 @@ def compare_oips(
     oips: dict[int, dict[str, np.ndarray]],
     typical: dict[int, np.ndarray],
     pairs: dict[tuple[int, int], dict[str, np.ndarray]],
-    seed: int,
+    settings: ResponseSettings,
 ) -> dict:
     """Response rates and pixel similarity of matched maps, for every pair in both directions.
 
@@ -163,7 +174,6 @@ def compare_oips(
         pairs: per (a, b), {"partner": (n,) b's partner of each map of a (-1: none),
             "partnered": (n,) bool, the match beats the null threshold}.
     """
-    rng = np.random.default_rng(seed)
     per_pair: dict[str, dict] = {}
     for (a, b), m in pairs.items():
         partner = m["partner"]
@@ -177,8 +187,8 @@ def compare_oips(
             rows = np.flatnonzero((link >= 0) & found & (typical[dst][np.maximum(link, 0)] > 0))
             responses = map_responses(models[dst], layer, oips[src]["best"][..., None])
             entry = {
-                "all": response_rates(responses, typical[dst], link, rows, rng),
-                "partnered": response_rates(responses, typical[dst], link, rows[keep[rows]], rng),
+                "all": response_rates(responses, typical[dst], link, rows),
+                "partnered": response_rates(responses, typical[dst], link, rows[keep[rows]]),
             }
             if src == a:
                 entry["pixels"] = pixel_similarity(
@@ -190,15 +200,31 @@ def compare_oips(
                     rows=rows,
                 )
             per_pair[f"{src}->{dst}"] = entry
-    return {"pairs": per_pair, "summary": _summary(per_pair)}
+    seeds = sorted({s for pair in pairs for s in pair})
+    rng = np.random.default_rng(settings.seed)
+    counts = seed_resamples(len(seeds), settings.bootstrap_draws, rng)
+    return {"pairs": per_pair, "summary": _summary(per_pair, seeds, counts)}
 
 
-def _summary(per_pair: dict) -> dict:
+INTERVALS = ("top1", "top5")  # the rates given a seed-resampled interval
+
+
+def _summary(per_pair: dict, seeds: list[int], counts: np.ndarray) -> dict:
+    """The mean over directions of every rate, with seed-resampled intervals of `INTERVALS`."""
     out = {}
     for group in ("all", "partnered"):
-        rows = [p[group] for p in per_pair.values() if p[group]]
-        if rows:
-            out[group] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        kept = {k: p[group] for k, p in per_pair.items() if p[group]}
+        if not kept:
+            continue
+        rows = list(kept.values())
+        out[group] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        ends = [k.split("->") for k in kept]
+        weights = pair_weights(
+            counts, [(seeds.index(int(a)), seeds.index(int(b))) for a, b in ends]
+        )
+        for k in INTERVALS:
+            low, high = interval(bootstrap_means(np.array([r[k] for r in rows]), weights))
+            out[group] |= {f"{k}_low": low, f"{k}_high": high}
     pixels = [p["pixels"] for p in per_pair.values() if p.get("pixels")]
     if pixels:
         out["pixels"] = {k: float(np.mean([p[k] for p in pixels])) for k in pixels[0]}
@@ -233,7 +259,7 @@ class LayerPartners(Fields):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     partner: list[int]  # b's map matched to each map of a; -1: none (a dead map)
-    matched_r: list[Real]  # the correlation of each match (of the live maps, in order)
+    matched_r: list[Finite]  # the correlation of each match (of the live maps, in order)
 
 
 class MatchedPairs(Record):
@@ -276,8 +302,12 @@ class TopRates(Fields):
 
     n: float  # maps per direction (mean)
     top1: Real
+    top1_low: Real  # 95% interval, resampling seeds
+    top1_high: Real
     top5: Real
-    top1_random: Real
+    top5_low: Real
+    top5_high: Real
+    top1_random: Real  # the exact mean over every live map as the partner (chance, but ties)
     top5_random: Real
     top1_chance: Real
     top5_chance: Real

@@ -7,29 +7,45 @@ of files, MLflow or figures.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import stats as sps
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.backend import seed_everything
-from oiplab.compare.cka import centered_gram, cka_matrix
+from oiplab.checks import first_images
+from oiplab.compare.cka import centered_gram, cka_matrix, debiased_cka
 from oiplab.compare.correlation import Units
+from oiplab.compare.identity import (
+    LinearFits,
+    linear_fits,
+    rotation_null,
+    sibling_rate,
+    split_images,
+)
+from oiplab.compare.inference import (
+    auroc,
+    exact_same_index_test,
+    jackknife_interval,
+    keep_rate_upper_bound,
+    trained_vs_untrained,
+)
 from oiplab.compare.interpolation import barriers, evaluate_weights, path
 from oiplab.compare.matching import consistency
 from oiplab.compare.pairs import LayerMatch, match_layer
 from oiplab.compare.stats import (
-    SameIndex,
     bootstrap_means,
     image_resamples,
     interval,
     leave_one_out_thresholds,
     pair_weights,
     resampled_correlations,
-    same_index_test,
+    seed_pairs,
     seed_resamples,
 )
 from oiplab.compare.summary import (
@@ -39,11 +55,13 @@ from oiplab.compare.summary import (
     LayerAnswer,
     OrderTest,
     VerdictRules,
+    identity_words,
     mean_or_nan,
+    order_words,
     verdict,
 )
 from oiplab.compare.weights import permute, weight_matching
-from oiplab.config import CompareConfig
+from oiplab.config import CompareConfig, ConfigError
 from oiplab.model import PERMUTABLE, PERMUTATION_OF, ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -52,6 +70,7 @@ if TYPE_CHECKING:
 # CKA is also shown for the output layer, whose nodes (the classes) need no matching.
 CKA_EXTRA_LAYERS = ("Dense_2",)
 ALIGNMENTS = ("naive", "activations", "weights")
+WeightPerms = list[dict[str, np.ndarray]]  # per pair (in pair order), layer -> permutation
 
 
 @dataclass
@@ -129,16 +148,14 @@ def compare_networks(
     null_pairs = list(combinations(range(len(nulls)), 2))
     say(f"[compare] {len(pairs)} trained pairs, {len(null_pairs)} untrained pairs (the null)")
 
-    cka = _pairwise_cka(outs, cka_layers, pairs)
-    null_cka = _pairwise_cka(null_outs, cka_layers, null_pairs)
-    matched = _match_units(outs, null_outs, seeds, layers, (cka, null_cka))
     weights = [m.get_weights() for m in trained.values()]
     weight_perms = {p: weight_matching(weights[p[0]], weights[p[1]]) for p in pairs}
-    say("[compare] matched every pair; resampling seeds and images")
-
-    res = Resampling.draw(len(probe_x), len(seeds), pairs, c)
-    answers, null_r = _answers(matched, weight_perms, pairs, res, c, say)
-
+    null_weights = [m.get_weights() for m in nulls]
+    null_perms = [weight_matching(null_weights[a], null_weights[b]) for a, b in null_pairs]
+    study = study_layers(
+        outs, null_outs, seeds, c, ([weight_perms[p] for p in pairs], null_perms), say
+    )
+    matched, cka, res = study.matched, study.cka, study.res
     alphas = np.linspace(0.0, 1.0, c.interpolation_points)
     curves = _interpolation_curves(
         _fresh_copy(nulls[0]),
@@ -154,16 +171,76 @@ def compare_networks(
 
     return Comparison(
         seeds=seeds,
-        answers=answers,
+        answers=study.answers,
         matches=by_seed(_by_pair(matched, pairs)),
         weight_perms=by_seed(weight_perms),
         cka=by_seed(cka),
         cka_layers=cka_layers,
-        null_r=null_r,
+        null_r=study.null_r,
         alphas=alphas,
         curves=by_seed(curves),
-        barriers=_barriers(curves, alphas, pairs, res.pair_weights),
+        barriers=_barriers(curves, alphas, SeedEstimates(pairs, len(seeds), res)),
     )
+
+
+@dataclass(frozen=True)
+class StudyLayers:
+    """The layers' part of a study: matches, answers, CKA matrices, the shared resamples."""
+
+    matched: dict[str, LayerMatches]
+    answers: dict[str, LayerAnswer]
+    null_r: dict[str, np.ndarray]  # the null's pooled matched r, per layer
+    cka: dict[tuple[int, int], np.ndarray]  # (layers, layers) per trained pair
+    res: Resampling
+
+
+def study_layers(
+    outs: list[dict[str, np.ndarray]],
+    null_outs: list[dict[str, np.ndarray]],
+    seeds: list[int],
+    c: CompareConfig,
+    weight_perms: tuple[WeightPerms, WeightPerms] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> StudyLayers:
+    """Every layer's answer from the networks' outputs on the probe images.
+
+    Args:
+        outs, null_outs: per trained / untrained network, layer -> (n_images, ...) outputs
+            (`c.layers`, and optionally more layers for the CKA matrix after them).
+        seeds: the trained networks' seeds. weight_perms: the trained and the untrained pairs'
+            weight matchings (None: no weight agreement).
+    """
+    cka_layers = list(outs[0])
+    pairs, null_pairs = seed_pairs(len(outs)), seed_pairs(len(null_outs))
+    cka, debiased = _pairwise_cka(outs, cka_layers, pairs, c.layers)
+    null_cka, null_debiased = _pairwise_cka(null_outs, cka_layers, null_pairs, c.layers)
+    matched = _match_units(outs, null_outs, seeds, (cka, null_cka), c)
+    cross = sum(m.identity.cross_seconds for m in matched.values())
+    say(f"[compare] trained x untrained pairs matched in {cross:.1f} s (the permutation test)")
+    res = Resampling.draw(len(outs[0][c.layers[0]]), len(seeds), pairs, c)
+    answers, null_r = _answers(matched, weight_perms, (debiased, null_debiased), res, c, say)
+    return StudyLayers(matched, answers, null_r, cka, res)
+
+
+def comparison_images(
+    data: Any, c: CompareConfig
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The probe images (the first `probe_images` test images) and the interpolation's image
+    sets, disjoint from them: `(probe_x, {"test": (x, y), "train": (x, y)})`."""
+    if len(data.y_test) < c.probe_images + c.eval_images:
+        raise ConfigError(
+            f"config key 'compare.eval_images': probe + evaluation images "
+            f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
+        )
+    held_out = slice(c.probe_images, c.probe_images + c.eval_images)
+    eval_sets = {
+        "test": (data.x_test[held_out], data.y_test[held_out]),
+        "train": (
+            first_images(data.x_train, c.eval_images, "compare.eval_images", "training"),
+            data.y_train[: c.eval_images],
+        ),
+    }
+    return data.x_test[: c.probe_images], eval_sets
 
 
 def untrained_networks(model_cfg: ModelConfig, c: CompareConfig) -> list[keras.Model]:
@@ -198,61 +275,148 @@ class LayerMatches:
     dead: dict[str, int]  # maps constant over the probe images, per seed (every seed)
     cka: list[float]  # the layer's linear CKA per trained pair
     null_cka: list[float]  # ... per untrained pair
+    identity: Identity  # unit or subspace: the references, and the pair statistic of all networks
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One layer's references for "does a unit recur, or only its subspace?" (`identity`), and
+    the pair statistic of the trained-vs-untrained test."""
+
+    rotation: np.ndarray  # (trained pairs, draws) partnered fraction, a's live units rotated
+    siblings: list[float]  # per trained network, then (`null_siblings`) per untrained one
+    null_siblings: list[float]
+    fits: list[LinearFits]  # per trained pair, fitted on probe images, scored on held-out ones
+    null_fits: list[LinearFits]  # per untrained pair
+    median_r: np.ndarray  # (n, n) median matched r over all networks (trained first)
+    cross_seconds: float  # time spent matching the trained x untrained cross pairs
 
 
 def _match_units(
     outs: list[dict[str, np.ndarray]],
     null_outs: list[dict[str, np.ndarray]],
     seeds: list[int],
-    layers: list[str],
     cka: tuple[dict[tuple[int, int], np.ndarray], dict[tuple[int, int], np.ndarray]],
+    c: CompareConfig,
 ) -> dict[str, LayerMatches]:
-    """Match the maps of every pair of trained networks and every pair of untrained ones.
+    """Match the maps of every pair of trained networks and every pair of untrained ones (with
+    the halves, for stability, in both), and each layer's identity references.
 
     `cka`: the trained and the untrained pairs' CKA matrices (`_pairwise_cka`, rows `layers`
     first); each layer keeps its diagonal entry.
     """
     pairs = list(combinations(range(len(outs)), 2))
     null_pairs = list(combinations(range(len(null_outs)), 2))
+    rng = np.random.default_rng([c.bootstrap_seed, 1])  # apart from the bootstrap's stream
+    fit_images = split_images(len(outs[0][c.layers[0]]), c.identity_held_out, rng)
     matched = {}
-    for li, n in enumerate(layers):  # one layer at a time: each network's units standardized once
+    for li, n in enumerate(c.layers):  # one layer at a time: each network's units standardized once
         units = [Units.of(o[n]) for o in outs]
         null_units = [Units.of(o[n]) for o in null_outs]
+        trained = [match_layer(units[a], units[b]) for a, b in pairs]
+        null = [match_layer(null_units[a], null_units[b], False) for a, b in null_pairs]
+        threshold = partner_threshold(null, c.partner_quantile)
         matched[n] = LayerMatches(
             layer=n,
-            trained=[match_layer(units[a], units[b]) for a, b in pairs],
-            null=[match_layer(null_units[a], null_units[b], False, False) for a, b in null_pairs],
+            trained=trained,
+            null=null,
             positions=units[0].positions,
             dead={str(s): int(u.dead.sum()) for s, u in zip(seeds, units, strict=True)},
             cka=[cka[0][p][li, li] for p in pairs],
             null_cka=[cka[1][p][li, li] for p in null_pairs],
+            identity=_identity(units, null_units, (trained, null), threshold, fit_images, c, rng),
         )
     return matched
 
 
+def _identity(
+    units: list[Units],
+    null_units: list[Units],
+    matches: tuple[list[LayerMatch], list[LayerMatch]],
+    threshold: float,
+    fit_images: np.ndarray,
+    c: CompareConfig,
+    rng: np.random.Generator,
+) -> Identity:
+    """The rotation null of every trained pair, every network's sibling rate, the held-out linear
+    fits of every pair, and the median matched r of every pair of networks (cross pairs matched
+    here, without halves or moments: only their median r is needed)."""
+    pairs = list(combinations(range(len(units)), 2))
+    null_pairs = list(combinations(range(len(null_units)), 2))
+    rotation = np.array(
+        [rotation_null(units[a], units[b], threshold, c.rotation_draws, rng).null for a, b in pairs]
+    )
+    start = time.perf_counter()
+    everyone = [*units, *null_units]
+    median_r = np.zeros((len(everyone), len(everyone)))
+    known = {(a, b): m for (a, b), m in zip(pairs, matches[0], strict=True)}
+    known |= {
+        (a + len(units), b + len(units)): m
+        for (a, b), m in zip(null_pairs, matches[1], strict=True)
+    }
+    for a, b in combinations(range(len(everyone)), 2):
+        m = known.get((a, b)) or match_layer(everyone[a], everyone[b], False, False)
+        median_r[a, b] = median_r[b, a] = float(np.median(m.r)) if len(m.r) else 0.0
+    cross = time.perf_counter() - start
+    return Identity(
+        rotation=rotation,
+        siblings=[sibling_rate(u, threshold) for u in units],
+        null_siblings=[sibling_rate(u, threshold) for u in null_units],
+        fits=[linear_fits(units[a], units[b], fit_images) for a, b in pairs],
+        null_fits=[linear_fits(null_units[a], null_units[b], fit_images) for a, b in null_pairs],
+        median_r=median_r,
+        cross_seconds=cross,
+    )
+
+
 def _answers(
     matched: dict[str, LayerMatches],
-    weight_perms: dict[tuple[int, int], dict[str, np.ndarray]],
-    pairs: list[tuple[int, int]],
+    weight_perms: tuple[WeightPerms, WeightPerms] | None,
+    debiased: tuple[dict[str, list[float]], dict[str, list[float]]],
     res: Resampling,
     c: CompareConfig,
     say: Callable[[str], None],
 ) -> tuple[dict[str, LayerAnswer], dict[str, np.ndarray]]:
     """Every layer's answer (layers in order: they share the relabelling test's generator), and
-    the null's pooled matched r per layer."""
-    rules = VerdictRules(c.alpha, c.same_order_fraction)
+    the null's pooled matched r per layer.
+
+    `weight_perms`: the trained and the untrained pairs' weight matchings; `debiased`: the
+    trained and the untrained pairs' debiased CKA per layer.
+    """
+    rules = VerdictRules(c.alpha, c.same_order_fraction, c.most_fraction)
     answers, null_r = {}, {}
     for layer, m in matched.items():
+        n_nulls = _seeds_of_pairs(len(m.null))
         answers[layer], null_r[layer] = _layer_answer(
             m,
-            consistency=_consistency(m.trained, len(m.dead)),
-            weight_agreement=_agreement(m, weight_perms, pairs) if layer in PERMUTABLE else {},
+            Comparators(
+                consistency=_consistency(m.trained, len(m.dead))
+                | _untrained(_consistency(m.null, n_nulls)),
+                weight_agreement=(
+                    _agreement(m.layer, m.trained, weight_perms[0])
+                    | _untrained(_agreement(m.layer, m.null, weight_perms[1]))
+                    if layer in PERMUTABLE and weight_perms
+                    else {}
+                ),
+                debiased=(debiased[0][layer], debiased[1][layer]),
+            ),
             res=res,
             c=c,
             rules=rules,
         )
         say(f"[compare] {answers[layer].verdict}")
     return answers, null_r
+
+
+def _untrained(record: dict[str, float]) -> dict[str, float]:
+    """A comparator's record on untrained pairs, under keys beside the trained ones' (its chance
+    is the trained one's: the same maps)."""
+    return {"untrained": record["all"], "untrained_stable": record["stable"]}
+
+
+def _seeds_of_pairs(n_pairs: int) -> int:
+    """n with n (n - 1) / 2 = n_pairs."""
+    return int(round((1 + np.sqrt(1 + 8 * n_pairs)) / 2))
 
 
 def _by_pair(
@@ -263,11 +427,21 @@ def _by_pair(
 
 
 def _pairwise_cka(
-    outs: list[dict[str, np.ndarray]], layers: list[str], pairs: list[tuple[int, int]]
-) -> dict[tuple[int, int], np.ndarray]:
-    """(layers, layers) linear CKA between the two networks of every pair."""
+    outs: list[dict[str, np.ndarray]],
+    layers: list[str],
+    pairs: list[tuple[int, int]],
+    matched_layers: list[str],
+) -> tuple[dict[tuple[int, int], np.ndarray], dict[str, list[float]]]:
+    """(layers, layers) linear CKA between the two networks of every pair, and per matched layer
+    the debiased CKA of every pair (from the same Grams: the debiased estimator is unchanged by
+    centring)."""
     grams = [[centered_gram(o[n]) for n in layers] for o in outs]
-    return {p: cka_matrix(grams[p[0]], grams[p[1]]) for p in pairs}
+    debiased = {
+        n: [debiased_cka(grams[a][k], grams[b][k]) for a, b in pairs]
+        for k, n in enumerate(layers)
+        if n in matched_layers
+    }
+    return {p: cka_matrix(grams[p[0]], grams[p[1]]) for p in pairs}, debiased
 
 
 def _alignments(
@@ -346,11 +520,19 @@ class Resampling:
         return cls(images, pair_weights(seeds, pairs), rng)
 
 
+@dataclass(frozen=True)
+class Comparators:
+    """One layer's comparators, each with the untrained pairs' value beside (`_untrained`)."""
+
+    consistency: dict[str, float]
+    weight_agreement: dict[str, float]  # permutable layers only
+    debiased: tuple[list[float], list[float]]  # debiased CKA per trained, per untrained pair
+
+
 def _layer_answer(
     m: LayerMatches,
+    comp: Comparators,
     *,
-    consistency: dict[str, float],
-    weight_agreement: dict[str, float],
     res: Resampling,
     c: CompareConfig,
     rules: VerdictRules,
@@ -361,73 +543,181 @@ def _layer_answer(
     threshold = partner_threshold(m.null, c.partner_quantile)
     cut = leave_one_out_thresholds(null_values, c.partner_quantile) if len(m.null) > 1 else []
     null_fracs = [float((r > t).mean()) for r, t in zip(null_values, cut, strict=True) if len(r)]
+    est = SeedEstimates(seed_pairs(len(m.dead)), len(m.dead), res)
 
-    boot_r = [resampled_correlations(_moments(t), res.image_counts, m.positions) for t in m.trained]
     frac = np.array([(t.r > threshold).mean() for t in m.trained])
-    frac_b = np.stack([(r > threshold).mean(axis=1) for r in boot_r])
     median = np.array([np.median(t.r) for t in m.trained])
-    median_b = np.stack([np.median(r, axis=1) for r in boot_r])
-    stable = np.array([t.stable[t.matched].mean() for t in m.trained])
-
-    def estimate(
-        values: np.ndarray,
-        samples: np.ndarray,
-        null_values: list[float] | None = None,
-        null: float | None = None,
-    ) -> Estimate:
-        return _estimate(values, samples, res.pair_weights, null_values, null)
-
+    boot = est.image_samples(m, threshold)  # only where the jackknife is undefined (2 seeds)
     n_maps = m.trained[0].corr.shape[1]
-    partnered = estimate(frac, frac_b, null_fracs)
-    order = OrderTest(**_same_index(m.trained, n_maps, res.rng, c))
-    order_null = OrderTest(**_same_index(m.null, n_maps, res.rng, c))
-    # the chance that a stable match lands on a given live map: the stability's reference
-    chance = mean_or_nan(1.0 / max(int(t.live_b.sum()), 1) for t in m.trained)
+    order = _same_index(m.trained, n_maps, rules.alpha, c)
     answer = LayerAnswer(
         layer=m.layer,
         n_maps=n_maps,
         threshold=threshold,
-        partnered=partnered,
-        matched_r=estimate(median, median_b, [float(np.median(r)) for r in null_values if len(r)]),
-        cka=estimate(np.array(m.cka), np.array(m.cka), m.null_cka),
+        partnered=est(frac, boot[0], null_fracs, clip=True),
+        matched_r=est(median, boot[1], [float(np.median(r)) for r in null_values if len(r)]),
+        cka=est(np.array(m.cka), None, m.null_cka),
         order=order,
-        order_null=order_null,
-        stable=estimate(stable, stable, null=chance),
+        order_null=_same_index(m.null, n_maps, rules.alpha, c),
+        stable=est(_stability(m.trained), None, list(_stability(m.null)), clip=True),
         dead=m.dead,
-        consistency=consistency,
-        weight_agreement=weight_agreement,
-        verdict=verdict(m.layer, partnered, order, rules),
+        consistency=comp.consistency,
+        weight_agreement=comp.weight_agreement,
+        cka_debiased=est(np.array(comp.debiased[0]), None, comp.debiased[1]),
+        **_identity_fields(m, est, res.rng),
+        identity="",
+        order_words=order_words(order, rules),
     )
+    answer.identity = identity_words(
+        answer.partnered, answer.rotation_null, answer.vs_untrained_p, rules
+    )
+    answer.verdict = verdict(answer, rules)
     return answer, np.concatenate(null_values)
 
 
-def _estimate(
-    values: np.ndarray,
-    samples: np.ndarray,
-    pair_weights: np.ndarray,
-    null_values: list[float] | None = None,
-    null: float | None = None,
-) -> Estimate:
-    """The mean of `values` over the trained pairs, the seed-resampled interval of the mean of
-    `samples`, and the mean and largest of the finite `null_values` (without any: `null` as the
-    null's value, a reference such as chance)."""
-    low, high = interval(bootstrap_means(samples, pair_weights))
-    nulls = [v for v in (null_values or []) if np.isfinite(v)]
+def _stability(matches: list[LayerMatch]) -> np.ndarray:
+    """Per pair, the share of its matches with the same partner on either half of the images."""
+    return np.array([t.stable[t.matched].mean() if len(t.matched) else np.nan for t in matches])
+
+
+def _identity_fields(
+    m: LayerMatches, est: SeedEstimates, rng: np.random.Generator
+) -> dict[str, Any]:
+    """The unit-or-subspace numbers of one layer (`LayerAnswer.rotation_null` to `auroc`), and
+    the trained-vs-untrained label-permutation p of the median matched r."""
+    ident = m.identity
+    draws = ident.rotation[np.isfinite(ident.rotation)]
+    rot_low, rot_high, rot_95 = (
+        np.percentile(draws, [2.5, 97.5, 95]) if len(draws) else (np.nan,) * 3
+    )
+    rotation = Estimate(
+        value=mean_or_nan(draws),
+        low=float(rot_low),
+        high=float(rot_high),
+        null_high=float(rot_95),
+    )
+    n_trained = len(ident.siblings)
+    trained = np.arange(len(ident.median_r)) < n_trained
+    return {
+        "rotation_null": rotation,
+        "siblings": _network_mean(ident.siblings, ident.null_siblings),
+        "one_to_one": est(
+            np.array([f.one_to_one for f in ident.fits]),
+            None,
+            [f.one_to_one for f in ident.null_fits],
+        ),
+        "many_to_one": est(
+            np.array([f.many_to_one for f in ident.fits]),
+            None,
+            [f.many_to_one for f in ident.null_fits],
+        ),
+        "auroc": _auroc([t.r for t in m.trained], [t.r for t in m.null]),
+        "vs_untrained_p": trained_vs_untrained(ident.median_r, trained, rng).p_value,
+    }
+
+
+def _network_mean(values: list[float], null_values: list[float]) -> Estimate:
+    """The mean of a per-network value with a t interval over the (independent) networks, beside
+    the untrained networks' mean and largest value."""
+    v = np.array([x for x in values if np.isfinite(x)])
+    nulls = [x for x in null_values if np.isfinite(x)]
+    half = np.nan
+    if len(v) > 1:
+        half = float(sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    value = mean_or_nan(v)
     return Estimate(
-        value=float(np.mean(values)),
-        low=low,
-        high=high,
-        null=float(np.mean(nulls)) if nulls else null,
+        value=value,
+        low=max(0.0, value - half),
+        high=min(1.0, value + half),
+        null=mean_or_nan(nulls),
         null_high=float(np.max(nulls)) if nulls else None,
     )
 
 
+def _auroc(trained: list[np.ndarray], untrained: list[np.ndarray]) -> Estimate:
+    """AUROC of trained against untrained matched r with its seed jackknife interval (NaN with
+    fewer than three networks on either side, where leaving one out leaves no pair); null 0.5."""
+    if min(_seeds_of_pairs(len(trained)), _seeds_of_pairs(len(untrained))) < 3:
+        x, y = np.concatenate(trained), np.concatenate(untrained)
+        value = float(sps.mannwhitneyu(x, y).statistic / (len(x) * len(y)))
+        return Estimate(value, float("nan"), float("nan"), null=0.5)
+    a = auroc(trained, untrained)
+    return Estimate(a.value, a.low, a.high, null=0.5)
+
+
+class SeedEstimates:
+    """Study-level intervals: the leave-one-seed-out jackknife-t (its coverage is tested in
+    tests/test_inference.py; the percentile seed bootstrap under-covers with five seeds). With
+    two seeds no seed can be left out, and the percentile bootstrap of seeds and probe images
+    (`Resampling`) gives the interval instead."""
+
+    def __init__(self, pairs: list[tuple[int, int]], n_seeds: int, res: Resampling):
+        self.pairs, self.n_seeds, self.res = pairs, n_seeds, res
+
+    @property
+    def jackknife(self) -> bool:
+        return self.n_seeds >= 3
+
+    def image_samples(
+        self, m: LayerMatches, threshold: float
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(pairs, draws) partnered fraction and median r over resampled probe images, for the
+        bootstrap fallback; (None, None) where the jackknife gives the interval."""
+        if self.jackknife:
+            return None, None
+        counts = self.res.image_counts
+        boot_r = [resampled_correlations(_moments(t), counts, m.positions) for t in m.trained]
+        frac = np.stack([(r > threshold).mean(axis=1) for r in boot_r])
+        return frac, np.stack([np.median(r, axis=1) for r in boot_r])
+
+    def __call__(
+        self,
+        values: np.ndarray,
+        samples: np.ndarray | None,
+        null_values: list[float] | None = None,
+        clip: bool = False,
+    ) -> Estimate:
+        """The mean of `values` over the trained pairs with its interval, and the mean and largest
+        of the finite `null_values` (the same statistic on untrained pairs). `clip`: a fraction,
+        its interval kept in [0, 1]."""
+        if self.jackknife:
+            ci = jackknife_interval(values, self.pairs, self.n_seeds)
+            low, high = ci.low, ci.high
+        else:
+            low, high = interval(
+                bootstrap_means(values if samples is None else samples, self.res.pair_weights)
+            )
+        if clip:
+            low, high = max(0.0, low), min(1.0, high)
+        nulls = [v for v in (null_values or []) if np.isfinite(v)]
+        return Estimate(
+            value=mean_or_nan(values),
+            low=low,
+            high=high,
+            null=float(np.mean(nulls)) if nulls else None,
+            null_high=float(np.max(nulls)) if nulls else None,
+        )
+
+
 def _same_index(
-    matches: list[LayerMatch], n_maps: int, rng: np.random.Generator, c: CompareConfig
-) -> SameIndex:
-    """The relabelling test of "same order" over the decisive matches of `matches`."""
+    matches: list[LayerMatch], n_maps: int, alpha: float, c: CompareConfig
+) -> OrderTest:
+    """The exact relabelling test of "same order" over the decisive matches of `matches`, with
+    the same test over all matches beside it, and a bound on the keep rate when not significant."""
     decisive = [(d, m.partner[d]) for m in matches for d in [m.decisive(c.tie_tolerance)]]
-    return same_index_test(decisive, n_maps, c.permutation_draws, rng)
+    every = [(m.matched, m.partner[m.matched]) for m in matches]
+    k, n = exact_same_index_test(decisive, n_maps), exact_same_index_test(every, n_maps)
+    keep = None if k.p_value < alpha else keep_rate_upper_bound(k.observed, k.n_tested)
+    return OrderTest(
+        observed=k.observed,
+        expected=k.expected,
+        p_value=k.p_value,
+        n_tested=k.n_tested,
+        n_matches=n.n_tested,
+        p_all=n.p_value,
+        observed_all=n.observed,
+        keep_upper=keep,
+    )
 
 
 def _consistency(by_pair: list[LayerMatch], n_seeds: int) -> dict[str, float]:
@@ -450,15 +740,16 @@ def _consistency(by_pair: list[LayerMatch], n_seeds: int) -> dict[str, float]:
 
 
 def _agreement(
-    matched: LayerMatches,
-    weight_perms: dict[tuple[int, int], dict[str, np.ndarray]],
-    pairs: list[tuple[int, int]],
+    layer: str, matches: list[LayerMatch], weight_perms: list[dict[str, np.ndarray]]
 ) -> dict[str, float]:
-    """How often weight matching picks the partner activation matching picked (all / stable)."""
+    """How often weight matching picks the partner activation matching picked (all / stable).
+
+    `matches` and `weight_perms`: one layer's activation matches and the weight matchings of the
+    same pairs, in the same order."""
     every, stable, chance = [], [], []
-    source = PERMUTATION_OF[matched.layer]
-    for p, m in zip(pairs, matched.trained, strict=True):
-        w = weight_perms[p][source]
+    source = PERMUTATION_OF[layer]
+    for perms, m in zip(weight_perms, matches, strict=True):
+        w = perms[source]
         every.append(float((w[m.matched] == m.partner[m.matched]).mean()))
         s = m.matched[m.stable[m.matched]]
         stable.append(float((w[s] == m.partner[s]).mean()) if len(s) else float("nan"))
@@ -469,21 +760,19 @@ def _agreement(
 def _barriers(
     curves: dict[tuple[int, int], dict[str, dict[str, dict[str, list[float]]]]],
     alphas: np.ndarray,
-    pairs: list[tuple[int, int]],
-    pair_w: np.ndarray,
+    est: SeedEstimates,
 ) -> Barriers:
-    """Each barrier's mean over the trained pairs with its seed-resampled interval."""
+    """Each barrier's mean over the trained pairs with its seed interval (`SeedEstimates`)."""
     out: dict[str, dict[str, dict[str, Estimate]]] = {}
-    first = curves[pairs[0]]
+    first = curves[est.pairs[0]]
     for label in ALIGNMENTS:
         for name in first[label]:
-            per_pair = [barriers(curves[p][label][name], alphas) for p in pairs]
+            per_pair = [barriers(curves[p][label][name], alphas) for p in est.pairs]
             for kind in per_pair[0]:
-                values = np.array([b[kind] for b in per_pair])
-                low, high = interval(bootstrap_means(values, pair_w))
+                e = est(np.array([b[kind] for b in per_pair]), None)
                 measure = kind.removesuffix("_barrier")
                 by_set = out.setdefault(label, {}).setdefault(name, {})
-                by_set[measure] = Estimate(float(values.mean()), low, high)
+                by_set[measure] = Estimate(e.value, e.low, e.high)
     return Barriers(by_alignment=out)
 
 

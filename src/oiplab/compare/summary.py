@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BeforeValidator, ConfigDict, model_validator
 
-from oiplab.io import Fields, Real, Record, RunRecord
+from oiplab.io import Fields, Finite, Real, Record
 from oiplab.layout import CompareFiles
 
 # A stored result is read back field by field: an unknown field is another format (`oiplab.io`).
@@ -31,13 +31,20 @@ class Estimate:
 
 @dataclass
 class OrderTest:
-    """Same-index matches summed over pairs, against relabelled maps (`stats.same_index_test`)."""
+    """Same-index matches summed over pairs, against relabelled maps, with the exact law
+    (`inference.exact_same_index_test`): over the decisive matches (k of n tested), and beside it
+    over all matches."""
 
     __pydantic_config__ = _STORED
-    observed: int
-    expected: Real
-    p_value: Real
-    n_tested: int
+    observed: int  # k: decisive matches at the same index, over all pairs
+    expected: Real  # their null mean (n_tested / n_maps)
+    p_value: Real  # exact P(X >= observed) over the decisive matches (no simulation floor)
+    n_tested: int  # n: decisive matches tested
+    # (defaults: an answer stored before these were computed)
+    n_matches: int = 0  # N: every live-to-live match, decisive or not
+    p_all: Real = 1.0  # exact p over all N matches (same-index count `observed_all`)
+    observed_all: int = 0  # same-index matches among all N
+    keep_upper: float | None = None  # one-sided 95% bound on the keep rate; None: p < alpha
 
     @property
     def fraction(self) -> float:
@@ -57,7 +64,7 @@ class LayerAnswer:
     __pydantic_config__ = _STORED
     layer: str
     n_maps: int
-    threshold: Real  # matched r above which a map is partnered (a quantile of the null's)
+    threshold: Finite  # matched r above which a map is partnered (a quantile of the null's)
     partnered: Estimate  # fraction of live-to-live matches with r above the threshold
     matched_r: Estimate  # median matched r
     cka: Estimate  # linear CKA of the layer between the two networks
@@ -65,8 +72,19 @@ class LayerAnswer:
     order_null: StoredOrder  # untrained pairs: a p-value that should be large
     stable: Estimate  # fraction of matches with the same partner on either half of the images
     dead: dict[str, int]  # maps constant over the probe images, per seed
-    consistency: dict[str, Real]  # a->b->c == a->c: all matches, stable ones, chance
-    weight_agreement: dict[str, Real] = field(default_factory=dict)  # same keys; permutable only
+    consistency: dict[str, Real]  # a->b->c == a->c: all, stable, chance; untrained(_stable)
+    # partnered fraction with one network's live units rotated (value: mean over pairs and draws;
+    # null_high: 95th percentile of the draws)
+    rotation_null: Estimate
+    siblings: Estimate  # within-network sibling rate (value trained mean, null untrained mean)
+    one_to_one: Estimate  # one-to-one r2 on held-out images (value trained, null untrained)
+    many_to_one: Estimate  # many-to-one R2 on held-out images (value trained, null untrained)
+    auroc: Estimate  # trained vs untrained matched r (value, low, high; null 0.5)
+    vs_untrained_p: Real  # label-permutation p, trained vs untrained (median matched r)
+    identity: str  # "units recur" | "shared subspace" | "like untrained"
+    order_words: str  # "same order" | "order partly kept" | "order at chance"
+    cka_debiased: Estimate  # debiased linear CKA (Nguyen et al. 2021), beside untrained
+    weight_agreement: dict[str, Real] = field(default_factory=dict)  # as consistency; permutable
     verdict: str = ""
 
     def to_dict(self) -> dict:
@@ -81,48 +99,96 @@ class VerdictRules:
     """When a word is earned (values from `conf/compare/`)."""
 
     alpha: float  # a p-value below this is "more than chance"
-    same_order_fraction: (
-        float  # ... and with at least this fraction at the same index, "same order"
-    )
+    same_order_fraction: float  # with p < alpha, "same order" needs this share at the same index
+    most_fraction: float = 0.5  # "most maps" at or above this partnered fraction, else "some"
 
 
-def verdict(layer: str, partnered: Estimate, order: OrderTest, rules: VerdictRules) -> str:
-    """One sentence for one layer, each word followed by the numbers it rests on."""
-    p = partnered
-    # "beyond the null": the whole interval above the largest fraction any untrained pair reached
-    beyond = p.null_high is not None and p.low > p.null_high
-    if beyond and p.value >= 0.5:
-        maps = "most maps have a partner"
-    elif beyond:
-        maps = "some maps have a partner"
-    else:
-        maps = "not clearly more maps have a partner than between untrained networks"
-    o = order
-    if o.p_value < rules.alpha and o.fraction >= rules.same_order_fraction:
-        kept = "same order"
-    elif o.p_value < rules.alpha:
-        kept = "order partly kept"
-    else:
-        kept = "order at chance"
+IDENTITY = ("units recur", "shared subspace", "like untrained")
+ORDER = ("same order", "order partly kept", "order at chance")
+
+
+def identity_words(
+    partnered: Estimate, rotation_null: Estimate, vs_untrained_p: float, rules: VerdictRules
+) -> str:
+    """ "units recur": matched r beyond the untrained networks' (the label-permutation test) AND
+    a partnered fraction above what one network's rotated units reach (the rotation null's 95th
+    percentile); "shared subspace": beyond untrained, but rotated units do as well (no privileged
+    basis is needed to explain it); "like untrained" otherwise."""
+    if not vs_untrained_p < rules.alpha:
+        return IDENTITY[2]
+    top = rotation_null.null_high
+    above = top is not None and partnered.value > top
+    return IDENTITY[0] if above else IDENTITY[1]
+
+
+def order_words(order: OrderTest, rules: VerdictRules) -> str:
+    """From the exact same-index p (decisive matches) and the share at the same index."""
+    if order.p_value < rules.alpha and order.fraction >= rules.same_order_fraction:
+        return ORDER[0]
+    if order.p_value < rules.alpha:
+        return ORDER[1]
+    return ORDER[2]
+
+
+def _maps_words(a: LayerAnswer, rules: VerdictRules) -> str:
+    """The identity words with "most"/"some" by the partnered fraction."""
+    share = "most" if a.partnered.value >= rules.most_fraction else "some"
+    if a.identity == IDENTITY[0]:
+        return f"units recur: {share} maps have a partner"
+    if a.identity == IDENTITY[1]:
+        return f"a shared subspace, not units: {share} maps have a partner, as rotated units do"
+    return "like untrained: not clearly more maps have a partner than between untrained networks"
+
+
+def _p(p: float) -> str:
+    """A p-value as the page prints it: exact values have no floor, tiny ones in e-notation."""
+    return f"{p:.2g}"
+
+
+def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
+    """One sentence for one layer from its `identity` and `order_words`, each word followed by
+    the numbers it rests on. The partnered fraction is stated with this layer's own threshold:
+    thresholds differ between layers, so fractions are not compared across layers."""
+    p, o, rot = a.partnered, a.order, a.rotation_null
+    bound = "" if o.keep_upper is None else f", at most {o.keep_upper:.0%} keep their index"
     return (
-        f"{layer}: {maps} ({p.value:.0%} partnered, 95% CI {p.low:.0%}-{p.high:.0%}; "
-        f"untrained {p.null:.0%}, at most {p.null_high or 0:.0%} in one untrained pair); "
-        f"{kept}: {o.observed} same-index vs {o.expected:.1f} expected, "
-        f"p = {o.p_value:.2g}"
+        f"{a.layer}: {_maps_words(a, rules)} ({p.value:.0%} partnered at this layer's "
+        f"threshold r > {a.threshold:.2f}, 95% CI {p.low:.0%}-{p.high:.0%}; untrained "
+        f"{p.null or 0:.0%}, trained vs untrained p = {_p(a.vs_untrained_p)}; rotated units "
+        f"{rot.value:.0%}, 95th percentile {rot.null_high or 0:.0%}); "
+        f"{a.order_words}: {o.observed} of {o.n_tested} tested at the same index "
+        f"({o.n_matches} matches: {o.observed_all}, p = {_p(o.p_all)}) vs "
+        f"{o.expected:.1f} expected, exact p = {_p(o.p_value)}{bound}"
     )
 
 
-def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, float | None]]:
-    """The few numbers per layer a user compares between experiments."""
+def layer_numbers(a: LayerAnswer) -> dict[str, Any]:
+    """The numbers of one layer a user compares between experiments (DVC metrics), in the order
+    the answer reads: identity, then order (numbers only: the words are in the answer)."""
+    o = a.order
     return {
-        layer: {
-            "partnered": a.partnered.value,
-            "partnered_null": a.partnered.null,
-            "same_index_p": a.order.p_value,
-            "cka": a.cka.value,
-        }
-        for layer, a in answers.items()
+        "partnered": a.partnered.value,
+        "partnered_null": a.partnered.null,
+        "rotation_null": a.rotation_null.value,
+        "rotation_null_95": a.rotation_null.null_high,
+        "siblings": a.siblings.value,
+        "siblings_null": a.siblings.null,
+        "one_to_one_r2": a.one_to_one.value,
+        "many_to_one_r2": a.many_to_one.value,
+        "vs_untrained_p": a.vs_untrained_p,
+        "same_index_p": o.p_value,
+        "same_index_k": o.observed,  # k of n tested (decisive matches)
+        "same_index_n": o.n_tested,
+        "matches": o.n_matches,  # N: all matches, with their own exact p beside
+        "same_index_p_all": o.p_all,
+        "keep_upper": o.keep_upper,
+        "cka": a.cka.value,
     }
+
+
+def summary_numbers(answers: dict[str, LayerAnswer]) -> dict[str, dict[str, Any]]:
+    """The few numbers per layer a user compares between experiments."""
+    return {layer: layer_numbers(a) for layer, a in answers.items()}
 
 
 def mean_or_nan(values: Iterable[float | None]) -> float:
@@ -176,31 +242,28 @@ class Answer(Record):
 
     layers: dict[str, LayerAnswer]
     barriers: Barriers
+    # which networks were compared: "default" (independent seeds), or a seed-split design,
+    # "same_init" / "same_order" (`conf/split/`)
+    design: str = "default"
 
     @model_validator(mode="before")
     @classmethod
     def _from_file(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "layers" in data:
             return data
-        layers = {k: v for k, v in data.items() if k != "interpolation"}
-        return {"layers": layers, "barriers": data.get("interpolation")}
+        layers = {k: v for k, v in data.items() if k not in ("interpolation", "design")}
+        design = data.get("design", "default")
+        return {"layers": layers, "barriers": data.get("interpolation"), "design": design}
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {layer: a.to_dict() for layer, a in self.layers.items()}
         out["interpolation"] = self.barriers.data()
+        out["design"] = self.design
         return out
 
     @property
     def verdict(self) -> str:
         return "; ".join(a.verdict for a in self.layers.values())
-
-
-@dataclass(frozen=True)
-class StudyAnswer:
-    """A study's answer found in the tracking store, with the run that wrote it."""
-
-    answer: Answer
-    run: RunRecord
 
 
 def headline_metrics(
@@ -209,15 +272,7 @@ def headline_metrics(
     """The small set of numbers DVC shows per experiment (`dvc exp show`, `dvc metrics diff`)."""
     return {
         "accuracy": {"mean": float(np.mean(accuracies)), "min": float(np.min(accuracies))},
-        **{
-            layer: {
-                "partnered": a.partnered.value,
-                "partnered_null": a.partnered.null,
-                "same_index_p": a.order.p_value,
-                "cka": a.cka.value,
-            }
-            for layer, a in answers.items()
-        },
+        **summary_numbers(answers),
         "loss_barrier": {
             "as_trained": barriers.get("naive", "test", "loss").value,
             "aligned": barriers.get("weights", "test", "loss").value,
@@ -237,6 +292,19 @@ def answer_records(answers: dict[str, LayerAnswer]) -> list[dict[str, Any]]:
             "high": a.partnered.high,
             "untrained": a.partnered.null,
             "untrained_max": a.partnered.null_high,
+            "rotation_null": a.rotation_null.value,
+            "rotation_null_95": a.rotation_null.null_high,
+            "siblings": a.siblings.value,
+            "siblings_untrained": a.siblings.null,
+            "one_to_one_r2": a.one_to_one.value,
+            "many_to_one_r2": a.many_to_one.value,
+            "vs_untrained_p": a.vs_untrained_p,
+            "same_index_p": a.order.p_value,
+            "same_index_k": a.order.observed,
+            "same_index_n": a.order.n_tested,
+            "matches": a.order.n_matches,
+            "same_index_p_all": a.order.p_all,
+            "keep_upper": a.order.keep_upper,
         }
         for k, (layer, a) in enumerate(answers.items())
     ]

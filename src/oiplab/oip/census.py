@@ -16,6 +16,17 @@ from oiplab.io import Record
 from oiplab.layout import METRICS
 
 CAUSES = ("from_noise", "from_precursor", "from_rescue", "responds_to_digits", "dead_on_data")
+# What the report and the census figure call each cause. A map counts under the first cause that
+# applies, in the order of CAUSES: a map silent on the digits whose OIP the precursor or the rescue
+# found counts there, so the last is not "every map dead on the data" (the comparison's dead maps
+# are more), and its name says which maps it holds.
+CAUSE_NAMES = {
+    "from_noise": "OIP from noise",
+    "from_precursor": "OIP from the precursor",
+    "from_rescue": "OIP from the rescue",
+    "responds_to_digits": "no OIP found, responds to digits",
+    "dead_on_data": "no OIP found, silent on every probe digit",
+}
 
 
 def data_maxima(layer_output: np.ndarray) -> np.ndarray:

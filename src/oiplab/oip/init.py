@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
+from oiplab.checks import TooFewImagesError
 from oiplab.data.prepared import ImageTarget, Standardization
 
 IMAGE_SIZE = 28
@@ -129,5 +130,10 @@ def digit_starts(x_test: np.ndarray, n: int, seed: int, target: ImageTarget) -> 
     """(n, 28, 28, 1) real test images as starts (drawn from the last half of the test split,
     away from the probe images the comparison uses), brought to the target."""
     pool = np.arange(len(x_test) // 2, len(x_test))
+    if n > len(pool):
+        raise TooFewImagesError(
+            f"config key 'oip.n_starts': {n} digit starts asked for, the second half of the test "
+            f"set holds {len(pool)}; set oip.n_starts to at most {len(pool)}"
+        )
     pick = np.random.default_rng(seed).choice(pool, size=n, replace=False)
     return to_target(x_test[pick, ..., 0], target)[..., None]

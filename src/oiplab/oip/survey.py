@@ -144,7 +144,7 @@ class Survey:
 def load_outcome(path: Path) -> dict[str, np.ndarray]:
     """What later stages need of a saved survey: maps, starts, images, and per-map outcome."""
     keys = ("map_index", "loss", "silent", "best_images", "images", "start_images")
-    arrays = load_npz(path, keys, "OIP survey")
+    arrays = load_npz(path, keys, "OIP survey", "oip")
     return {
         "map_index": arrays["map_index"],
         "start_images": arrays["start_images"],

@@ -15,7 +15,7 @@ from oiplab.render import pyplot, save_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from oiplab.compare.summary import LayerAnswer
+    from oiplab.compare.summary import Estimate, LayerAnswer
 
 
 def ordered_correlations_figure(
@@ -60,6 +60,9 @@ def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray
         ("median r", answer.matched_r),
         ("stable", answer.stable),
         ("CKA", answer.cka),
+        ("1:1 r2", answer.one_to_one),
+        ("many:1 R2", answer.many_to_one),
+        ("siblings", answer.siblings),
     ]
     for k, (_name, e) in enumerate(stats):
         if e.null is not None:
@@ -74,22 +77,41 @@ def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray
         ax_s.errorbar(
             k,
             e.value,
-            yerr=[[e.value - e.low], [e.high - e.value]],
+            yerr=_error_bar(e),
             fmt="o",
             color="C0",
             capsize=4,
             label="trained, 95% CI" if k == 0 else None,
         )
-    ax_s.set_xticks(range(len(stats)), [s[0] for s in stats])
+    rot = answer.rotation_null
+    ax_s.plot([-0.35, 0.35], [rot.null_high or 0.0] * 2, color="C3", lw=1.5)
+    ax_s.plot([], [], color="C3", label="rotated units, 95th percentile")
+    ax_s.set_xticks(range(len(stats)), [s[0] for s in stats], fontsize=7)
     ax_s.set_ylim(0, 1.05)
     ax_s.grid(axis="y", alpha=0.3)
     ax_s.legend(fontsize=7, loc="lower right")
     o = answer.order
     ax_s.set_title(
-        f"same index: {o.observed} vs {o.expected:.1f} expected, p = {o.p_value:.2g}", fontsize=9
+        f"same index: {o.observed} of {o.n_tested} tested vs {o.expected:.1f} expected, "
+        f"exact p = {o.p_value:.2g}",
+        fontsize=9,
     )
-    fig.suptitle(f"{answer.layer}: {answer.n_maps} maps, live maps matched one-to-one")
+    fig.suptitle(
+        f"{answer.layer}: {answer.n_maps} maps, live maps matched one-to-one "
+        f"({answer.identity}; {answer.order_words})"
+    )
     return fig
+
+
+def _error_bar(e: Estimate) -> list[list[float]]:
+    """matplotlib's (below, above) lengths of an interval around its value, never negative: an
+    interval of width 0 (identical networks) may sit a rounding error off its value, and an
+    undefined one (NaN) draws no bar."""
+    below, above = e.value - e.low, e.high - e.value
+    return [
+        [max(below, 0.0) if np.isfinite(below) else 0.0],
+        [max(above, 0.0) if np.isfinite(above) else 0.0],
+    ]
 
 
 def aligned_filters_figure(

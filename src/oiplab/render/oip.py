@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from oiplab.layout import OipFiles, PrecursorFiles
+from oiplab.oip.census import CAUSE_NAMES
 from oiplab.render import pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -293,7 +294,7 @@ def census_figure(
             values,
             bottom=bottom,
             color=color,
-            label=cause.replace("_", " "),
+            label=CAUSE_NAMES.get(cause, cause.replace("_", " ")),
         )
         bottom += values
     total = bottom.max()

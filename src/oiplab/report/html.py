@@ -42,8 +42,8 @@ class Links:
     def __init__(self, base: str | None, lay: Layout):
         self.base, self.lay = base, lay
 
-    def url(self, stage: str, seed: int | None = None) -> str | None:
-        folder = self.lay.output_dir(stage, seed)
+    def url(self, stage: str, seed: int | None = None, design: str | None = None) -> str | None:
+        folder = self.lay.output_dir(stage, seed, design)
         if self.base is None or not (folder / RUN).is_file():
             return None
         return self.run(RunRecord.load(folder, stage))

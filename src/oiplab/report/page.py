@@ -14,9 +14,18 @@ from typing import Any
 from oiplab.analysis.patterns import PatternSummary
 from oiplab.analysis.selection import Selection
 from oiplab.backend import versions
+from oiplab.compare.answers import (
+    DESIGNS,
+    ShortAnswer,
+    decider,
+    first_screen,
+    kept_layers,
+    layer_p_holm,
+    what_decides,
+)
 from oiplab.compare.dynamics import AlignmentRecords
 from oiplab.compare.oip_response import MatchedPairs, ResponseSummary
-from oiplab.compare.summary import Answer, StudyAnswer
+from oiplab.compare.summary import Answer
 from oiplab.config import Config
 from oiplab.data.prepared import PreparedMeta, read_meta
 from oiplab.layout import (
@@ -27,6 +36,7 @@ from oiplab.layout import (
     OipCompareFiles,
     OipFiles,
     PrecursorFiles,
+    Stage,
     TrainFiles,
 )
 from oiplab.oip.census import CensusMetrics
@@ -37,6 +47,7 @@ from oiplab.report.tables import Table, table
 from oiplab.training import TrainMetrics
 
 SECTIONS = (
+    ("answers", "The answers"),
     ("setup", "Data and setup"),
     ("training", "Training"),
     ("activations", "Activation maps"),
@@ -44,14 +55,11 @@ SECTIONS = (
     ("silent", "Silent maps"),
     ("compare", "Same filters, same order?"),
     ("oip_compare", "Matched maps, by their OIPs"),
-    ("why", "Why is the order lost?"),
+    ("decides", "What decides the order?"),
+    ("over_training", "When each network's order is fixed"),
     ("reproduce", "Reproduce"),
 )
 GRID_LAYERS = ("Conv2D_1", "Conv2D_3", "Dense_1")  # one early, one late conv layer, one dense
-SPLIT_STUDIES = {
-    "same_init": "one initialization for every seed, each its own image order",
-    "same_order": "one image order for every seed, each its own initialization",
-}
 
 
 def setup(cfg: Config, meta: PreparedMeta, commit: str, digest: str) -> dict[str, Any]:
@@ -199,30 +207,51 @@ def oip_compare(cfg: Config, lay: Layout) -> dict[str, Any]:
     }
 
 
-def why(
-    cfg: Config, lay: Layout, splits: dict[str, StudyAnswer | None], links: Links
-) -> dict[str, Any]:
+def split_answers(cfg: Config, lay: Layout) -> dict[str, Answer]:
+    """The seed-split design's answers (`compare_split`), one per design of `conf/split/`."""
+    return {
+        d: Answer.load(lay.split_compare_dir(d), Stage.COMPARE_SPLIT) for d in cfg.split.designs
+    }
+
+
+def answers(cfg: Config, lay: Layout, splits: dict[str, Answer]) -> list[ShortAnswer]:
+    """The first screen: three questions, each answered in a sentence with its numbers."""
+    return first_screen(Answer.load(lay.compare_dir()), splits, cfg.compare.alpha)
+
+
+def decides(cfg: Config, lay: Layout, splits: dict[str, Answer], links: Links) -> dict[str, Any]:
+    """Which shared seed keeps the order: each design's same-index test per layer."""
+    designs = [
+        {
+            "name": d,
+            "what": DESIGNS[d],
+            "kept": kept_layers(a, cfg.compare.alpha),
+            "order": table(
+                tables.SPLIT_ORDER,
+                [(a.layers[n], layer_p_holm(a)[n]) for n in cfg.compare.layers],
+            ),
+            "url": links.url("compare_split", design=d),
+        }
+        for d, a in splits.items()
+    ]
+    return {
+        "decider": decider(splits, cfg.compare.alpha),
+        "sentence": what_decides(splits, cfg.compare.alpha),
+        "designs": designs,
+        "shared": cfg.seeds[0],
+        "members": cfg.split.members,
+        "alpha": cfg.compare.alpha,
+    }
+
+
+def over_training(cfg: Config, lay: Layout) -> dict[str, Any]:
+    """Each seed against its own final network over training, with chance and the exact test."""
     records = AlignmentRecords.load(lay.alignment_dir()).records
     epoch_of = {r.step: r.epoch for r in records}
     steps = sorted(epoch_of)
     shown = {steps[0], steps[-1]} | {s for s in steps if abs(epoch_of[s] - 1.0) < 1e-6}
-    studies = []
-    for study, what in SPLIT_STUDIES.items():
-        found = splits.get(study)
-        answers = [found.answer.layers[n] for n in cfg.compare.layers] if found else []
-        studies.append(
-            {
-                "name": study,
-                "what": what,
-                "found": found is not None,
-                "verdicts": [x.verdict for x in answers],
-                "answer": table(tables.ANSWER, answers),
-                "url": links.run(found.run if found else None),
-            }
-        )
     return {
         "table": table(tables.OVER_TRAINING, [r for r in records if r.step in shown]),
-        "studies": studies,
         "probe_images": cfg.alignment.probe_images,
         "figures": [
             (lay.alignment_dir() / AlignmentFiles.figure(n), n) for n in cfg.alignment.layers
@@ -238,10 +267,11 @@ def context(
     provenance: tuple[str, str],
     curves: Path,
     census: Path,
-    splits: dict[str, StudyAnswer | None],
 ) -> dict[str, Any]:
     """Everything the template shows, read from the stages' typed results."""
+    splits = split_answers(cfg, lay)
     return {
+        "answers": answers(cfg, lay, splits),
         "title": "oiplab: do two trainings learn the same filters, in the same order?",
         "subtitle": f"{cfg.data.name}, seeds {', '.join(map(str, cfg.seeds))} ({cfg.study})",
         "seeds": list(cfg.seeds),
@@ -254,5 +284,6 @@ def context(
         "silent": silent(cfg, lay, census),
         "compare": compare(cfg, lay),
         "oip_compare": oip_compare(cfg, lay),
-        "why": why(cfg, lay, splits, links),
+        "decides": decides(cfg, lay, splits, links),
+        "over_training": over_training(cfg, lay),
     }

@@ -11,8 +11,8 @@ from oiplab.analysis.patterns import GroupContrast
 from oiplab.analysis.selection import SelectedGroup
 from oiplab.compare.dynamics import SnapshotRecord
 from oiplab.compare.oip_response import TopRates
-from oiplab.compare.summary import Estimate, LayerAnswer
-from oiplab.oip.census import CAUSES, CensusMetrics
+from oiplab.compare.summary import Estimate, LayerAnswer, OrderTest
+from oiplab.oip.census import CAUSE_NAMES, CAUSES, CensusMetrics
 from oiplab.oip.survey import SurveyMetrics
 from oiplab.training import TrainMetrics
 
@@ -63,19 +63,35 @@ def null(e: Estimate, as_pct: bool = True) -> str:
 
 
 def three(d: dict[str, float]) -> str:
-    """'all / stable (chance)' of a consistency or agreement record."""
+    """'all / stable (untrained all / stable; chance)' of a consistency or agreement record."""
     if not d:
         return "-"
-    return f"{pct(d.get('all'))} / {pct(d.get('stable'))} (chance {pct(d.get('chance'), 1)})"
+    untrained = ""
+    if "untrained" in d:
+        untrained = f"untrained {pct(d['untrained'])} / {pct(d.get('untrained_stable'))}; "
+    chance = pct(d.get("chance"), 1)
+    return f"{pct(d.get('all'))} / {pct(d.get('stable'))} ({untrained}chance {chance})"
 
 
-CAUSE_HEADERS = {
-    "from_noise": "OIP from noise",
-    "from_precursor": "from the precursor",
-    "from_rescue": "from the rescue",
-    "responds_to_digits": "no OIP, responds to digits",
-    "dead_on_data": "dead on data",
-}
+def p_value(p: float) -> str:
+    """An exact p-value: no floor, so a tiny one prints in e-notation."""
+    return "n/a" if p != p else f"{p:.2g}"
+
+
+def same_index(a: LayerAnswer) -> str:
+    """'k of n tested (N matches: K)' with the expected count of the n tested."""
+    o = a.order
+    return (
+        f"{o.observed} of {o.n_tested} tested, {o.expected:.1f} expected "
+        f"({o.n_matches} matches: {o.observed_all})"
+    )
+
+
+def pair(x: Estimate, y: Estimate) -> str:
+    """Two statistics, trained then untrained: '0.70 / 0.98 (untrained 0.46 / 0.93)'."""
+    nulls = "n/a" if x.null is None or y.null is None else f"{x.null:.2f} / {y.null:.2f}"
+    return f"{x.value:.2f} / {y.value:.2f} (untrained {nulls})"
+
 
 ALIGNMENTS = {
     "naive": "as trained",
@@ -125,28 +141,47 @@ SURVEY: list[tuple[str, Callable[[SurveyMetrics], Any]]] = [
 
 CENSUS: list[tuple[str, Callable[[CensusMetrics], Any]]] = [
     ("seed", lambda m: m.seed),
-    *((CAUSE_HEADERS[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
+    *((CAUSE_NAMES[c], lambda m, c=c: m.counts()[c]) for c in CAUSES),
     ("precursor s", lambda m: m.screen_seconds + m.full_seconds),
     ("rescue s", lambda m: m.rescue_seconds),
 ]
 
 ANSWER: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
     ("layer", lambda a: a.layer),
-    ("partnered (95% CI)", lambda a: ci(a.partnered)),
+    ("same units?", lambda a: a.identity),
+    ("partnered (95% CI), at the layer threshold", lambda a: ci(a.partnered)),
     ("untrained", lambda a: null(a.partnered)),
+    (
+        "rotated units (95th pct)",
+        lambda a: f"{pct(a.rotation_null.value)} ({pct(a.rotation_null.null_high)})",
+    ),
+    ("siblings (untrained)", lambda a: f"{pct(a.siblings.value)} ({pct(a.siblings.null)})"),
+    ("one-to-one r2 / many-to-one R2, held out", lambda a: pair(a.one_to_one, a.many_to_one)),
     ("median matched r (CI)", lambda a: ci(a.matched_r, as_pct=False)),
     ("untrained", lambda a: null(a.matched_r, as_pct=False)),
-    ("same index / expected", lambda a: f"{a.order.observed} / {a.order.expected:.1f}"),
-    ("p", lambda a: f"{a.order.p_value:.2g}"),
-    ("p untrained", lambda a: f"{a.order_null.p_value:.2g}"),
+    ("AUROC trained vs untrained r (CI)", lambda a: ci(a.auroc, as_pct=False)),
+    ("p trained vs untrained", lambda a: p_value(a.vs_untrained_p)),
+    ("same order?", lambda a: a.order_words),
+    ("same index", same_index),
+    ("exact p (all matches)", lambda a: f"{p_value(a.order.p_value)} ({p_value(a.order.p_all)})"),
+    (
+        "keep rate, 95% bound",
+        lambda a: "-" if a.order.keep_upper is None else f"at most {pct(a.order.keep_upper)}",
+    ),
+    ("p untrained", lambda a: p_value(a.order_null.p_value)),
     ("CKA (CI)", lambda a: ci(a.cka, as_pct=False)),
     ("CKA untrained", lambda a: null(a.cka, as_pct=False)),
+    (
+        "debiased CKA (untrained)",
+        lambda a: f"{a.cka_debiased.value:.2f} ({null(a.cka_debiased, as_pct=False)})",
+    ),
 ]
 
 FIRMNESS: list[tuple[str, Callable[[LayerAnswer], Any]]] = [
     ("layer", lambda a: a.layer),
     ("partner threshold r", lambda a: f"{a.threshold:.2f}"),
     ("stable on both halves of the images (CI)", lambda a: ci(a.stable)),
+    ("stable, untrained", lambda a: null(a.stable)),
     ("dead maps per seed", lambda a: ", ".join(f"{s}: {n}" for s, n in a.dead.items())),
     ("a->b->c = a->c: all / stable", lambda a: three(a.consistency)),
     ("weight matching agrees: all / stable", lambda a: three(a.weight_agreement)),
@@ -162,28 +197,63 @@ BARRIERS: list[tuple[str, Callable[[Barrier], Any]]] = [
 
 Rates = tuple[str, TopRates]  # which matches, their rates
 
+# A random partner's rate is chance up to ties (compare/oip_response.py): only chance is shown.
 RATES: list[tuple[str, Callable[[Rates], Any]]] = [
     ("matches", lambda r: r[0]),
     ("maps per direction (mean)", lambda r: r[1].n),
-    ("top-1", lambda r: pct(r[1].top1)),
-    ("random partner", lambda r: pct(r[1].top1_random)),
+    ("top-1 (95% CI, seeds)", lambda r: _rate(r[1].top1, r[1].top1_low, r[1].top1_high)),
     ("chance", lambda r: pct(r[1].top1_chance, 1)),
-    ("top-5", lambda r: pct(r[1].top5)),
-    ("random partner", lambda r: pct(r[1].top5_random)),
+    ("top-5 (95% CI, seeds)", lambda r: _rate(r[1].top5, r[1].top5_low, r[1].top5_high)),
     ("chance", lambda r: pct(r[1].top5_chance, 1)),
 ]
+
+
+def _rate(value: float, low: float, high: float) -> str:
+    return f"{pct(value, 1)} ({pct(low, 1)}-{pct(high, 1)})"
+
 
 OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("layer", lambda r: r.layer),
     ("epoch", lambda r: f"{r.epoch:.2f}"),
     ("partnered between seeds", lambda r: pct(r.partnered)),
     ("untrained", lambda r: pct(r.partnered_null)),
-    (
-        "same index between seeds",
-        lambda r: (
-            f"{r.same_index_observed} / {r.same_index_expected:.1f}, p = {r.same_index_p:.2g}"
-        ),
-    ),
+    ("same index between seeds / expected", lambda r: _between(r)),
+    ("p (unadjusted; Holm)", lambda r: _p_pair(r.same_index_p, r.same_index_p_holm)),
     ("partnered with own final", lambda r: pct(r.final_partnered)),
-    ("same index as own final", lambda r: pct(r.final_same_index)),
+    ("at own final index", lambda r: pct(r.final_same_index)),
+    ("chance", lambda r: pct(r.final_same_index_chance, 1)),
+    (
+        "exact p (unadjusted; Holm)",
+        lambda r: _p_pair(r.final_same_index_p, r.final_same_index_p_holm),
+    ),
+]
+
+
+def _between(r: SnapshotRecord) -> str:
+    return f"{r.same_index_observed} / {r.same_index_expected:.1f}"
+
+
+def _p_pair(p: float, adjusted: float) -> str:
+    """'0.012; 0.18': an unadjusted p and its Holm-adjusted value ('-': no test)."""
+    if p != p:
+        return "- (the final network itself)"
+    return f"{p:.2g}; {adjusted:.2g}"
+
+
+def _chance(o: OrderTest) -> str:
+    return pct(o.expected / o.n_tested, 1) if o.n_tested else "n/a"
+
+
+# The seed-split design's order test per layer (kept apart from ANSWER, which wt-answer2 rebuilds).
+SplitLayer = tuple[LayerAnswer, float]  # a layer's answer, its p Holm-adjusted over the layers
+
+SPLIT_ORDER: list[tuple[str, Callable[[SplitLayer], Any]]] = [
+    ("layer", lambda x: x[0].layer),
+    ("same index (of tested)", lambda x: f"{x[0].order.observed} of {x[0].order.n_tested}"),
+    ("same index", lambda x: pct(x[0].order.fraction)),
+    ("chance", lambda x: _chance(x[0].order)),
+    ("p (unadjusted)", lambda x: f"{x[0].order.p_value:.2g}"),
+    ("p (Holm, over layers)", lambda x: f"{x[1]:.2g}"),
+    ("order (unadjusted)", lambda x: x[0].order_words),
+    ("partnered (95% CI)", lambda x: ci(x[0].partnered)),
 ]

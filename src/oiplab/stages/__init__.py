@@ -83,7 +83,7 @@ def record(run: Run, folder: Path, metrics: dict[str, Any], artifact_name: str) 
     run.log_results(metrics, folder, artifact_name)
 
 
-OUTPUT_PATHS = ("models", "metrics", "artifacts", "reports", "checkpoints")
+OUTPUT_PATHS = ("models", "split_models", "metrics", "artifacts", "reports", "checkpoints")
 
 
 def preflight(cfg: Config) -> Config:

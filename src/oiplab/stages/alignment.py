@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from oiplab import tracking
+from oiplab.checks import first_images
 from oiplab.compare.dynamics import (
     AlignmentRecords,
     AlignmentSettings,
@@ -45,7 +46,7 @@ def run(cfg: Config) -> dict[str, Any]:
             build_model(cfg.model),
             snapshots=kept,
             nulls=nulls,
-            probe_x=data.x_test[: a.probe_images],
+            probe_x=first_images(data.x_test, a.probe_images, "alignment.probe_images"),
             settings=AlignmentSettings.of(a, c),
         )
         records = result.records()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.study import compare_networks, untrained_networks
+from oiplab.compare.answers import answer_metrics, first_screen, markdown
+from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
-from oiplab.config import Config, ConfigError
+from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import RunRecord, staged, to_json
 from oiplab.layout import CompareFiles, Layout, Stage
@@ -27,25 +28,12 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
     with tracking.stage_run(cfg, Stage.COMPARE) as run:
-        data = load_prepared(lay.prepared, cfg.data)
-        if len(data.y_test) < c.probe_images + c.eval_images:
-            raise ConfigError(
-                f"config key 'compare.eval_images': probe + evaluation images "
-                f"({c.probe_images} + {c.eval_images}) exceed the {len(data.y_test)} test images"
-            )
-        models = {s: load_model(lay.model_file(s)) for s in seeds}
+        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared, cfg.data), c)
+        models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
         curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}
         runs = [RunRecord.load(lay.model_dir(s), "train") for s in seeds]
-        probe = slice(0, c.probe_images)
-        held_out = slice(c.probe_images, c.probe_images + c.eval_images)
-        eval_sets = {
-            "test": (data.x_test[held_out], data.y_test[held_out]),
-            "train": (data.x_train[: c.eval_images], data.y_train[: c.eval_images]),
-        }
-        result = compare_networks(
-            models, untrained_networks(cfg.model, c), data.x_test[probe], eval_sets, c
-        )
+        result = compare_networks(models, untrained_networks(cfg.model, c), probe_x, eval_sets, c)
         weights = {s: m.get_weights() for s, m in models.items()}
         accuracies = [m.test_accuracy for m in trained.values()]
         headline = headline_metrics(result.answers, result.barriers, accuracies)
@@ -58,7 +46,9 @@ def run(cfg: Config) -> dict[str, Any]:
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
             run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
-            run.describe(result.verdict)
+            answers = markdown(first_screen(result.answer(), {}, c.alpha))
+            run.describe(f"{answers}\n\nPer layer: {result.verdict}")
+            run.describe_execution(answers, answer_metrics(result.answer(), {}))
             record(run, folder, headline, "compare")
     print(f"[compare] verdict: {result.verdict}", flush=True)
     return headline

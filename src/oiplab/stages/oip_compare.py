@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from oiplab import tracking
+from oiplab.checks import first_images
 from oiplab.compare.oip_response import (
     MatchedPairs,
+    ResponseSettings,
     ResponseSummary,
     compare_oips,
     map_responses,
@@ -45,10 +47,13 @@ def run(cfg: Config) -> dict[str, Any]:
             s: oips_from_outcome(load_outcome(lay.oip_dir(s) / OipFiles.arrays), n_maps)
             for s in seeds
         }
-        models = {s: load_model(lay.model_file(s)) for s in seeds}
-        probe = load_prepared(lay.prepared, cfg.data).x_test[: cfg.compare.probe_images]
+        models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
+        x_test = load_prepared(lay.prepared, cfg.data).x_test
+        probe = first_images(x_test, cfg.compare.probe_images, "compare.probe_images")
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
-        result = compare_oips(models, layer, oips, typical, pairs, cfg.compare.bootstrap_seed)
+        c = cfg.compare
+        settings = ResponseSettings(c.bootstrap_seed, c.bootstrap_draws)
+        result = compare_oips(models, layer, oips, typical, pairs, settings)
         a, b = seeds[0], seeds[1]
         found = {s: np.asarray(o["found"].any(axis=1)) for s, o in oips.items()}
         with staged(lay.oip_compare_dir()) as (folder,):

@@ -12,6 +12,7 @@ from typing import Any
 
 from oiplab import tracking
 from oiplab.analysis.activations import layer_outputs, probe_model
+from oiplab.checks import first_images
 from oiplab.config import Config
 from oiplab.data import load_image_target, load_prepared
 from oiplab.io import staged
@@ -32,7 +33,10 @@ def run(cfg: Config) -> dict[str, Any]:
         noise = load_outcome(lay.oip_dir(seed) / OipFiles.arrays)
         layer_shape = layer_shapes(cfg.model)[o.layer]
         maps = target_maps(p.target, p.maps, noise, layer_shape[2])
-        model, data = load_model(lay.model_file(seed)), load_prepared(lay.prepared, cfg.data)
+        model, data = (
+            load_model(lay.model_file(seed), cfg.model),
+            load_prepared(lay.prepared, cfg.data),
+        )
         target = load_image_target(lay.prepared) if o.standardize == "images" else None
         probe = probe_model(model, [o.layer])
         settings = replace(ascent_settings(o), chunk_size=p.chunk_size)
@@ -47,7 +51,8 @@ def run(cfg: Config) -> dict[str, Any]:
         starts = noise["start_images"][..., None]
         linear = preactivation_probe(model, o.layer)
         saved = rescue(probe, linear, still, starts, layer_shape, settings, p.rescue_warmup_steps)
-        outputs = layer_outputs(model, data.x_test[: p.probe_images], [o.layer])[o.layer]
+        probe_x = first_images(data.x_test, p.probe_images, "precursor.probe_images")
+        outputs = layer_outputs(model, probe_x, [o.layer])[o.layer]
         cause, counts = census(
             layer_shape[2],
             from_noise=noise["map_index"][noise["found"]],

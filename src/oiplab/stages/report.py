@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.summary import Answer, StudyAnswer
+from oiplab.compare.answers import answer_metrics, first_screen, markdown
+from oiplab.compare.summary import Answer
 from oiplab.config import Config
-from oiplab.io import RunRecord, staged
+from oiplab.io import staged
 from oiplab.layout import Layout, Stage
 from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.render import save_figure
@@ -20,7 +21,6 @@ from oiplab.render.oip import census_figure
 from oiplab.render.training import seeds_history_figure
 from oiplab.report import page
 from oiplab.report.html import Links, render, ui_base
-from oiplab.report.page import SPLIT_STUDIES
 from oiplab.stages import stage_main
 from oiplab.training import History
 
@@ -37,24 +37,20 @@ def run(cfg: Config) -> dict[str, Any]:
         curves, counts = Path(scratch) / "curves.png", Path(scratch) / "census.png"
         save_figure(seeds_history_figure(histories, "every seed"), curves)
         save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
-        splits = {s: study_answer(tracking.latest_study_headline(cfg, s)) for s in SPLIT_STUDIES}
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
         links = Links(ui_base(uri), lay)
-        html = render(page.context(cfg, lay, links, provenance, curves, counts, splits))
+        html = render(page.context(cfg, lay, links, provenance, curves, counts))
+        default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
+        run.describe_execution(  # the parent run carries the page's first screen
+            markdown(first_screen(default, splits, cfg.compare.alpha)),
+            answer_metrics(default, splits),
+        )
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")
             run.log_text(html, f"report/{lay.report().name}")
     size = lay.report().stat().st_size
     print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
     return {"path": str(lay.report()), "bytes": size}
-
-
-def study_answer(found: dict[str, Any] | None) -> StudyAnswer | None:
-    """`tracking.latest_study_headline`'s find (run ids and the headline's JSON), typed."""
-    if found is None:
-        return None
-    run = RunRecord(run_id=found["run_id"], experiment_id=found["experiment_id"])
-    return StudyAnswer(Answer.model_validate(found["headline"]), run)
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:

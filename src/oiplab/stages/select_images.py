@@ -22,7 +22,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay = Layout.of(cfg)
     with tracking.stage_run(cfg, Stage.SELECT_IMAGES) as run:
         data = load_prepared(lay.prepared, cfg.data)
-        models = [load_model(lay.model_file(s)) for s in cfg.seeds]
+        models = [load_model(lay.model_file(s), cfg.model) for s in cfg.seeds]
         logits = seed_logits(models, data.x_test, cfg.train.eval_batch_size)
         groups = select_groups(cfg.activations.groups, logits, data.y_test, list(cfg.seeds))
         selection = Selection.model_validate({"seeds": list(cfg.seeds), "groups": groups})

@@ -5,7 +5,7 @@ run lifecycle), `handle` (the `Run` a stage logs through), `query` (what the rep
 
 from oiplab.tracking.handle import Run, TrackedRun
 from oiplab.tracking.identity import config_digest, execution, git_commit
-from oiplab.tracking.query import execution_table, latest_study_headline
+from oiplab.tracking.query import execution_table
 from oiplab.tracking.runs import stage_run
 from oiplab.tracking.store import (
     TrackingError,
@@ -26,7 +26,6 @@ __all__ = [
     "execution",
     "execution_table",
     "git_commit",
-    "latest_study_headline",
     "stage_run",
     "store_root",
     "tracking_uri",

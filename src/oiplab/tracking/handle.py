@@ -75,6 +75,10 @@ class Run:
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set tags on the run."""
 
+    def describe_execution(self, text: str, metrics: dict[str, float]) -> None:
+        """Set the description and headline metrics of the pipeline's parent run (the execution
+        this stage runs in); nothing when the stage runs outside an execution."""
+
     def log_dataset(
         self,
         arrays: tuple[np.ndarray, np.ndarray],
@@ -123,10 +127,11 @@ class TrackedRun(Run):
 
     enabled = True
 
-    def __init__(self, active: ActiveRun) -> None:
+    def __init__(self, active: ActiveRun, parent: str | None = None) -> None:
         self._info = active.info
         self.run_id = active.info.run_id
         self.experiment_id = active.info.experiment_id
+        self.parent = parent  # the execution's parent run, if the stage runs in one
 
     @property
     def record(self) -> dict[str, str]:
@@ -166,6 +171,22 @@ class TrackedRun(Run):
         import mlflow
 
         mlflow.set_tag("mlflow.note.content", text)
+
+    @store_write
+    def describe_execution(self, text: str, metrics: dict[str, float]) -> None:
+        if self.parent is None:
+            return
+        import time
+
+        import mlflow
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlflow.get_tracking_uri())
+        client.set_tag(self.parent, "mlflow.note.content", text)
+        now = int(time.time() * 1000)
+        kept = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v]  # no NaN
+        client.log_batch(self.parent, metrics=kept)
 
     @store_write
     def set_tags(self, tags: dict[str, str]) -> None:

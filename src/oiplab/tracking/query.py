@@ -1,29 +1,25 @@
-"""What the report and `oiplab runs` ask of the store: the newest comparison of a study, and the
-runs of one pipeline execution (or sweep)."""
+"""What `oiplab runs` asks of the store: the runs of one pipeline execution (or sweep)."""
 
 from __future__ import annotations
 
-import json
-import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from oiplab.config import Config
 from oiplab.credentials import login, redact
 from oiplab.errors import OiplabError
-from oiplab.layout import CompareFiles, Stage
+from oiplab.layout import Stage
 from oiplab.tracking.identity import TAG_PREFIX
 from oiplab.tracking.runs import close_stale
 from oiplab.tracking.search import find_runs, tag_clause
-from oiplab.tracking.store import check_server, default_uri, tracking_uri, use_uri
+from oiplab.tracking.store import check_server, default_uri, use_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-COMPARE_ARTIFACTS = "compare"  # where the compare stage logs its output folder
 # The number worth a column for each stage (others are in the MLflow UI).
 KEY_METRIC: dict[str, str] = {
     Stage.PREPARE: "n_train",
     Stage.TRAIN: "test_accuracy",
+    Stage.TRAIN_SPLIT: "test_accuracy",
     Stage.ACTIVATIONS: "n_images",
     Stage.OIP: "n_with_oip",
     Stage.PRECURSOR: "from_precursor",
@@ -31,41 +27,6 @@ KEY_METRIC: dict[str, str] = {
     Stage.ALIGNMENT: "snapshots",
     Stage.OIP_COMPARE: "all.top1",
 }
-
-
-def latest_study_headline(cfg: Config, study: str) -> dict[str, Any] | None:
-    """The answer of the newest finished `compare` run of `study` on this data set, from the
-    store: {"run_id", "experiment_id", "headline"}; None when there is none (or tracking is
-    off)."""
-    if not cfg.tracking.enabled:
-        return None
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri(cfg))
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    if experiment is None:
-        return None
-    tags = {"stage": Stage.COMPARE, "study": study, "dataset": cfg.data.name}
-    found = find_runs(
-        client,
-        [experiment.experiment_id],
-        {TAG_PREFIX + k: v for k, v in tags.items()},
-        where="attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not found:
-        return None
-    run = found[0]
-    artifact = f"{COMPARE_ARTIFACTS}/{CompareFiles.headline}"
-    path = client.download_artifacts(run.info.run_id, artifact, tempfile.mkdtemp())
-    with open(path, encoding="utf-8") as fh:
-        headline = json.load(fh)
-    return {
-        "run_id": run.info.run_id,
-        "experiment_id": run.info.experiment_id,
-        "headline": headline,
-    }
 
 
 def execution_table(

@@ -179,7 +179,7 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
     except Exception as exc:
         raise store_error(exc, uri) from exc
     _opened[0] += 1
-    return client, TrackedRun(run), parent
+    return client, TrackedRun(run, parent), parent
 
 
 def _close(

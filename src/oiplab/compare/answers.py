@@ -1,0 +1,167 @@
+"""The study's three short answers - same filters? same order? what decides the order? - each a
+sentence with its numbers, from the typed answers of the default comparison and of the seed-split
+designs. The report opens with them; the compare run and the pipeline's parent run carry them.
+
+Why the default study cannot answer "same order?": independently initialized networks are
+exchangeable across units (permuting a layer's units permutes the initial weights' distribution
+onto itself), so map i of one seed is as likely to match any map of another. Its same-index test
+is at chance by symmetry: it checks that the test is calibrated. The order question is answered
+by the seed-split design (`conf/split/`): networks sharing the first seed's initialization with
+their own image order (same_init), and sharing its image order with their own initialization
+(same_order). Whichever design keeps maps at their index decides the order; a design keeps it
+when any layer's same-index p-value, Holm-adjusted over the layers, is below `compare.alpha`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from oiplab.compare.inference import holm
+from oiplab.compare.summary import Answer, LayerAnswer
+
+DESIGNS = {
+    "same_init": "sharing the first seed's initialization (own image order)",
+    "same_order": "sharing the first seed's image order (own initialization)",
+}
+Decider = Literal["initialization", "image order", "both", "neither", "not run"]
+
+
+@dataclass(frozen=True)
+class ShortAnswer:
+    """One question of the first screen: its answer in one sentence, with its numbers, and the
+    section of the report that details it."""
+
+    question: str
+    sentence: str
+    anchor: str
+
+
+def layer_p_holm(answer: Answer) -> dict[str, float]:
+    """Each layer's same-index p-value, Holm-adjusted over the answer's layers (one family: a
+    design "keeps the order" if any layer does, so the layers are tested together)."""
+    p = np.array([a.order.p_value for a in answer.layers.values()], dtype=np.float64)
+    return dict(zip(answer.layers, holm(p).tolist(), strict=True))
+
+
+def kept_layers(answer: Answer, alpha: float) -> list[str]:
+    """The layers whose order is kept beyond chance: Holm-adjusted p below `alpha`."""
+    return [n for n, p in layer_p_holm(answer).items() if p < alpha]
+
+
+def decider(splits: dict[str, Answer], alpha: float) -> Decider:
+    """Which shared seed keeps the order: the design(s) whose networks keep maps at their index
+    in at least one layer (Holm over the layers)."""
+    if not {"same_init", "same_order"} <= set(splits):
+        return "not run"
+    init, order = (bool(kept_layers(splits[d], alpha)) for d in ("same_init", "same_order"))
+    if init and order:
+        return "both"
+    if init:
+        return "initialization"
+    return "image order" if order else "neither"
+
+
+def _span(values: list[float], digits: int = 0) -> str:
+    """'3%-17%', or '3%' when every value prints the same."""
+    low, high = (f"{100 * v:.{digits}f}%" for v in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"
+
+
+def order_numbers(answer: Answer, alpha: float) -> str:
+    """One design's same-index numbers in a clause: how many layers keep the order, the share
+    of matched maps at the same index there, chance, and the Holm-adjusted p-values."""
+    adjusted, kept = layer_p_holm(answer), kept_layers(answer, alpha)
+    layers = [n for n in answer.layers if n in kept] or list(answer.layers)
+    frac = [answer.layers[n].order.fraction for n in layers]
+    chance = [_chance(answer.layers[n]) for n in layers]
+    if kept:
+        worst = max(adjusted[n] for n in kept)
+        return (
+            f"{_span(frac)} of matched maps at their index in {len(kept)} of "
+            f"{len(answer.layers)} layers (chance {_span(chance, 1)}; Holm p <= {worst:.2g})"
+        )
+    best = min(adjusted.values())
+    return (
+        f"{_span(frac)} of matched maps at their index, at chance in all {len(answer.layers)} "
+        f"layers (chance {_span(chance, 1)}; smallest Holm p {best:.2g})"
+    )
+
+
+def _chance(a: LayerAnswer) -> float:
+    return a.order.expected / a.order.n_tested if a.order.n_tested else float("nan")
+
+
+def same_filters(default: Answer) -> str:
+    """Per layer: what the partnered fraction shows (`identity`), beside its references."""
+    parts = []
+    for n, a in default.layers.items():
+        p = a.partnered
+        refs = f"untrained {p.null:.0%}" if p.null is not None else "no untrained reference"
+        if a.rotation_null is not None:
+            refs += f", a rotated basis {a.rotation_null.value:.0%}"
+        parts.append(f"{n}: {a.identity} ({p.value:.0%} of maps partnered; {refs})")
+    return "; ".join(parts) + "."
+
+
+def same_order(default: Answer, alpha: float) -> str:
+    """The default study's order test, labelled for what it is: a calibration check."""
+    off = kept_layers(default, alpha)
+    numbers = order_numbers(default, alpha)
+    if off:
+        return (
+            f"Not answerable from independent seeds, and the calibration check fails in "
+            f"{', '.join(off)}: independent initializations are exchangeable across units, so "
+            f"same-index matches must be at chance; check the test ({numbers})."
+        )
+    return (
+        "Not answerable from independent seeds: their initializations are exchangeable across "
+        "units, so the order is at chance by symmetry; measured: "
+        f"{numbers}, a check that the test is calibrated. The seed-split design answers it."
+    )
+
+
+def what_decides(splits: dict[str, Answer], alpha: float) -> str:
+    """Which shared seed keeps the order, with each design's same-index numbers."""
+    who = decider(splits, alpha)
+    if who == "not run":
+        return "Not in these results: the seed-split design answers it (`dvc repro compare_split`)."
+    lead = {
+        "initialization": "The initialization",
+        "image order": "The image order",
+        "both": "Both seeds keep part of the order",
+        "neither": "Neither seed alone",
+    }[who]
+    designs = [
+        f"networks {what} keep {order_numbers(splits[d], alpha)}" for d, what in DESIGNS.items()
+    ]
+    return f"{lead}: " + "; ".join(designs) + "."
+
+
+def first_screen(default: Answer, splits: dict[str, Answer], alpha: float) -> list[ShortAnswer]:
+    """The three questions, answered from this run's numbers (`alpha`: `compare.alpha`)."""
+    return [
+        ShortAnswer("Same filters?", same_filters(default), "compare"),
+        ShortAnswer("Same order?", same_order(default, alpha), "compare"),
+        ShortAnswer("What decides the order?", what_decides(splits, alpha), "decides"),
+    ]
+
+
+def markdown(answers: list[ShortAnswer]) -> str:
+    """The answers as an MLflow run description."""
+    return "\n\n".join(f"**{a.question}** {a.sentence}" for a in answers)
+
+
+def answer_metrics(default: Answer, splits: dict[str, Answer]) -> dict[str, float]:
+    """The answers' headline numbers for the parent run: per design and layer, the same-index
+    fraction and its p-value."""
+    out: dict[str, float] = {}
+    for design, answer in {"default": default, **splits}.items():
+        for n, a in answer.layers.items():
+            out[f"{design}.{n}.same_index"] = a.order.fraction
+            out[f"{design}.{n}.same_index_p"] = float(a.order.p_value)
+    for n, a in default.layers.items():
+        out[f"default.{n}.partnered"] = float(a.partnered.value)
+    return out

@@ -1,0 +1,98 @@
+"""The first screen's three answers (`compare.answers`): which design keeps the order decides it,
+every branch reached by a hand-made answer with a known outcome."""
+
+from __future__ import annotations
+
+import pytest
+
+from oiplab.compare.answers import (
+    answer_metrics,
+    decider,
+    first_screen,
+    kept_layers,
+    markdown,
+    same_order,
+    what_decides,
+)
+from oiplab.compare.summary import Answer, OrderTest
+from tests import results
+
+LAYERS = ["Conv2D_1", "Dense_1"]
+ALPHA = 0.05
+
+
+def _splits(init: bool, order: bool) -> dict[str, Answer]:
+    return {
+        "same_init": results.split_answer(LAYERS, "same_init", init),
+        "same_order": results.split_answer(LAYERS, "same_order", order),
+    }
+
+
+@pytest.mark.parametrize(
+    ("init", "order", "expected"),
+    [
+        (True, False, "initialization"),
+        (False, True, "image order"),
+        (True, True, "both"),
+        (False, False, "neither"),
+    ],
+)
+def test_the_design_that_keeps_the_order_decides_it(init, order, expected):
+    splits = _splits(init, order)
+    assert decider(splits, ALPHA) == expected
+    sentence = what_decides(splits, ALPHA)
+    lead = {
+        "initialization": "The initialization:",
+        "image order": "The image order:",
+        "both": "Both seeds keep part of the order:",
+        "neither": "Neither seed alone",
+    }[expected]
+    assert sentence.startswith(lead)
+    kept = "keep 50% of matched maps at their index in 2 of 2 layers (chance 3.1%; Holm p <= 2e-12)"
+    at_chance = "keep 4% of matched maps at their index, at chance in all 2 layers (chance 3.1%;"
+    assert sentence.count(kept) == init + order
+    assert sentence.count(at_chance) == 2 - init - order
+
+
+def test_one_layer_beyond_chance_after_holm_keeps_the_order():
+    """A design keeping the order in one layer only still keeps it; one layer at p = 0.03 of
+    two does not, once the layers are adjusted together (Holm: 0.06)."""
+    answer = results.split_answer(LAYERS, "same_order", kept=False)
+    answer.layers["Dense_1"] = results.layer_answer("Dense_1", results.KEPT, "order partly kept")
+    assert kept_layers(answer, ALPHA) == ["Dense_1"]
+    splits = {"same_init": results.split_answer(LAYERS, "same_init", False), "same_order": answer}
+    assert decider(splits, ALPHA) == "image order"
+    weak = OrderTest(observed=3, expected=0.75, p_value=0.03, n_tested=24)
+    answer.layers["Dense_1"] = results.layer_answer("Dense_1", weak, "order partly kept")
+    assert kept_layers(answer, ALPHA) == [] and decider(splits, ALPHA) == "neither"
+
+
+def test_without_both_designs_the_question_is_not_answered():
+    assert decider({}, ALPHA) == "not run"
+    one = {"same_init": results.split_answer(LAYERS, "same_init", True)}
+    assert decider(one, ALPHA) == "not run"
+    assert what_decides(one, ALPHA).startswith("Not in these results")
+
+
+def test_the_default_order_test_reads_as_a_calibration_check():
+    default = results.split_answer(LAYERS, "default", kept=False)  # at chance, by symmetry
+    text = same_order(default, ALPHA)
+    assert "calibrated" in text and "fails" not in text
+    assert "4% of matched maps at their index, at chance in all 2 layers (chance 3.1%; " in text
+    default.layers["Dense_1"] = results.layer_answer("Dense_1", results.KEPT, "same order")
+    assert "the calibration check fails in Dense_1" in same_order(default, ALPHA)
+
+
+def test_the_answers_as_markdown_and_metrics():
+    default, splits = results.answer(LAYERS), _splits(True, False)
+    answers = first_screen(default, splits, ALPHA)
+    assert [a.anchor for a in answers] == ["compare", "compare", "decides"]
+    text = markdown(answers)
+    assert text.startswith("**Same filters?** Conv2D_1: units recur (62% of maps partnered;")
+    assert "\n\n**What decides the order?** The initialization:" in text
+    metrics = answer_metrics(default, splits)
+    assert metrics["same_init.Dense_1.same_index"] == 0.5
+    assert metrics["same_order.Dense_1.same_index"] == 1 / 24
+    assert metrics["default.Conv2D_1.same_index_p"] == 0.0125
+    assert metrics["default.Conv2D_1.partnered"] == 0.625
+    assert len(metrics) == 3 * 2 * 2 + 2
