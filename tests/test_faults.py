@@ -138,6 +138,23 @@ def _with_conf(folder: Path) -> None:
     shutil.copytree(REPO_ROOT / "conf", folder / "conf")
 
 
+def _experiment_dropped_overrides(folder: Path) -> dict:
+    """What a queued `dvc exp run -S train.epochs=1` made of a workspace whose params.yaml was
+    generated with `experiment=smoke`: DVC recomposed conf/ (the default study) in its temporary
+    copy; the workspace (DVC_ROOT) still records the smoke overrides."""
+    shutil.copytree(REPO_ROOT / "conf", folder / "conf")
+    workspace = folder.parent / f"{folder.name}-workspace"
+    shutil.copytree(REPO_ROOT / "conf", workspace / "conf")
+    subprocess.run(
+        [sys.executable, "-m", "oiplab.params", "experiment=smoke"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+    )
+    (folder / "params.yaml").write_text(OmegaConf.to_yaml(compose(["train.epochs=1"], folder)))
+    return {"DVC_EXP_NAME": "queued-exp", "DVC_ROOT": str(workspace)}
+
+
 def _damage_weights(path: Path, layer: str, which: int, count: int, value: float) -> None:
     """Set the first `count` entries of `layer`'s kernel (`which` 0) or bias (1) to `value`."""
     import keras
@@ -342,6 +359,24 @@ CASES = [
         "unreachable",
     ),
     (
+        "prepared data of another data set",
+        lambda f: _edit_params(f, lambda r: r["data"].update(name="fashion_mnist")),
+        ("train", "train.seed=0"),
+        "data/prepared: prepared data of another config (data.name is 'fashion_mnist'",
+    ),
+    (
+        "prepared data of another size",
+        lambda f: _edit_params(f, lambda r: r["data"].update(n_train=300)),
+        ("oip", "train.seed=0"),
+        "data.n_train is 300 but it holds 200",
+    ),
+    (
+        "dvc exp run dropped the recorded overrides",
+        _experiment_dropped_overrides,
+        ("prepare",),
+        "`dvc exp run -S experiment=smoke ...`",
+    ),
+    (
         "a login in an unreachable server's URI",
         None,
         ("prepare",),
@@ -448,6 +483,8 @@ def _case(study: Path, root: Path, case) -> dict:
     env = {UNPRIVILEGED: "1"} if held == UNPRIVILEGED else {}
     if name == "tracking server unreachable":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{_closed_port()}"
+    if isinstance(held, dict):  # the case runs in an environment of its own
+        env |= held
     if name == "a login in an unreachable server's URI":
         env["MLFLOW_TRACKING_URI"] = f"http://alice:{SECRET}@127.0.0.1:{_closed_port()}"
     started = time.time()
@@ -518,6 +555,91 @@ def test_a_full_disk_is_reported_and_leaves_the_old_output(tmp_path, monkeypatch
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
+def _compare_outputs(root: Path) -> list[Path]:
+    """`compare`'s three outputs (a folder, two files), each holding `old`."""
+    (root / "artifacts/compare").mkdir(parents=True)
+    (root / "artifacts/compare/table.json").write_text("old")
+    (root / "metrics").mkdir()
+    for name in ("answer.json", "headline.json"):
+        (root / "metrics" / name).write_text("old")
+    return [
+        root / "artifacts/compare",
+        root / "metrics/answer.json",
+        root / "metrics/headline.json",
+    ]
+
+
+def _write_new(temps: list[Path]) -> None:
+    (temps[0] / "table.json").write_text("new")
+    temps[1].write_text("new")
+    temps[2].write_text("new")
+
+
+def _contents(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "error"])
+def test_a_stop_between_two_final_moves_keeps_every_old_output(tmp_path, monkeypatch, how):
+    """A SIGTERM (really sent) or a failure after the first of three outputs was moved in:
+    the first is swapped back, so all three stay old, and no temporary is left."""
+    from oiplab import io, stops
+
+    targets = _compare_outputs(tmp_path)
+    before = _contents(tmp_path)
+    moved: list[str] = []
+
+    def between(target: Path) -> None:
+        moved.append(target.name)
+        if len(moved) == 1:
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)  # held: it waits for the sequence
+            else:
+                raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(io, "after_each_swap", between)
+    expected = stops.StageInterrupted if how == "SIGTERM" else OSError
+    with stops.signals_raise(), pytest.raises(expected), io.staged(*targets) as temps:
+        _write_new(temps)
+    assert moved == (
+        ["compare", "answer.json", "headline.json"] if how == "SIGTERM" else ["compare"]
+    )
+    assert _contents(tmp_path) == before  # every old output in place, no temporary left
+    monkeypatch.setattr(io, "after_each_swap", None)
+    with io.staged(*targets) as temps:  # and the next write goes through whole
+        _write_new(temps)
+    assert set(_contents(tmp_path).values()) == {"new"}
+
+
+def test_a_symlinked_output_folder_is_followed_and_nothing_is_left(tmp_path):
+    """`artifacts/compare` a link to a folder on another disk: the link stays a link, the new
+    version lands where it points, and no temporary (nor the link) is left behind."""
+    from oiplab.io import remove_stale_temporaries, staged
+
+    elsewhere = tmp_path / "disk2" / "compare"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "table.json").write_text("old")
+    (tmp_path / "artifacts").mkdir()
+    link = tmp_path / "artifacts" / "compare"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with staged(link) as (folder,):
+        (folder / "table.json").write_text("new")
+    assert link.is_symlink() and (link / "table.json").read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["compare"]
+    assert sorted(p.name for p in (tmp_path / "disk2").iterdir()) == ["compare"]
+    # a link left as a temporary by a dead writer (older versions did) is removed, not followed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / "artifacts" / f".compare.{dead}-deadbeef.tmp").symlink_to(elsewhere)
+    remove_stale_temporaries(link)
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["compare"]
+    assert (elsewhere / "table.json").read_text() == "new"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
     folder = tmp_path / "ro"
@@ -527,6 +649,31 @@ def test_a_read_only_output_folder_fails_before_any_work(study, tmp_path):
     assert (
         proc.returncode == 2 and "'paths.models'" in proc.stderr and "not writable" in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("train", "train.epochs=-1"), "'train.epochs'"),  # the params do not validate
+        (
+            ("oip", "train.seed=0", "paths.artifacts=models/seed_0/model.keras/x"),
+            "'paths.artifacts'",
+        ),
+    ],
+    ids=["config", "preflight"],
+)
+def test_a_stage_failing_before_its_run_opens_leaves_a_failed_run(study, tmp_path, args, error):
+    """A failed queued experiment must be seen in MLflow: a stage that fails before its run
+    opens (bad parameters, an unwritable output) records a FAILED run with the reason."""
+    folder = tmp_path / "early"
+    shutil.copytree(study, folder)
+    proc = _cli(folder, *args)
+    assert proc.returncode == 2 and error in proc.stderr, proc.stderr[-800:]
+    client, runs = _runs(folder, args[0])
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1, [r.info.status for r in runs]
+    assert error in failed[0].data.tags["oiplab.error"]
+    assert failed[0].data.params["train.seed"] == "0"
 
 
 def test_each_seed_stops_at_a_seed_without_a_model_and_keeps_what_it_finished(study, tmp_path):
@@ -710,6 +857,55 @@ def test_a_tracking_server_dying_mid_stage_gives_a_clear_error_within_seconds(st
     assert stderr.strip().splitlines()[-1].startswith("error: MLflow store http"), stderr[-1500:]
     assert seconds < 45
     assert not (folder / "models" / "seed_4").exists()  # outputs untouched: only a checkpoint
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_every_job_and_reports_the_failed_one(study, tmp_path):
+    """`train.batch_size=64,0,64`: job 1 fails, job 2 still runs; the sweep ends with one line
+    per failed job, exit 2, its parent run FAILED with the count, and no registered model."""
+    folder = tmp_path / "sweep"
+    shutil.copytree(study, folder)
+    _with_conf(folder)
+    proc = _cli(
+        folder,
+        "-m", *SMOKE, "paths.prepared=data/prepared", "train.batch_size=64,0,64",
+        "hydra.sweep.dir=multirun/bs",
+        module="oiplab.stages.train",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    tail = proc.stderr.strip().splitlines()[-2:]
+    assert tail[0] == "error: 1 of 3 sweep jobs failed:", proc.stderr[-2000:]
+    assert tail[1].startswith("  job 1 (") and "train.batch_size=0): config key" in tail[1]
+    assert sorted(p.parts[-3] for p in (folder / "multirun/bs").glob("*/models/seed_0")) == [
+        "0",
+        "2",
+    ]
+    client, runs = _runs(folder, "train")
+    parent = client.get_run(next(r for r in runs if r.info.status == "FAILED").data.tags[
+        "mlflow.parentRunId"
+    ])  # fmt: skip
+    assert parent.info.status == "FAILED" and parent.data.tags["oiplab.failed_runs"] == "1"
+    in_sweep = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(r.info.status for r in in_sweep) == ["FAILED", "FINISHED", "FINISHED"]
+    names = {m.name for m in client.search_registered_models()}
+    assert names == {"oiplab-synthetic-smoke-cnn"}  # the study's two seeds; none from the sweep
+
+
+def test_a_sweep_on_prepared_data_of_another_config_is_refused(study, tmp_path):
+    """`-m experiment=smoke` (600 training images) on the study's prepared data (200): each
+    job refuses it, as one on the pipeline's prepared MNIST would."""
+    folder = tmp_path / "other"
+    shutil.copytree(study, folder)
+    _with_conf(folder)
+    proc = _cli(
+        folder, "-m", "experiment=smoke", "train.seed=0,1", "hydra.sweep.dir=multirun/x",
+        module="oiplab.stages.train",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("  job ")]
+    assert len(lines) == 2 and all("data.n_train is 600 but it holds 200" in ln for ln in lines)
 
 
 def test_a_read_only_artifact_store_fails_the_run_and_names_the_store(tour):

@@ -334,6 +334,42 @@ def test_two_queued_experiments_log_into_the_project_store(smoke, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_experiment_that_drops_the_recorded_overrides_is_refused_and_recorded(tmp_path):
+    """params.yaml generated with `experiment=smoke`: `dvc exp run -S experiment=smoke ...`
+    runs the smoke study; `dvc exp run -S train.epochs=1` would run the default MNIST study (DVC
+    recomposes conf/ with its -S overrides only), so the stage refuses it in one line naming the
+    way out, and the failure is a FAILED run in the project's store."""
+    project = copy_project(tmp_path / "exp")
+    env = _venv_env(MLFLOW_TRACKING_URI="")
+    _run([sys.executable, "-m", "oiplab.params", "experiment=smoke"], project, env)
+    _commit(project, "smoke")
+    _run(
+        ["dvc", "exp", "run", "--temp", "-S", "experiment=smoke", "-S", "train.epochs=1",
+         "prepare"],
+        project, env,
+    )  # fmt: skip
+    dropped = _run(
+        ["dvc", "exp", "run", "--temp", "-S", "train.epochs=1", "prepare"], project, env, ok=False
+    )
+    assert dropped.returncode != 0
+    assert "give them to the experiment: `dvc exp run -S experiment=smoke ...`" in (
+        dropped.stdout + dropped.stderr
+    ), dropped.stderr[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    exp = client.get_experiment_by_name("oiplab").experiment_id
+    runs = client.search_runs([exp], "tags.`oiplab.stage` = 'prepare'")
+    assert sorted((r.info.status, r.data.tags["oiplab.dataset"]) for r in runs) == [
+        ("FAILED", "mnist"),
+        ("FINISHED", "synthetic"),
+    ]
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    assert "dropping the overrides" in failed.data.tags["oiplab.error"]
+    assert client.get_run(failed.data.tags["mlflow.parentRunId"]).info.status == "FAILED"
+
+
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(smoke, tmp_path):
     """Every image of the page decodes in a real browser (Debian packages chromium)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -62,7 +62,7 @@ def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
     assert "outputs/model.keras" in artifacts and "outputs/confusion.png" in artifacts
     logged = client.get_logged_model(run.outputs.model_outputs[0].model_id)
     assert logged.name == "keras_model" and logged.source_run_id == run.info.run_id
-    versions = client.search_model_versions("name = 'oiplab-synthetic-cnn'")
+    versions = client.search_model_versions("name = 'oiplab-synthetic-smoke-cnn'")
     assert [v.run_id for v in versions] == [run.info.run_id]  # sqlite has a registry
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert inputs == {"synthetic-train": meta["sha256"]["train"][:16]}

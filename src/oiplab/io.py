@@ -34,7 +34,7 @@ from pydantic import (
 from oiplab.checks import NonFiniteError, require_finite
 from oiplab.errors import OiplabError, missing_input
 from oiplab.layout import RUN
-from oiplab.stops import raise_if_interrupted
+from oiplab.stops import STOP, StageInterrupted, held, raise_if_interrupted
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
@@ -80,7 +80,23 @@ def remove_stale_temporaries(target: Path) -> None:
     for tmp in target.parent.glob(f".{target.name}.*.tmp*"):
         pid = tmp.name.removeprefix(f".{target.name}.").split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary: a file, a folder, or a symbolic link (never what the link points to:
+    `rmtree` refuses links, and `is_dir` follows them)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def real_target(target: str | os.PathLike[str]) -> Path:
+    """Where an output really goes: a symbolic link (an output folder kept on another disk) is
+    followed, so the link stays and its destination gets the new version; swapping the link
+    itself would replace it by a real folder and leave it behind as a temporary."""
+    return Path(os.path.realpath(target))
 
 
 def _alive(pid: int) -> bool:
@@ -154,48 +170,84 @@ def _reported(target: Path) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds."""
-    target = Path(target)
+def _stand_in(target: Path, folder: bool) -> Iterator[Path]:
+    """A temporary beside `target` (a fresh folder for a folder output), removed at the end,
+    whatever it holds then: the new version not moved in, or the previous one."""
     _prepare_parent(target)
+    if folder and target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: is a file, but this output is a folder (remove the file)")
     tmp = _temporary(target)
     try:
         with _reported(target):
+            if folder:
+                tmp.mkdir()
             yield tmp
-            raise_if_interrupted()  # a stop Python swallowed keeps the previous output
-            os.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+# A test's hook, called after each output of a `staged` block is moved into place: it stands for
+# a stop signal or a failure at the worst moment, deterministically.
+after_each_swap: Callable[[Path], None] | None = None
+
+
+def _move_all_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Swap each temporary in for its target, all or none: stop signals wait until the sequence
+    is done, and a failure or a stop during it swaps back those already done (each previous
+    version is then at its temporary's name, by `swap_in`)."""
+    done: list[tuple[Path, Path, bool]] = []
+    with held(check=False):
+        try:
+            for tmp, target in pairs:
+                existed = target.exists() or target.is_symlink()
+                with _reported(target):
+                    swap_in(tmp, target)
+                done.append((tmp, target, existed))
+                if after_each_swap is not None:
+                    after_each_swap(target)
+            if STOP.pending:  # arrived during the swaps: keep the previous outputs
+                raise StageInterrupted(f"stopped by {STOP.pending}")
+        except BaseException:
+            for tmp, target, existed in reversed(done):
+                if existed:
+                    _renameat2(tmp, target, _RENAME_EXCHANGE)
+                else:
+                    os.replace(target, tmp)
+            raise
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; move it onto `target` if the block succeeds."""
+    real = real_target(target)
+    with _stand_in(real, folder=False) as tmp:
+        yield tmp
+        raise_if_interrupted()  # a stop Python swallowed keeps the previous output
+        _move_all_in([(tmp, real)])
 
 
 @contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; swap it in for `target` on success."""
-    target = Path(target)
-    _prepare_parent(target)
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"{target}: is a file, but this output is a folder (remove the file)")
-    tmp = _temporary(target)
-    try:
-        with _reported(target):
-            tmp.mkdir()
-            yield tmp
-            raise_if_interrupted()  # a stop Python swallowed keeps the previous output
-            swap_in(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    real = real_target(target)
+    with _stand_in(real, folder=True) as tmp:
+        yield tmp
+        raise_if_interrupted()  # a stop Python swallowed keeps the previous output
+        _move_all_in([(tmp, real)])
 
 
 @contextmanager
 def staged(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
     """Temporary stand-ins for several outputs (folders, or files when the name has a suffix),
     all moved into place together only if the block succeeds: a failure anywhere in the block
-    (the work, logging, a full disk) leaves every previous output byte-identical."""
+    (the work, logging, a full disk) or a stop signal, even one between two of the final moves,
+    leaves every previous output byte-identical. Symbolic links among the targets are followed."""
+    reals = [real_target(t) for t in targets]
     with ExitStack() as stack:
-        yield [
-            stack.enter_context(atomic_path(t) if Path(t).suffix else atomic_dir(t))
-            for t in targets
-        ]
+        temps = [stack.enter_context(_stand_in(t, folder=not t.suffix)) for t in reals]
+        yield temps
+        raise_if_interrupted()  # a stop Python swallowed keeps the previous outputs
+        _move_all_in(list(zip(temps, reals, strict=True)))
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:

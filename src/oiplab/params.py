@@ -84,14 +84,17 @@ def recorded_overrides(text: str) -> list[str] | None:
 def check_params(path: Path, raw: dict[str, Any], root: Path | None = None) -> None:
     """Stop when `params.yaml` is not the composition of the current `conf/`.
 
-    Inside `dvc exp run` DVC has just composed the file itself, so there is nothing to check.
-    Otherwise the file must equal `conf/` composed with the overrides it records.
+    Inside `dvc exp run` DVC has just composed the file itself from `conf/` and its `-S`
+    overrides only: the settings that the baseline's params.yaml records must not have been
+    dropped on the way (`check_experiment`). Otherwise the file must equal `conf/` composed with
+    the overrides it records.
     """
-    if os.environ.get("DVC_EXP_NAME"):
-        return
     root = root or path.resolve().parent
     if not conf_dir(root).is_dir():
         return  # a params file outside a project (tests, a copied run): nothing to compare with
+    if os.environ.get("DVC_EXP_NAME"):
+        check_experiment(path, raw, root)
+        return
     overrides = recorded_overrides(path.read_text(encoding="utf-8")) or []
     expected = OmegaConf.to_container(compose(overrides, root))
     differ = sorted(_diff(expected, raw))
@@ -102,6 +105,56 @@ def check_params(path: Path, raw: dict[str, Any], root: Path | None = None) -> N
             f"{path}: differs from conf/ composed with {overrides} at {shown}; regenerate "
             f"params.yaml (`{command}`) or run `dvc exp run`, which composes conf/ itself"
         )
+
+
+def check_experiment(path: Path, raw: dict[str, Any], root: Path) -> None:
+    """Stop a `dvc exp run` whose composition dropped what its baseline's params.yaml was
+    generated with (`python -m oiplab.params experiment=smoke`): DVC recomposes `conf/` with only
+    the `-S` overrides, so without this the experiment would silently run the default study. A
+    setting the recorded overrides change that is back at `conf/`'s default counts as dropped."""
+    recorded = _baseline_overrides(root)
+    if not recorded:
+        return
+    default = OmegaConf.to_container(compose([], root))
+    lost = [
+        key
+        for key in _diff(default, OmegaConf.to_container(compose(recorded, root)))
+        if _at(raw, key) == _at(default, key)
+    ]
+    if lost:
+        shown = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
+        given = " ".join(f"-S {o}" for o in recorded)
+        raise ConfigError(
+            f"{path}: `dvc exp run` composed conf/ with its -S overrides only, dropping the "
+            f"overrides params.yaml was generated with, {recorded} ({shown} back at conf/'s "
+            f"defaults); give them to the experiment: `dvc exp run {given} ...`"
+        )
+
+
+def _baseline_overrides(root: Path) -> list[str] | None:
+    """The overrides the params.yaml of a DVC experiment's baseline records: the baseline
+    commit's (DVC_EXP_BASELINE_REV), else the project's workspace's (DVC_ROOT, when DVC runs the
+    experiment in a temporary copy)."""
+    import subprocess
+
+    rev = os.environ.get("DVC_EXP_BASELINE_REV")
+    if rev:
+        shown = subprocess.run(
+            ["git", "show", f"{rev}:{PARAMS_FILE}"], cwd=root, capture_output=True, text=True
+        )
+        found = recorded_overrides(shown.stdout) if shown.returncode == 0 else None
+        if found:
+            return found
+    workspace = Path(os.environ.get("DVC_ROOT") or root)
+    if workspace.resolve() != root.resolve() and (workspace / PARAMS_FILE).is_file():
+        return recorded_overrides((workspace / PARAMS_FILE).read_text(encoding="utf-8"))
+    return None
+
+
+def _at(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part, _MISSING) if isinstance(tree, dict) else _MISSING
+    return tree
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from oiplab.config import DataConfig
 from oiplab.data.sources import RawSplits
 from oiplab.errors import OiplabError, missing_input
 from oiplab.io import Fields, Record
@@ -168,11 +169,29 @@ def load_image_target(folder: str | Path) -> ImageTarget:
     return ImageTarget(mean=found.mean, std=found.std)
 
 
-def load_prepared(folder: str | Path) -> PreparedData:
+def check_prepared_for(meta: PreparedMeta, folder: Path, data: DataConfig) -> None:
+    """Stop when a prepared folder holds other data than the config asks for (another data
+    set, or another number of images): a stage must never study what it does not record."""
+    found = {"name": meta.dataset, "n_train": meta.n_train, "n_test": meta.n_test}
+    wanted = {"name": data.name, "n_train": data.n_train or None, "n_test": data.n_test or None}
+    differ = [k for k, v in wanted.items() if v is not None and found[k] != v]  # 0: all images
+    if differ:
+        shown = ", ".join(f"data.{k} is {wanted[k]!r} but it holds {found[k]!r}" for k in differ)
+        raise PreparedDataError(
+            f"{folder}: prepared data of another config ({shown}); prepare this data into a "
+            f"folder of its own: `python -m oiplab.stages.prepare <the same overrides> "
+            f"paths.prepared=data/prepared-{data.name}`, and give this stage that paths.prepared"
+        )
+
+
+def load_prepared(folder: str | Path, data: DataConfig | None = None) -> PreparedData:
     """Open a prepared folder: its metadata now, each split (standardized and shaped
-    (n, 28, 28, 1) for the network) when first used."""
+    (n, 28, 28, 1) for the network) when first used. With `data` (the stage's config), the
+    folder must hold that data (`check_prepared_for`)."""
     folder = Path(folder)
     meta = read_meta(folder)
+    if data is not None:
+        check_prepared_for(meta, folder, data)
     stats = load_standardization(folder)
     for fname in PreparedFiles.splits.values():
         if not (folder / fname).is_file():

@@ -23,10 +23,17 @@ import gc
 import inspect
 import io
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
@@ -41,7 +48,7 @@ RunFn = Callable[[Config], dict[str, Any]]
 def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a composed params file, apply `key=value` overrides, and validate it."""
     import yaml
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
     path = Path(path)
     if not path.is_file():
@@ -100,15 +107,48 @@ def _fail(exc: BaseException, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def _guarded(run: RunFn, cfg: Config) -> None:
-    from oiplab.stops import StageInterrupted
+@dataclass(frozen=True)
+class JobFailed:
+    """What a Hydra sweep's job returns when its stage failed with a one-line error: the sweep
+    goes on with its other jobs, and `SweepReport` reports this one at the end."""
 
+    error: str
+    code: int
+
+
+def _failed(exc: BaseException, code: int, tree: Mapping[str, Any] | None, stage: str) -> int:
+    """Record a stage's failure (a FAILED run, where none recorded it yet) and report it."""
+    from oiplab.tracking.runs import record_failure
+
+    record_failure(tree, stage, exc)
+    print(f"error: {exc}", file=sys.stderr)
+    return code
+
+
+def _guarded(run: RunFn, cfg: Config) -> JobFailed | None:
+    """Run a stage; a one-line failure ends the process, or, in a Hydra sweep's job, is
+    returned (the sweep runs its other jobs)."""
+    from oiplab.stops import StageInterrupted
+    from oiplab.tracking.runs import runs_opened
+
+    opened = runs_opened()
     try:
         run(preflight(cfg))
-    except OiplabError as exc:
-        _fail(exc)
-    except StageInterrupted as exc:
-        _fail(exc, 130)
+    except (OiplabError, StageInterrupted) as exc:
+        code = 130 if isinstance(exc, StageInterrupted) else 2
+        tree = cfg.model_dump() if runs_opened() == opened else None  # else its run has it
+        _failed(exc, code, tree, stage_name(run))
+        if code == 2 and _in_sweep():  # a stop signal ends the whole sweep, not just this job
+            return JobFailed(str(exc).splitlines()[0], code)
+        raise SystemExit(code) from None
+    return None
+
+
+def _in_sweep() -> bool:
+    """Whether this is a job of a Hydra sweep (multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 EACH_SEED = "--each-seed"
@@ -147,7 +187,7 @@ def stage_main(
     if args.params is None:
         _hydra_main(run, args, parser)
     else:
-        for cfg in _params_configs(args, per_seed):
+        for cfg in _params_configs(args, per_seed, name):
             _guarded(run, cfg)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
     # last garbage collection over the whole TensorFlow object graph, a cost every stage process
@@ -240,7 +280,7 @@ def parse_stage_args(
     return args
 
 
-def _params_configs(args: argparse.Namespace, per_seed: bool) -> list[Config]:
+def _params_configs(args: argparse.Namespace, per_seed: bool, stage: str) -> list[Config]:
     """The configs a params-file run works through: one, or one per seed (`--each-seed`)."""
     try:
         if args.each_seed and not per_seed:
@@ -249,7 +289,66 @@ def _params_configs(args: argparse.Namespace, per_seed: bool) -> list[Config]:
             return seed_configs(args.params, args.overrides)
         return [load_params(args.params, args.overrides)]
     except OiplabError as exc:
-        _fail(exc)
+        raise SystemExit(_failed(exc, 2, _params_tree(args.params), stage)) from None
+
+
+def _params_tree(path: str | Path) -> dict[str, Any] | None:
+    """The parameters of a params file as far as they are readable (to record a failure)."""
+    from omegaconf import OmegaConf
+
+    try:
+        raw = OmegaConf.load(path)
+        return (
+            cast(dict[str, Any], OmegaConf.to_container(raw))
+            if isinstance(raw, DictConfig)
+            else None
+        )
+    except Exception:  # missing, unreadable, not YAML: nothing to record with
+        return None
+
+
+class SweepReport(Callback):
+    """Hydra callback (`conf/hydra/callbacks/sweep_report.yaml`): each job of a sweep leaves its
+    outcome in `<sweep dir>/job_status/<job number>.json` (so it works for launchers that run
+    jobs in other processes too); at the end of the sweep, the failed jobs are listed, one line
+    each with its overrides and error, and the sweep exits 2. A job's failure does not end the
+    sweep: it returns `JobFailed` (or raises, for an unexpected error)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shutil.rmtree(_job_status_dir(config), ignore_errors=True)  # an earlier sweep's
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        from oiplab.io import write_json
+
+        if job_return.hydra_cfg is None or job_return.hydra_cfg.hydra.mode != RunMode.MULTIRUN:
+            return
+        value = job_return._return_value  # `return_value` raises what a failed job raised
+        error = None
+        if job_return.status == JobStatus.FAILED:
+            error = f"{type(value).__name__}: {value}".splitlines()[0]
+        elif isinstance(value, JobFailed):
+            error = value.error
+        status = {"overrides": " ".join(job_return.overrides or []), "error": error}
+        write_json(_job_status_dir(config) / f"{config.hydra.job.num}.json", status)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from oiplab.io import read_json
+
+        found = sorted(_job_status_dir(config).glob("*.json"), key=lambda f: int(f.stem))
+        jobs = [(int(f.stem), read_json(f, "sweep job status")) for f in found]
+        failed = [(num, job) for num, job in jobs if job["error"] is not None]
+        if not failed:
+            return
+        print(f"error: {len(failed)} of {len(jobs)} sweep jobs failed:", file=sys.stderr)
+        for num, job in failed:
+            print(f"  job {num} ({job['overrides']}): {job['error']}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _job_status_dir(config: DictConfig) -> Path:
+    return Path(config.hydra.sweep.dir) / "job_status"
 
 
 def hydra_outputs(cfg: Config, output_dir: Path, overridden: set[str]) -> Config:
@@ -267,16 +366,15 @@ def _hydra_main(run: RunFn, args: argparse.Namespace, parser: argparse.ArgumentP
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import _flush_loggers
     from hydra.main import _get_rerun_conf
-    from hydra.types import RunMode
     from hydra.version import setbase
-    from omegaconf import DictConfig
+    from omegaconf import OmegaConf
 
     from oiplab.params import conf_dir
 
     # Hydra names the job (its log file, `hydra.job.name`, the help's title) after the task
     # function's module: through `wraps`, the stage's, not this package's.
     @functools.wraps(run)
-    def app(raw: DictConfig) -> None:
+    def app(raw: DictConfig) -> JobFailed | None:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:  # one parent MLflow run for the whole sweep
             os.environ["OIPLAB_EXECUTION"] = f"sweep:{Path(hc.sweep.dir).resolve()}"
@@ -284,8 +382,12 @@ def _hydra_main(run: RunFn, args: argparse.Namespace, parser: argparse.ArgumentP
         try:
             cfg = hydra_outputs(to_typed(raw), Path(hc.runtime.output_dir), overridden)
         except OiplabError as exc:
-            _fail(exc)
-        _guarded(run, cfg)
+            tree = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=False))
+            code = _failed(exc, 2, tree, stage_name(run))
+            if hc.mode == RunMode.MULTIRUN:
+                return JobFailed(str(exc).splitlines()[0], code)
+            raise SystemExit(code) from None
+        return _guarded(run, cfg)
 
     setbase("1.3")
     if args.help:  # the command line first; Hydra adds the config groups and the composed config

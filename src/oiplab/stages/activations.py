@@ -29,7 +29,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, a, seed = Layout.of(cfg), cfg.activations, cfg.train.seed
     with tracking.stage_run(cfg, Stage.ACTIVATIONS, seed=seed) as run:
         selection = Selection.load_from(lay.selection())
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         model = load_model(lay.model_file(seed), cfg.model)
         rows = selected_rows(selection.groups)
         images = data.x_test[rows[0]]

@@ -34,7 +34,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare the seeds' networks at every snapshot of their training."""
     lay, a, c = Layout.of(cfg), cfg.alignment, cfg.compare
     with tracking.stage_run(cfg, Stage.ALIGNMENT) as run:
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         paths = {s: lay.model_dir(s) / TrainFiles.trajectory for s in cfg.seeds}
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
         steps = Trajectory.common_steps(trajectories)

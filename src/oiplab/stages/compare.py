@@ -28,7 +28,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
     with tracking.stage_run(cfg, Stage.COMPARE) as run:
-        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared), c)
+        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared, cfg.data), c)
         models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
         curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}

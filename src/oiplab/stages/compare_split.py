@@ -25,7 +25,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare the networks of design `cfg.split.design`; write its `Answer`."""
     lay, c, sp = Layout.of(cfg), cfg.compare, cfg.split
     with tracking.stage_run(cfg, Stage.COMPARE_SPLIT) as run:
-        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared), c)
+        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared, cfg.data), c)
         shared = cfg.seeds[0]  # its own network is the design's shared member
         models = {shared: load_model(lay.model_file(shared), cfg.model)}
         for member in sp.members:

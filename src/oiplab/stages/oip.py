@@ -24,7 +24,7 @@ def run(cfg: Config) -> dict[str, Any]:
     lay, o, seed = Layout.of(cfg), cfg.oip, cfg.train.seed
     with tracking.stage_run(cfg, Stage.OIP, seed=seed) as run:
         model = load_model(lay.model_file(seed), cfg.model)
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         starts = starts_for(o, data.standardization, load_image_target(lay.prepared), data.x_test)
         shape = layer_shapes(cfg.model)[o.layer]
         print(f"[oip] seed {seed}: {o.layer}, {len(o.maps) or shape[2]} maps x {o.n_starts} starts")

@@ -48,7 +48,7 @@ def run(cfg: Config) -> dict[str, Any]:
             for s in seeds
         }
         models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
-        x_test = load_prepared(lay.prepared).x_test
+        x_test = load_prepared(lay.prepared, cfg.data).x_test
         probe = first_images(x_test, cfg.compare.probe_images, "compare.probe_images")
         typical = {s: map_responses(m, layer, probe).mean(axis=0) for s, m in models.items()}
         c = cfg.compare

@@ -33,7 +33,10 @@ def run(cfg: Config) -> dict[str, Any]:
         noise = load_outcome(lay.oip_dir(seed) / OipFiles.arrays)
         layer_shape = layer_shapes(cfg.model)[o.layer]
         maps = target_maps(p.target, p.maps, noise, layer_shape[2])
-        model, data = load_model(lay.model_file(seed), cfg.model), load_prepared(lay.prepared)
+        model, data = (
+            load_model(lay.model_file(seed), cfg.model),
+            load_prepared(lay.prepared, cfg.data),
+        )
         target = load_image_target(lay.prepared) if o.standardize == "images" else None
         probe = probe_model(model, [o.layer])
         settings = replace(ascent_settings(o), chunk_size=p.chunk_size)

@@ -21,7 +21,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Write the selection file: each group's test indices, scores and per-seed predictions."""
     lay = Layout.of(cfg)
     with tracking.stage_run(cfg, Stage.SELECT_IMAGES) as run:
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         models = [load_model(lay.model_file(s), cfg.model) for s in cfg.seeds]
         logits = seed_logits(models, data.x_test, cfg.train.eval_batch_size)
         groups = select_groups(cfg.activations.groups, logits, data.y_test, list(cfg.seeds))

@@ -23,7 +23,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Train seed `cfg.train.seed`; write its model folder and metrics file."""
     lay, seed = Layout.of(cfg), cfg.train.seed
     with tracking.stage_run(cfg, Stage.TRAIN, seed=seed) as run:
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         fingerprint = checkpoint_fingerprint(cfg.model, cfg.train, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(seed, fingerprint)
         callbacks = [run.epoch_logger()] if run.enabled else []
@@ -44,7 +44,7 @@ def run(cfg: Config) -> dict[str, Any]:
             result.trajectory.save(folder / TrainFiles.trajectory)
             History(curves=result.history).save(folder)
             save_training_figures(folder, result, data.class_names)
-            run.log_keras_model(result.model, data.x_test[:8], f"oiplab-{data.name}-cnn")
+            run.log_keras_model(result.model, data.x_test[:8], registered_name(cfg))
             record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
@@ -53,6 +53,16 @@ def run(cfg: Config) -> dict[str, Any]:
         f"{m['train_seconds']:.1f} s -> {out}"
     )
     return m
+
+
+def registered_name(cfg: Config) -> str | None:
+    """The registered model a trained network becomes a version of: one per data set and study
+    (`oiplab-mnist-default-cnn`), so a smoke run never adds versions to the study's model; a
+    Hydra sweep's jobs register nothing (they explore settings; their runs keep the models)."""
+    found = tracking.execution()
+    if found is not None and found[0].startswith("sweep:"):
+        return None
+    return f"oiplab-{cfg.data.name}-{cfg.study}-cnn"
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:

@@ -32,7 +32,7 @@ def run(cfg: Config) -> dict[str, Any]:
     settings = split_member(cfg.train, sp.design, cfg.seeds[0], cfg.train.seed)
     member = settings.seed
     with tracking.stage_run(cfg, Stage.TRAIN_SPLIT, seed=member) as run:
-        data = load_prepared(lay.prepared)
+        data = load_prepared(lay.prepared, cfg.data)
         fingerprint = checkpoint_fingerprint(cfg.model, settings, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(member, fingerprint)
         run.set_tags({"oiplab.design": sp.design})

@@ -4,7 +4,7 @@ run lifecycle), `handle` (the `Run` a stage logs through), `query` (what the rep
 `oiplab runs` ask of the store)."""
 
 from oiplab.tracking.handle import Run, TrackedRun
-from oiplab.tracking.identity import config_digest, git_commit
+from oiplab.tracking.identity import config_digest, execution, git_commit
 from oiplab.tracking.query import execution_table
 from oiplab.tracking.runs import stage_run
 from oiplab.tracking.store import (
@@ -23,6 +23,7 @@ __all__ = [
     "check_server",
     "config_digest",
     "default_uri",
+    "execution",
     "execution_table",
     "git_commit",
     "stage_run",

@@ -52,7 +52,12 @@ def tracking_uri(cfg: Config) -> str:
     """The MLflow URI in force: MLFLOW_TRACKING_URI from the environment, else the config's; a
     relative sqlite path is made absolute against the project root (`store_root`). The user-info
     of a server's URI is moved into MLflow's credential variables (`credentials.login`)."""
-    uri = login(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri)
+    return resolve_uri(cfg.tracking.uri)
+
+
+def resolve_uri(configured: str) -> str:
+    """The URI in force for a configured `tracking.uri` (see `tracking_uri`)."""
+    uri = login(os.environ.get("MLFLOW_TRACKING_URI") or configured)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(store_root() / uri.removeprefix("sqlite:///"))
     return uri
