@@ -184,3 +184,14 @@ def test_the_answer_carries_the_layer_its_nulls_and_its_counts():
     assert a.order_null.n_tested > 0 and a.order_null.p_value > 0.01
     assert a.cka_debiased.value > 0.9 > 0.5 > a.cka_debiased.null
     assert a.consistency["untrained_stable"] <= 1.0
+
+
+def test_an_interval_that_cannot_be_computed_stays_nan_not_zero_to_one():
+    """One network gives no t interval: its ends are NaN, not the 0..1 a max/min clamp makes."""
+    from oiplab.compare.study import _network_mean
+
+    one = _network_mean([0.4], [0.1, 0.2])
+    assert one.value == pytest.approx(0.4)
+    assert np.isnan(one.low) and np.isnan(one.high)
+    two = _network_mean([0.2, 0.4], [0.1])
+    assert 0.0 <= two.low < 0.3 < two.high <= 1.0

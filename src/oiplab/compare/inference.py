@@ -341,5 +341,6 @@ def auroc(trained: list[np.ndarray], untrained: list[np.ndarray], level: float =
     var = sum((len(v) - 1) / len(v) * np.square(v - v.mean()).sum() for v in (loo_t, loo_u))
     se = float(np.sqrt(var))
     half = float(sps.t.ppf(0.5 + level / 2, min(len(loo_t), len(loo_u)) - 1)) * se
-    low, high = max(0.0, value - half), min(1.0, value + half)
+    # np.clip keeps a NaN (no interval) a NaN, where a clamp by `max` would read 0.0
+    low, high = (float(np.clip(end, 0.0, 1.0)) for end in (value - half, value + half))
     return Auroc(value, low, high, se, len(x), len(y))

@@ -66,7 +66,7 @@ def barriers(curve: dict[str, list[float]], alphas: np.ndarray) -> dict[str, flo
     loss, acc = np.asarray(curve["loss"]), np.asarray(curve["accuracy"])
     line_loss = (1 - t) * loss[0] + t * loss[-1]
     line_acc = (1 - t) * acc[0] + t * acc[-1]
-    # NaN is an error here: `max(0.0, nan)` would report a perfect 0.0
+    # NaN is an error here: clamping a NaN with `max` would report a perfect 0.0
     return {
         "loss_barrier": at_least_zero((loss - line_loss).max(), "the loss barrier"),
         "accuracy_barrier": at_least_zero((line_acc - acc).max(), "the accuracy barrier"),

@@ -627,8 +627,8 @@ def _network_mean(values: list[float], null_values: list[float]) -> Estimate:
     value = mean_or_nan(v)
     return Estimate(
         value=value,
-        low=max(0.0, value - half),
-        high=min(1.0, value + half),
+        low=float(np.clip(value - half, 0.0, 1.0)),  # NaN stays NaN (one network: no interval)
+        high=float(np.clip(value + half, 0.0, 1.0)),
         null=mean_or_nan(nulls),
         null_high=float(np.max(nulls)) if nulls else None,
     )
@@ -688,7 +688,7 @@ class SeedEstimates:
                 bootstrap_means(values if samples is None else samples, self.res.pair_weights)
             )
         if clip:
-            low, high = max(0.0, low), min(1.0, high)
+            low, high = (float(np.clip(end, 0.0, 1.0)) for end in (low, high))  # NaN stays NaN
         nulls = [v for v in (null_values or []) if np.isfinite(v)]
         return Estimate(
             value=mean_or_nan(values),
