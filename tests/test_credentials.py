@@ -23,6 +23,7 @@ SMOKE = (
     "data.n_test=160",
     "train.epochs=2",
     "oip.maps=[0,1,2,3]",
+    "split.members=[1]",
 )
 SECRET = "Pa55-w0rd:with@signs"  # a raw `@` and `:` in the password, as people type them
 
@@ -133,6 +134,7 @@ def test_no_secret_reaches_a_file_a_param_a_tag_or_a_message(
         activations,
         alignment,
         compare,
+        compare_split,
         oip,
         oip_compare,
         precursor,
@@ -140,6 +142,7 @@ def test_no_secret_reaches_a_file_a_param_a_tag_or_a_message(
         report,
         select_images,
         train,
+        train_split,
     )
 
     # MLflow's basic-auth app needs Flask-WTF (`mlflow[auth]`); without it, a plain server, and
@@ -163,6 +166,13 @@ def test_no_secret_reaches_a_file_a_param_a_tag_or_a_message(
             cfg.train.seed = seed
             for stage in (activations, oip, precursor):
                 stage.run(cfg)
+        for design in cfg.split.designs:  # the seed-split design: the report answers from it
+            cfg.split.design = design
+            for member in cfg.split.members:
+                cfg.train.seed = member
+                train_split.run(cfg)
+            compare_split.run(cfg)
+        cfg.train.seed = cfg.seeds[0]
         for stage in (compare, alignment, oip_compare, report):
             stage.run(cfg)
         wrong = server.uri.replace("//", "//admin:not-the-password-1@")
