@@ -125,21 +125,9 @@ HEADLINE = """{
   },
   "Conv2D_1": {
     "partnered": 0.625,
-    "partnered_null": 0.25,
-    "rotation_null": 0.25,
     "rotation_null_95": 0.375,
-    "siblings": 0.125,
-    "siblings_null": 0.25,
-    "one_to_one_r2": 0.5,
-    "many_to_one_r2": 0.875,
     "vs_untrained_p": 0.00390625,
-    "same_index_p": 0.0125,
-    "same_index_k": 3,
-    "same_index_n": 24,
-    "matches": 30,
-    "same_index_p_all": 0.03125,
-    "keep_upper": null,
-    "cka": 0.875
+    "same_index_p": 0.0125
   },
   "loss_barrier": {
     "as_trained": 0.25,

@@ -163,26 +163,15 @@ def verdict(a: LayerAnswer, rules: VerdictRules) -> str:
 
 
 def layer_numbers(a: LayerAnswer) -> dict[str, Any]:
-    """The numbers of one layer a user compares between experiments (DVC metrics), in the order
-    the answer reads: identity, then order (numbers only: the words are in the answer)."""
-    o = a.order
+    """The four numbers of one layer a user compares between experiments (DVC's metrics file,
+    one column each in `dvc exp show`), in the order the answer reads: the partnered fraction, the
+    two references its identity words rest on, and the order test. The rest of the layer's numbers
+    (siblings, one-to-one and many-to-one fits, k of n, the bound) are in `answer_records`."""
     return {
         "partnered": a.partnered.value,
-        "partnered_null": a.partnered.null,
-        "rotation_null": a.rotation_null.value,
         "rotation_null_95": a.rotation_null.null_high,
-        "siblings": a.siblings.value,
-        "siblings_null": a.siblings.null,
-        "one_to_one_r2": a.one_to_one.value,
-        "many_to_one_r2": a.many_to_one.value,
         "vs_untrained_p": a.vs_untrained_p,
-        "same_index_p": o.p_value,
-        "same_index_k": o.observed,  # k of n tested (decisive matches)
-        "same_index_n": o.n_tested,
-        "matches": o.n_matches,  # N: all matches, with their own exact p beside
-        "same_index_p_all": o.p_all,
-        "keep_upper": o.keep_upper,
-        "cka": a.cka.value,
+        "same_index_p": a.order.p_value,
     }
 
 
