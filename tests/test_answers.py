@@ -48,6 +48,7 @@ def test_the_design_that_keeps_the_order_decides_it(init, order, expected):
         "neither": "Neither seed alone",
     }[expected]
     assert sentence.startswith(lead)
+    assert "a shared image order cannot keep the order by symmetry" in sentence
     kept = "keep 50% of matched maps at their index in 2 of 2 layers (chance 3.1%; Holm p <= 2e-12)"
     at_chance = "keep 4% of matched maps at their index, at chance in all 2 layers (chance 3.1%;"
     assert sentence.count(kept) == init + order
@@ -71,7 +72,7 @@ def test_without_both_designs_the_question_is_not_answered():
     assert decider({}, ALPHA) == "not run"
     one = {"same_init": results.split_answer(LAYERS, "same_init", True)}
     assert decider(one, ALPHA) == "not run"
-    assert what_decides(one, ALPHA).startswith("Not in these results")
+    assert what_decides(one, ALPHA).startswith("Answered by the seed-split design")
 
 
 def test_the_default_order_test_reads_as_a_calibration_check():
@@ -88,7 +89,10 @@ def test_the_answers_as_markdown_and_metrics():
     answers = first_screen(default, splits, ALPHA)
     assert [a.anchor for a in answers] == ["compare", "compare", "decides"]
     text = markdown(answers)
-    assert text.startswith("**Same filters?** Conv2D_1: units recur (62% of maps partnered;")
+    assert text.startswith(
+        "**Same filters?** Conv2D_1: units recur (most maps), 62% of live maps partnered "
+        "(untrained 25%, trained vs untrained p = 0.0039, rotated units up to 38%)"
+    )
     assert "\n\n**What decides the order?** The initialization:" in text
     metrics = answer_metrics(default, splits)
     assert metrics["same_init.Dense_1.same_index"] == 0.5

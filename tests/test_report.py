@@ -75,8 +75,9 @@ def test_the_first_screen_answers_the_three_questions_before_data_and_setup(smok
     screen = html[first : html.index("</section>", first)]
     questions = re.findall(r"<dt>(.*?)</dt>", screen)
     assert questions == ["Same filters?", "Same order?", "What decides the order?"]
-    assert "Conv2D_1: units recur (62% of maps partnered; untrained 25%, a rotated basis 25%)" in (
-        screen
+    assert (
+        "Conv2D_1: units recur (most maps), 62% of live maps partnered (untrained 25%, "
+        "trained vs untrained p = 0.0039, rotated units up to 38%)" in screen
     )
     assert "calibrated" in screen and "12% of matched maps at their index, at chance" in screen
     assert "The initialization: networks sharing the first seed&#39;s initialization" in screen

@@ -94,15 +94,20 @@ def _chance(a: LayerAnswer) -> float:
     return a.order.expected / a.order.n_tested if a.order.n_tested else float("nan")
 
 
-def same_filters(default: Answer) -> str:
-    """Per layer: what the partnered fraction shows (`identity`), beside its references."""
+def same_filters(default: Answer, most: float = 0.5) -> str:
+    """Per layer: what the partnered fraction shows (`identity`, with "some"/"most" by `most`:
+    `compare.most_fraction`), beside the two numbers the word rests on: the trained-vs-untrained
+    p and the rotation null's 95th percentile."""
     parts = []
     for n, a in default.layers.items():
         p = a.partnered
+        share = "most" if p.value >= most else "some"
+        word = a.identity if a.identity == "like untrained" else f"{a.identity} ({share} maps)"
         refs = f"untrained {p.null:.0%}" if p.null is not None else "no untrained reference"
-        if a.rotation_null is not None:
-            refs += f", a rotated basis {a.rotation_null.value:.0%}"
-        parts.append(f"{n}: {a.identity} ({p.value:.0%} of maps partnered; {refs})")
+        refs += f", trained vs untrained p = {a.vs_untrained_p:.2g}"
+        top = a.rotation_null.null_high
+        refs += f", rotated units up to {top:.0%}" if top is not None else ""
+        parts.append(f"{n}: {word}, {p.value:.0%} of live maps partnered ({refs})")
     return "; ".join(parts) + "."
 
 
@@ -112,14 +117,14 @@ def same_order(default: Answer, alpha: float) -> str:
     numbers = order_numbers(default, alpha)
     if off:
         return (
-            f"Not answerable from independent seeds, and the calibration check fails in "
+            f"No by symmetry with independent seeds, yet the calibration check fails in "
             f"{', '.join(off)}: independent initializations are exchangeable across units, so "
             f"same-index matches must be at chance; check the test ({numbers})."
         )
     return (
-        "Not answerable from independent seeds: their initializations are exchangeable across "
-        "units, so the order is at chance by symmetry; measured: "
-        f"{numbers}, a check that the test is calibrated. The seed-split design answers it."
+        "No, not with independent seeds: their initializations are exchangeable across units, "
+        "so a map's index is arbitrary (at chance by symmetry); measured: "
+        f"{numbers}, a check that the test is calibrated. The seed-split design asks what keeps it."
     )
 
 
@@ -127,7 +132,10 @@ def what_decides(splits: dict[str, Answer], alpha: float) -> str:
     """Which shared seed keeps the order, with each design's same-index numbers."""
     who = decider(splits, alpha)
     if who == "not run":
-        return "Not in these results: the seed-split design answers it (`dvc repro compare_split`)."
+        return (
+            "Answered by the seed-split design (`compare_split`, run after this comparison): "
+            "see the report and the pipeline's parent run."
+        )
     lead = {
         "initialization": "The initialization",
         "image order": "The image order",
@@ -137,13 +145,22 @@ def what_decides(splits: dict[str, Answer], alpha: float) -> str:
     designs = [
         f"networks {what} keep {order_numbers(splits[d], alpha)}" for d, what in DESIGNS.items()
     ]
-    return f"{lead}: " + "; ".join(designs) + "."
+    # Networks with their own initializations stay exchangeable across units whatever images
+    # they share, so the same_order arm is a second calibration check, not an open question.
+    note = (
+        " (a shared image order cannot keep the order by symmetry: its networks' own "
+        "initializations are exchangeable across units, so that arm checks the test)"
+    )
+    return f"{lead}: " + "; ".join(designs) + note + "."
 
 
-def first_screen(default: Answer, splits: dict[str, Answer], alpha: float) -> list[ShortAnswer]:
-    """The three questions, answered from this run's numbers (`alpha`: `compare.alpha`)."""
+def first_screen(
+    default: Answer, splits: dict[str, Answer], alpha: float, most: float = 0.5
+) -> list[ShortAnswer]:
+    """The three questions, answered from this run's numbers (`alpha`: `compare.alpha`, `most`:
+    `compare.most_fraction`)."""
     return [
-        ShortAnswer("Same filters?", same_filters(default), "compare"),
+        ShortAnswer("Same filters?", same_filters(default, most), "compare"),
         ShortAnswer("Same order?", same_order(default, alpha), "compare"),
         ShortAnswer("What decides the order?", what_decides(splits, alpha), "decides"),
     ]

@@ -70,6 +70,10 @@ def exact_same_index_test(
     b's labels are a uniformly random permutation of its `n_maps` maps, independent across pairs.
     The statistic is the number of tested matches (i of a, j of b) with i == j over all pairs;
     its null law is exact (module docstring), so p = P(X_total >= observed) has no floor.
+    "Exact" is for this per-pair null. The symmetry behind it relabels each *network* once; the
+    pair counts are then pairwise independent with the same mean and variance, but not jointly
+    (consistent a->b->c matches move three counts together), so the upper tail of the symmetry
+    null can be a little heavier than this convolution's.
 
     Args:
         pairs: per pair of networks, the tested matches as arrays i (maps of a) and j (maps of

@@ -216,7 +216,9 @@ def split_answers(cfg: Config, lay: Layout) -> dict[str, Answer]:
 
 def answers(cfg: Config, lay: Layout, splits: dict[str, Answer]) -> list[ShortAnswer]:
     """The first screen: three questions, each answered in a sentence with its numbers."""
-    return first_screen(Answer.load(lay.compare_dir()), splits, cfg.compare.alpha)
+    return first_screen(
+        Answer.load(lay.compare_dir()), splits, cfg.compare.alpha, cfg.compare.most_fraction
+    )
 
 
 def decides(cfg: Config, lay: Layout, splits: dict[str, Answer], links: Links) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def run(cfg: Config) -> dict[str, Any]:
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
             run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
-            answers = markdown(first_screen(result.answer(), {}, c.alpha))
+            answers = markdown(first_screen(result.answer(), {}, c.alpha, c.most_fraction))
             run.describe(f"{answers}\n\nPer layer: {result.verdict}")
             run.describe_execution(answers, answer_metrics(result.answer(), {}))
             record(run, folder, headline, "compare")

@@ -42,7 +42,7 @@ def run(cfg: Config) -> dict[str, Any]:
         html = render(page.context(cfg, lay, links, provenance, curves, counts))
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
         run.describe_execution(  # the parent run carries the page's first screen
-            markdown(first_screen(default, splits, cfg.compare.alpha)),
+            markdown(first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)),
             answer_metrics(default, splits),
         )
         with staged(lay.report()) as (tmp,):
