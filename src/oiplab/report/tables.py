@@ -244,7 +244,7 @@ def _chance(o: OrderTest) -> str:
     return pct(o.expected / o.n_tested, 1) if o.n_tested else "n/a"
 
 
-# The seed-split design's order test per layer (kept apart from ANSWER, which wt-answer2 rebuilds).
+# The seed-split design's order test per layer: its own columns beside the Holm-adjusted p.
 SplitLayer = tuple[LayerAnswer, float]  # a layer's answer, its p Holm-adjusted over the layers
 
 SPLIT_ORDER: list[tuple[str, Callable[[SplitLayer], Any]]] = [
