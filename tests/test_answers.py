@@ -49,8 +49,10 @@ def test_the_design_that_keeps_the_order_decides_it(init, order, expected):
     }[expected]
     assert sentence.startswith(lead)
     assert "a shared image order cannot keep the order by symmetry" in sentence
-    kept = "keep 50% of matched maps at their index in 2 of 2 layers (chance 3.1%; Holm p <= 2e-12)"
-    at_chance = "keep 4% of matched maps at their index, at chance in all 2 layers (chance 3.1%;"
+    kept = (
+        "keep 50% of clear matches at their index in 2 of 2 layers (chance 3.1%; Holm p <= 2e-12)"
+    )
+    at_chance = "keep 4% of clear matches at their index, at chance in all 2 layers (chance 3.1%;"
     assert sentence.count(kept) == init + order
     assert sentence.count(at_chance) == 2 - init - order
 
@@ -79,7 +81,7 @@ def test_the_default_order_test_reads_as_a_calibration_check():
     default = results.split_answer(LAYERS, "default", kept=False)  # at chance, by symmetry
     text = same_order(default, ALPHA)
     assert "calibrated" in text and "fails" not in text
-    assert "4% of matched maps at their index, at chance in all 2 layers (chance 3.1%; " in text
+    assert "4% of clear matches at their index, at chance in all 2 layers (chance 3.1%; " in text
     default.layers["Dense_1"] = results.layer_answer("Dense_1", results.KEPT, "same order")
     assert "the calibration check fails in Dense_1" in same_order(default, ALPHA)
 

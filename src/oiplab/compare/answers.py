@@ -76,18 +76,30 @@ def order_numbers(answer: Answer, alpha: float) -> str:
     adjusted, kept = layer_p_holm(answer), kept_layers(answer, alpha)
     layers = [n for n in answer.layers if n in kept] or list(answer.layers)
     frac = [answer.layers[n].order.fraction for n in layers]
+    every = [_all_fraction(answer.layers[n]) for n in layers]
     chance = [_chance(answer.layers[n]) for n in layers]
+    # the test counts the clear (decisive) matches; the share among all matches is given beside,
+    # so the sentence does not read as a share of every matched map
+    share = f"{_span(frac)} of clear matches"
+    if all(np.isfinite(every)):  # older answers carry no all-matches count
+        share += f" ({_span(every)} of all matches)"
     if kept:
         worst = max(adjusted[n] for n in kept)
         return (
-            f"{_span(frac)} of matched maps at their index in {len(kept)} of "
+            f"{share} at their index in {len(kept)} of "
             f"{len(answer.layers)} layers (chance {_span(chance, 1)}; Holm p <= {worst:.2g})"
         )
     best = min(adjusted.values())
     return (
-        f"{_span(frac)} of matched maps at their index, at chance in all {len(answer.layers)} "
+        f"{share} at their index, at chance in all {len(answer.layers)} "
         f"layers (chance {_span(chance, 1)}; smallest Holm p {best:.2g})"
     )
+
+
+def _all_fraction(a: LayerAnswer) -> float:
+    """The share of all one-to-one matches at the same index (not only the clear ones)."""
+    o = a.order
+    return o.observed_all / o.n_matches if o.n_matches else float("nan")
 
 
 def _chance(a: LayerAnswer) -> float:
