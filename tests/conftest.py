@@ -210,3 +210,45 @@ class MlflowServer:
         with suppress(ProcessLookupError):  # its workers (uvicorn, job runners) share its group
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def run_study(cfg) -> dict:
+    """Every stage of the study in-process, in dvc.yaml's order (the seed-split design included:
+    the report answers from it); each stage's return value by name. `cfg.train.seed` and
+    `cfg.split.design` are set per stage and left at the first seed afterwards."""
+    from oiplab.stages import (
+        activations,
+        alignment,
+        compare,
+        compare_split,
+        oip,
+        oip_compare,
+        precursor,
+        prepare,
+        report,
+        select_images,
+        train,
+        train_split,
+    )
+
+    out = {"prepare": prepare.run(cfg)}
+    for seed in cfg.seeds:
+        cfg.train.seed = seed
+        out[f"train{seed}"] = train.run(cfg)
+    out["selection"] = select_images.run(cfg)
+    for seed in cfg.seeds:
+        cfg.train.seed = seed
+        out[f"activations{seed}"] = activations.run(cfg)
+        out[f"oip{seed}"] = oip.run(cfg)
+        out[f"precursor{seed}"] = precursor.run(cfg)
+    for design in cfg.split.designs:
+        cfg.split.design = design
+        for member in cfg.split.members:
+            cfg.train.seed = member
+            out[f"train_split_{design}{member}"] = train_split.run(cfg)
+        out[f"compare_split_{design}"] = compare_split.run(cfg)
+    cfg.train.seed = cfg.seeds[0]
+    stages = {"compare": compare, "alignment": alignment, "oip_compare": oip_compare}
+    for name, stage in (*stages.items(), ("report", report)):
+        out[name] = stage.run(cfg)
+    return out

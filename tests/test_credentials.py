@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from oiplab.credentials import PASSWORD, USERNAME, has_password, login, redact
 from oiplab.params import compose
-from tests.conftest import REPO_ROOT, MlflowServer, compose_typed, free_port
+from tests.conftest import REPO_ROOT, MlflowServer, compose_typed, free_port, run_study
 
 SMOKE = (
     "experiment=smoke",
@@ -130,20 +130,6 @@ def test_no_secret_reaches_a_file_a_param_a_tag_or_a_message(
     import importlib.util
 
     from oiplab.layout import Layout
-    from oiplab.stages import (
-        activations,
-        alignment,
-        compare,
-        compare_split,
-        oip,
-        oip_compare,
-        precursor,
-        prepare,
-        report,
-        select_images,
-        train,
-        train_split,
-    )
 
     # MLflow's basic-auth app needs Flask-WTF (`mlflow[auth]`); without it, a plain server, and
     # the login is checked where MLflow's client reads it
@@ -157,24 +143,7 @@ def test_no_secret_reaches_a_file_a_param_a_tag_or_a_message(
         server.wait()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri.replace("//", f"//admin:{SECRET}@"))
         cfg = compose_typed(*SMOKE)
-        prepare.run(cfg)
-        for seed in cfg.seeds:
-            cfg.train.seed = seed
-            train.run(cfg)
-        select_images.run(cfg)
-        for seed in cfg.seeds:
-            cfg.train.seed = seed
-            for stage in (activations, oip, precursor):
-                stage.run(cfg)
-        for design in cfg.split.designs:  # the seed-split design: the report answers from it
-            cfg.split.design = design
-            for member in cfg.split.members:
-                cfg.train.seed = member
-                train_split.run(cfg)
-            compare_split.run(cfg)
-        cfg.train.seed = cfg.seeds[0]
-        for stage in (compare, alignment, oip_compare, report):
-            stage.run(cfg)
+        run_study(cfg)  # every stage, the seed-split design included
         wrong = server.uri.replace("//", "//admin:not-the-password-1@")
         env = {**os.environ, "MLFLOW_TRACKING_URI": wrong, "PYTHONPATH": os.pathsep.join(sys.path)}
         params = project / "params.yaml"

@@ -21,7 +21,7 @@ from oiplab.layout import (
 )
 from oiplab.oip.census import CAUSES
 from oiplab.stages import prepare, train
-from tests.conftest import compose_typed
+from tests.conftest import compose_typed, run_study
 from tests.test_config import EXPERIMENTS
 
 
@@ -95,19 +95,6 @@ def pipeline(tmp_path_factory):
     """The smoke study run stage by stage in-process, once for the tests below: (cfg, results)."""
     import os
 
-    from oiplab.stages import (
-        activations,
-        alignment,
-        compare,
-        compare_split,
-        oip,
-        oip_compare,
-        precursor,
-        report,
-        select_images,
-        train_split,
-    )
-
     root = tmp_path_factory.mktemp("pipeline")
     old = Path.cwd()
     os.chdir(root)
@@ -116,28 +103,7 @@ def pipeline(tmp_path_factory):
             "experiment=smoke", f"tracking.uri=sqlite:///{root}/mlflow.db", "data.n_train=200",
             "data.n_test=160", "train.epochs=3", "split.members=[1]",
         )  # fmt: skip
-        out = {"prepare": prepare.run(cfg)}
-        for seed in cfg.seeds:
-            cfg.train.seed = seed
-            out[f"train{seed}"] = train.run(cfg)
-        out["selection"] = select_images.run(cfg)
-        for seed in cfg.seeds:
-            cfg.train.seed = seed
-            out[f"activations{seed}"] = activations.run(cfg)
-            out[f"oip{seed}"] = oip.run(cfg)
-            out[f"precursor{seed}"] = precursor.run(cfg)
-        for design in cfg.split.designs:
-            cfg.split.design = design
-            for member in cfg.split.members:
-                cfg.train.seed = member
-                out[f"train_split_{design}{member}"] = train_split.run(cfg)
-            out[f"compare_split_{design}"] = compare_split.run(cfg)
-        cfg.train.seed = cfg.seeds[0]
-        for name, stage in (
-            ("compare", compare), ("alignment", alignment), ("oip_compare", oip_compare),
-            ("report", report),
-        ):  # fmt: skip
-            out[name] = stage.run(cfg)
+        out = run_study(cfg)
         cfg.paths = cfg.paths.model_copy(
             update={k: str(root / getattr(cfg.paths, k)) for k in type(cfg.paths).model_fields}
         )
