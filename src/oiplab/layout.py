@@ -269,7 +269,6 @@ class Layout:
                 self.figures_dir(Stage.COMPARE),
             ],
             Stage.ALIGNMENT: [self.figures_dir(Stage.ALIGNMENT)],
-            Stage.OIP_COMPARE: [self.figures_dir(Stage.OIP_COMPARE)],
         }
         metrics = [self.headline()] if stage == Stage.COMPARE else []
         return {"deps": deps, "outs": outs + kept.get(stage, []), "metrics": metrics, "plots": []}

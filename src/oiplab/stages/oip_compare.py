@@ -30,7 +30,7 @@ from oiplab.model import layer_shapes, load_model
 from oiplab.oip.survey import load_outcome
 from oiplab.render import save_figure
 from oiplab.render.oip import SeedOips, paired_galleries_figure
-from oiplab.stages import keep_figures, record, stage_main
+from oiplab.stages import record, stage_main
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def run(cfg: Config) -> dict[str, Any]:
         result = compare_oips(models, layer, oips, typical, pairs, settings)
         a, b = seeds[0], seeds[1]
         found = {s: np.asarray(o["found"].any(axis=1)) for s, o in oips.items()}
-        with staged(lay.oip_compare_dir(), lay.figures_dir(Stage.OIP_COMPARE)) as (folder, figures):
+        with staged(lay.oip_compare_dir()) as (folder,):
             fig = paired_galleries_figure(
                 SeedOips(a, oips[a]["best"], found[a]),
                 SeedOips(b, oips[b]["best"], found[b]),
@@ -65,7 +65,6 @@ def run(cfg: Config) -> dict[str, Any]:
                 layer=layer,
             )
             save_figure(fig, folder / OipCompareFiles.galleries(a, b), dpi=110)
-            keep_figures(folder, figures, [OipCompareFiles.galleries(a, b)])
             (folder / OipCompareFiles.pairs).write_text(to_json(result["pairs"]))
             summary = ResponseSummary.model_validate(result["summary"])
             record(run, folder, summary.data(), "oip_compare")
