@@ -143,8 +143,8 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     that tells it which epoch the `fit` is in (so one `fit` sees every epoch's order, from
     whatever epoch it starts).
 
-    TensorFlow reads a tf.data pipeline (a `PyDataset`, a Python call per batch, cost the fit
-    ~3% of its CPU time: benchmarks/results/train_rate.md); other backends the `PyDataset`.
+    TensorFlow reads a tf.data pipeline (a `PyDataset`, a Python call per batch, measured 2-3%
+    of a fit's CPU seconds over arrays); other backends the `PyDataset`.
     Both serve the same batches, so the weights are the same to the last bit."""
     import keras
 
