@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import model_validator
 from scipy import stats as sps
 
 from oiplab.compare.summary import Answer, Estimate, LayerAnswer
 from oiplab.config import Config
 from oiplab.errors import OiplabError
-from oiplab.io import Record
+from oiplab.io import Fields, Record
 from oiplab.layout import WidthFiles
 
 
@@ -203,3 +204,58 @@ def trend(rows: list[dict[str, Any]], statistic: str, layer: str) -> float:
     if len(set(values)) == 1:
         return 0.0
     return float(sps.spearmanr(widths, values).statistic)
+
+
+def trend_note(rows: list[dict[str, Any]]) -> str:
+    """One line: the rank correlation with width of one-to-one r2 per layer and of the
+    re-ordered loss barrier (+1: rises at every wider step, -1: falls at every step)."""
+    layers = list(dict.fromkeys(r["layer"] for r in rows if r["statistic"] == "one_to_one_r2"))
+    r2 = ", ".join(f"{layer} {trend(rows, 'one_to_one_r2', layer):+.2f}" for layer in layers)
+    barrier = trend(rows, "loss_barrier_reordered", "network")
+    return (
+        f"Spearman's rho with width: one-to-one r2 {r2}; re-ordered test-loss barrier "
+        f"{barrier:+.2f} (+1: rises with every wider network, -1: falls)"
+    )
+
+
+class WidthRow(Fields):
+    """One (statistic, layer, width) of the aggregate (`width_records`)."""
+
+    statistic: str
+    layer: str  # a layer, or "network" for the barriers and the accuracy
+    width: float
+    value: float | None  # None: not a number (JSON has no NaN)
+    low: float | None
+    high: float | None
+    null: float | None  # untrained networks' value; for "partnered" the rotated units' 95th pct.
+
+
+class WidthRecords(Record):
+    """The aggregate's rows (`metrics/width_records.json`, a plain list: `dvc plots` reads it)."""
+
+    FILE: ClassVar[str] = WidthFiles.records
+    STAGE: ClassVar[str] = "width"
+    WHAT: ClassVar[str] = "width study summary"
+
+    rows: list[WidthRow]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        return {"rows": data} if isinstance(data, list) else data
+
+    def data(self) -> list[dict[str, Any]]:
+        return [r.model_dump() for r in self.rows]
+
+
+def by_layer_and_width(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows pivoted: one item per (layer, width), in the rows' layer order and by width,
+    holding `layer`, `width` and each statistic's row under its name."""
+    cells: dict[tuple[str, float], dict[str, Any]] = {}
+    for r in rows:
+        cell = cells.setdefault(
+            (r["layer"], r["width"]), {"layer": r["layer"], "width": r["width"]}
+        )
+        cell[r["statistic"]] = r
+    layers = list(dict.fromkeys(layer for layer, _ in cells))
+    return [cells[k] for k in sorted(cells, key=lambda k: (layers.index(k[0]), k[1]))]

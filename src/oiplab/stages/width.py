@@ -23,11 +23,12 @@ from omegaconf import DictConfig
 from oiplab import tracking
 from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.width import (
+    WidthRecords,
     WidthResult,
     is_done,
     load_widths,
     settings_digest,
-    trend,
+    trend_note,
     width_metrics,
     width_records,
 )
@@ -116,26 +117,15 @@ def summarize(cfg: Config, execution: str | None = None) -> dict[str, Any]:
         log.info("[width] left out of the summary: %s", name)
     rows, metrics = width_records(points), width_metrics(points)
     write_json(lay.width_metrics(), metrics)
-    write_json(lay.width_records(), rows)
+    write_json(lay.width_records(), WidthRecords.model_validate(rows).data())
     figures = lay.width_summary_dir(cfg.study)
     shutil.rmtree(figures, ignore_errors=True)
     save_width_figures(figures, rows)
-    note = _trend_note(rows)
+    note = trend_note(rows)
     if execution is not None:
         log_to_execution(cfg, execution, figures, note)
     log.info("[width] %d widths summarized -> %s; %s", len(points), lay.width_metrics(), note)
     return metrics
-
-
-def _trend_note(rows: list[dict[str, Any]]) -> str:
-    """One line: the rank correlation with width of one-to-one r2 per layer and of the
-    re-ordered loss barrier (+1: rises at every wider step, -1: falls)."""
-    layers = list(dict.fromkeys(r["layer"] for r in rows if r["statistic"] == "one_to_one_r2"))
-    r2 = ", ".join(f"{layer} {trend(rows, 'one_to_one_r2', layer):+.2f}" for layer in layers)
-    barrier = trend(rows, "loss_barrier_reordered", "network")
-    return (
-        f"Spearman rho with width: one-to-one r2 {r2}; re-ordered test-loss barrier {barrier:+.2f}"
-    )
 
 
 class WidthSummary(Callback):
@@ -150,7 +140,7 @@ class WidthSummary(Callback):
         from omegaconf import OmegaConf
 
         # the job's keys only: `hydra.sweep.subdir` names a job, and there is none at the end
-        cfg = to_typed(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        cfg = to_typed(OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"]))
         execution = f"sweep:{Path(config.hydra.sweep.dir).resolve()}"
         try:
             summarize(cfg, execution)
