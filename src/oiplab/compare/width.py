@@ -147,12 +147,13 @@ def _layer_rows(width: float, a: LayerAnswer) -> list[dict[str, Any]]:
 
 
 def accuracy_estimate(accuracies: list[float]) -> Estimate:
-    """Mean test accuracy over seeds with its t interval (seeds are independent)."""
+    """Mean test accuracy over seeds with its t interval (seeds are independent), in [0, 1]."""
     v = np.asarray(accuracies, dtype=float)
     half = np.nan
     if len(v) > 1:
         half = float(sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return Estimate(float(v.mean()), float(v.mean() - half), float(v.mean() + half))
+    low, high = (float(np.clip(end, 0.0, 1.0)) for end in (v.mean() - half, v.mean() + half))
+    return Estimate(float(v.mean()), low, high)  # a fraction: its interval kept in [0, 1]
 
 
 def width_records(points: list[WidthPoint]) -> list[dict[str, Any]]:
