@@ -275,5 +275,6 @@ def test_the_sweep_end_to_end_then_rerun_computes_nothing(tmp_path):
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_a.info.run_id}'"
     )
     assert sorted(c.data.params["model.width"] for c in children) == ["0.5", "1.0"]
-    logged = [f.path for f in client.list_artifacts(sweep_a.info.run_id, "summary")]
-    assert "summary/width_one_to_one_r2.png" in logged
+    logged = [f.path for f in client.list_artifacts(sweep_a.info.run_id, "width")]
+    assert "width/width_one_to_one_r2.png" in logged
+    assert (project / "artifacts" / "width" / "width_one_to_one_r2.png").is_file()

@@ -239,9 +239,10 @@ class Layout:
         """One width's trained seeds, comparison and `WidthResult` (`w0.5`, `w1`, `w2`)."""
         return self.width_study_dir(study) / WidthFiles.folder(width)
 
-    def width_summary_dir(self, study: str) -> Path:
-        """The aggregate's figures (also logged to the sweep's MLflow parent run)."""
-        return self.width_study_dir(study) / "summary"
+    def width_summary_dir(self) -> Path:
+        """The aggregate's figures (`dvc plots show` shows one; also logged to the sweep's
+        MLflow parent run): the latest summarized width study's."""
+        return self.artifacts / "width"
 
     def width_metrics(self) -> Path:
         """The width study's aggregate (DVC's metrics file; the report's section reads it)."""

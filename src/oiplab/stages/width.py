@@ -118,7 +118,7 @@ def summarize(cfg: Config, execution: str | None = None) -> dict[str, Any]:
     rows, metrics = width_records(points), width_metrics(points)
     write_json(lay.width_metrics(), metrics)
     write_json(lay.width_records(), WidthRecords.model_validate(rows).data())
-    figures = lay.width_summary_dir(cfg.study)
+    figures = lay.width_summary_dir()
     shutil.rmtree(figures, ignore_errors=True)
     save_width_figures(figures, rows)
     note = trend_note(rows)
