@@ -215,7 +215,7 @@ def test_the_report_shows_the_width_section_or_the_command(smoke_cfg, tmp_path):
     assert "has not been run" not in html
     assert "<td>Dense_1</td><td>2</td><td>0.75 (0.62-0.88)</td><td>0.25</td>" in html
     assert (
-        "<td>1</td><td>99% (97%-100%)</td><td>1.00 (0.88-1.12)</td><td>0.25 (0.12-0.38)</td>"
+        "<td>1</td><td>99.0% (96.5%-100.0%)</td><td>1.00 (0.88-1.12)</td><td>0.25 (0.12-0.38)</td>"
         in html
     )
     assert "one-to-one r2 Conv2D_1 +1.00, Dense_1 +1.00; re-ordered test-loss barrier -1.00" in html
