@@ -246,8 +246,8 @@ class Layout:
         return self.width_study_dir(study) / WidthFiles.folder(width)
 
     def width_summary_dir(self) -> Path:
-        """The aggregate's figures (`dvc plots show` shows one; also logged to the sweep's
-        MLflow parent run): the latest summarized width study's."""
+        """The aggregate's figures (also logged to the sweep's MLflow parent run): the latest
+        summarized width study's."""
         return self.artifacts / "width"
 
     def width_metrics(self) -> Path:
