@@ -25,17 +25,20 @@ from pathlib import Path
 
 from oiplab.credentials import redact
 from oiplab.errors import OiplabError
-from oiplab.layout import STAGES, Stage
+from oiplab.layout import STAGES
+
+# Studies run as Hydra sweeps beside the DVC pipeline (`oiplab run <study> -m experiment=...`).
+STUDIES = ("width",)
 
 
-def _stage_summary(stage: Stage) -> str:
+def _stage_summary(stage: str) -> str:
     """The first paragraph of a stage module's docstring, without its "Stage `x`:" prefix."""
     # read, not imported: `oiplab ui` or `oiplab runs` need not load ten stage modules
     spec = importlib.util.find_spec(f"oiplab.stages.{stage}")
     source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
     doc = ast.get_docstring(ast.parse(source)) or ""
     first = " ".join(doc.strip().split("\n\n")[0].split())
-    return first.removeprefix(f"Stage `{stage}`: ")
+    return first.removeprefix(f"Stage `{stage}`: ").removeprefix(f"Study `{stage}`: ")
 
 
 def _stages_help() -> str:
@@ -48,16 +51,22 @@ def _stages_help() -> str:
             initial_indent=f"  {stage:<{width - 2}}",
             subsequent_indent=" " * width,
         )
-        for stage in STAGES
+        for stage in (*STAGES, *STUDIES)
     ]
-    return "the stages, in pipeline order:\n" + "\n".join(lines)
+    studies = len(STAGES)
+    return (
+        "the stages, in pipeline order:\n"
+        + "\n".join(lines[:studies])
+        + "\nthe studies beside the pipeline (Hydra sweeps):\n"
+        + "\n".join(lines[studies:])
+    )
 
 
 def _stage(args: argparse.Namespace) -> None:
     """`oiplab run <stage> ...`: the stage's own command line (`oiplab.stages.stage_parser`)."""
-    if args.stage not in STAGES:
+    if args.stage not in (*STAGES, *STUDIES):
         got = "no stage given" if args.stage is None else f"no stage '{args.stage}'"
-        print(f"error: {got}; the stages: {', '.join(STAGES)}", file=sys.stderr)
+        print(f"error: {got}; the stages: {', '.join((*STAGES, *STUDIES))}", file=sys.stderr)
         raise SystemExit(2)
     module = importlib.import_module(f"oiplab.stages.{args.stage}")
     module.main(args.args, as_oiplab_run=True)

@@ -12,6 +12,7 @@ from typing import Any
 from oiplab import tracking
 from oiplab.compare.answers import answer_metrics, first_screen, markdown
 from oiplab.compare.summary import Answer
+from oiplab.compare.width import WidthRecords
 from oiplab.config import Config
 from oiplab.io import staged
 from oiplab.layout import Layout, Stage
@@ -19,6 +20,7 @@ from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.render import save_figure
 from oiplab.render.oip import census_figure
 from oiplab.render.training import seeds_history_figure
+from oiplab.render.width import save_width_figures
 from oiplab.report import page
 from oiplab.report.html import Links, render, ui_base
 from oiplab.stages import stage_main
@@ -39,7 +41,9 @@ def run(cfg: Config) -> dict[str, Any]:
         save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
         links = Links(ui_base(uri), lay)
-        html = render(page.context(cfg, lay, links, provenance, curves, counts))
+        ctx = page.context(cfg, lay, links, provenance, curves, counts)
+        ctx["width"] = page.width_study(lay, _width_figures(lay, Path(scratch)))
+        html = render(ctx)
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
         run.describe_execution(  # the parent run carries the page's first screen
             markdown(first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)),
@@ -51,6 +55,15 @@ def run(cfg: Config) -> dict[str, Any]:
     size = lay.report().stat().st_size
     print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
     return {"path": str(lay.report()), "bytes": size}
+
+
+def _width_figures(lay: Layout, scratch: Path) -> dict[str, Path]:
+    """The width study's figures, drawn from its summary (none where the sweep has not run)."""
+    if not lay.width_records().is_file():
+        return {}
+    rows = WidthRecords.load(lay.metrics).data()
+    paths = save_width_figures(scratch / "width", rows)
+    return {p.stem.removeprefix("width_"): p for p in paths}
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
