@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     from oiplab import params
 
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if argv is None and args.command == "run":  # a stage in this process: TensorFlow's noise
+        from oiplab.logs import filter_native_stderr
+
+        filter_native_stderr()
     commands = {"run": _stage, "params": params.execute, "ui": _ui, "runs": _runs}
     try:
         commands[args.command](args)

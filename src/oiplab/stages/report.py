@@ -5,6 +5,7 @@ dvc repro report        # writes reports/index.html (open it in any browser, no 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from oiplab.stages import stage_main
 from oiplab.training import History
 
 ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def run(cfg: Config) -> dict[str, Any]:
             tmp.write_text(html, encoding="utf-8")
             run.log_text(html, f"report/{lay.report().name}")
     size = lay.report().stat().st_size
-    print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
+    log.info("wrote %s (%.1f MB)", lay.report(), size / 1e6)
     return {"path": str(lay.report()), "bytes": size}
 
 
