@@ -248,7 +248,7 @@ def alignment_over_training(
         if progress is not None:
             epoch = step / snapshots.steps_per_epoch
             shown = ", ".join(f"{n} {points[n][-1].partnered.value:.0%}" for n in layers)
-            progress(f"step {step} (epoch {epoch:.2f}): partnered {shown}")
+            progress(f"step {step} (epoch {round(epoch, 2):g}): partnered {shown}")
     epochs = [step / snapshots.steps_per_epoch for step in steps]
     curves = {n: _curves(nulls_of[n].threshold, points[n]) for n in layers}
     return Alignment(list(steps), epochs, curves)

@@ -41,7 +41,7 @@ def run(cfg: Config) -> dict[str, Any]:
         save_figure(seeds_history_figure(histories, "every seed"), curves)
         save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
-        links = Links(ui_base(uri), lay)
+        links = Links(ui_base(uri, cfg.tracking.ui), lay)
         html = render(page.context(cfg, lay, links, provenance, curves, counts))
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
         run.describe_execution(  # the parent run carries the page's first screen
