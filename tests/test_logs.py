@@ -140,3 +140,17 @@ def test_the_pipeline_position_is_dvc_s_order_of_the_whole_pipeline():
     train = logs.pipeline_position(REPO_ROOT, "train@0")
     assert train is not None and 1 < train[0] < n
     assert logs.pipeline_position(REPO_ROOT, "no_such_stage") is None
+
+
+def test_a_bad_log_level_stops_a_stage_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "oiplab.stages.prepare", "--params", "params.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(SRC), logs.LEVEL_ENV: "loud"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    expected = "error: OIPLAB_LOG_LEVEL='loud': expected one of debug, info, warning, error\n"
+    assert done.stderr == expected

@@ -83,21 +83,30 @@ class _StdStream(logging.StreamHandler):
 LOGGERS = ("oiplab", "__main__")
 
 
-def _attach(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
-    """Give `logger` `handlers` (instead of those an earlier `setup` gave it) at `level()`."""
+def _attach(logger: logging.Logger, handlers: list[logging.Handler], at: int) -> None:
+    """Give `logger` `handlers` (instead of those an earlier `setup` gave it) at level `at`."""
     for handler in [h for h in logger.handlers if getattr(h, _OURS, False)]:
         logger.removeHandler(handler)
         handler.close()
     for handler in handlers:
         setattr(handler, _OURS, True)
         logger.addHandler(handler)
-    logger.setLevel(level())
+    logger.setLevel(at)
     logger.propagate = False  # Hydra's or a test's root handlers would print every line twice
 
 
 def setup(stage: str, log_file: Path | None = None) -> None:
     """Send the `oiplab` loggers' messages to the console (and `log_file`, if given) at
-    `level()`; replaces what an earlier `setup` added (a sweep's next job)."""
+    `level()`; replaces what an earlier `setup` added (a sweep's next job).
+
+    Raises:
+        LogLevelError: OIPLAB_LOG_LEVEL is no level; the handlers are set up (at info) first,
+            so the caller's one-line error shows.
+    """
+    try:
+        chosen, bad = level(), None
+    except LogLevelError as exc:
+        chosen, bad = logging.INFO, exc
     out, err = _StdStream("stdout"), _StdStream("stderr")
     out.addFilter(lambda record: record.levelno < logging.WARNING)
     err.setLevel(logging.WARNING)
@@ -110,10 +119,12 @@ def setup(stage: str, log_file: Path | None = None) -> None:
         to_file.setFormatter(logging.Formatter(FILE_FORMAT))
         handlers.append(to_file)
     for name in LOGGERS:
-        _attach(logging.getLogger(name), handlers)
+        _attach(logging.getLogger(name), handlers, chosen)
     tensorflow = logging.getLogger("tensorflow")
     if expected_retracing not in tensorflow.filters:
         tensorflow.addFilter(expected_retracing)
+    if bad is not None:
+        raise bad
 
 
 def expected_retracing(record: logging.LogRecord) -> bool:
