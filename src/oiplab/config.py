@@ -180,6 +180,7 @@ class TrackingConfig(Section):
     uri: str
     experiment: Annotated[str, Field(min_length=1)]
     enabled: bool
+    ui: Annotated[str, Field(pattern=r"^https?://[^/\s]+:\d+/?$")]  # `oiplab ui`'s address
 
 
 class PathsConfig(Section):

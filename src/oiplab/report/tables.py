@@ -45,6 +45,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def epoch_text(epoch: float) -> str:
+    """An epoch count as a reader says it: "1", "5"; within an epoch "0.1", "0.31"."""
+    return f"{round(epoch, 2):g}"
+
+
 def pct(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.{digits}f}%"
 
@@ -216,7 +221,7 @@ def _rate(value: float, low: float, high: float) -> str:
 
 OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("layer", lambda r: r.layer),
-    ("epoch", lambda r: f"{r.epoch:.2f}"),
+    ("epoch", lambda r: epoch_text(r.epoch)),
     ("partnered between seeds", lambda r: pct(r.partnered)),
     ("untrained", lambda r: pct(r.partnered_null)),
     ("same index between seeds / expected", lambda r: _between(r)),

@@ -5,6 +5,7 @@ dvc repro report        # writes reports/index.html (open it in any browser, no 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from oiplab.training import History
 
 ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: Config) -> dict[str, Any]:
     """Write the report page from the outputs of every earlier stage."""
@@ -40,7 +43,7 @@ def run(cfg: Config) -> dict[str, Any]:
         save_figure(seeds_history_figure(histories, "every seed"), curves)
         save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
-        links = Links(ui_base(uri), lay)
+        links = Links(ui_base(uri, cfg.tracking.ui), lay)
         ctx = page.context(cfg, lay, links, provenance, curves, counts)
         ctx["width"] = page.width_study(lay, _width_figures(lay, Path(scratch)))
         html = render(ctx)
@@ -53,7 +56,7 @@ def run(cfg: Config) -> dict[str, Any]:
             tmp.write_text(html, encoding="utf-8")
             run.log_text(html, f"report/{lay.report().name}")
     size = lay.report().stat().st_size
-    print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
+    log.info("wrote %s (%.1f MB)", lay.report(), size / 1e6)
     return {"path": str(lay.report()), "bytes": size}
 
 
