@@ -52,7 +52,7 @@ def run(cfg: Config) -> dict[str, Any]:
     folder, digest = lay.width_dir(cfg.study, width), settings_digest(cfg)
     if is_done(folder, width, digest):
         log.info(
-            "[width] %g: already computed with these settings (%s) in %s: skipped",
+            "%g: already computed with these settings (%s) in %s: skipped",
             width,
             digest,
             folder,
@@ -85,7 +85,7 @@ def run(cfg: Config) -> dict[str, Any]:
             }
             record(run, out, numbers, "width")
             width_result.save(out)  # last: the width's completion record
-    log.info("[width] %g: %s", width, result.verdict)
+    log.info("%g: %s", width, result.verdict)
     return width_result.model_dump()
 
 
@@ -99,7 +99,7 @@ def _train_seed(cfg: Config, data: PreparedData, seed: int, run: tracking.Run) -
     result = train(data, cfg.model, train_cfg, saving)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the width's folder keeps the model
     log.info(
-        "[width] %g seed %d: test accuracy %.4f",
+        "%g seed %d: test accuracy %.4f",
         cfg.model.width,
         seed,
         result.metrics["test_accuracy"],
@@ -114,7 +114,7 @@ def summarize(cfg: Config, execution: str | None = None) -> dict[str, Any]:
     lay = Layout.of(cfg)
     points, left_out = load_widths(lay.width_study_dir(cfg.study), settings_digest(cfg))
     for name in left_out:
-        log.info("[width] left out of the summary: %s", name)
+        log.info("left out of the summary: %s", name)
     rows, metrics = width_records(points), width_metrics(points)
     write_json(lay.width_metrics(), metrics)
     write_json(lay.width_records(), WidthRecords.model_validate(rows).data())
@@ -124,7 +124,7 @@ def summarize(cfg: Config, execution: str | None = None) -> dict[str, Any]:
     note = trend_note(rows)
     if execution is not None:
         log_to_execution(cfg, execution, figures, note)
-    log.info("[width] %d widths summarized -> %s; %s", len(points), lay.width_metrics(), note)
+    log.info("%d widths summarized -> %s; %s", len(points), lay.width_metrics(), note)
     return metrics
 
 
@@ -145,7 +145,7 @@ class WidthSummary(Callback):
         try:
             summarize(cfg, execution)
         except OiplabError as exc:
-            log.error("[width] no summary: %s", exc)
+            log.error("no summary: %s", exc)
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
