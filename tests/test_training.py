@@ -273,3 +273,25 @@ def test_a_diverging_train_stage_fails_its_run_and_registers_nothing(smoke_cfg):
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {r.info.run_name: r.info.status for r in runs}["train-seed0"] == "FAILED"
     assert client.search_registered_models() == []
+
+
+def test_a_bfloat16_training_learns_and_saves_a_float32_model(tmp_path):
+    """`train.precision=bfloat16` trains in mixed precision (other weights than float32) and
+    hands on a float32 network that `load_model` reads back with the same predictions; the
+    global Keras policy is float32 again after it."""
+    import keras
+
+    from oiplab.model import load_model
+
+    cfg = CFG.model_copy(update={"seed": 6, "epochs": 2, "trajectory_every": 0})
+    bf16 = _train(cfg.model_copy(update={"precision": "bfloat16"}))
+    f32 = _train(cfg)
+    assert keras.config.dtype_policy().name == "float32"
+    assert {layer.dtype_policy.name for layer in bf16.model.layers} == {"float32"}
+    assert not np.array_equal(bf16.model.get_weights()[0], f32.model.get_weights()[0])
+    assert bf16.history["loss"][-1] < bf16.history["loss"][0]
+    assert bf16.metrics["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    bf16.model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras", model_cfg())
+    x = _data().x_test
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), bf16.model.predict(x, verbose=0))

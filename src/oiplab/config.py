@@ -73,6 +73,7 @@ class TrainConfig(Section):
     steps_per_execution: Count
     jit_compile: Literal["auto", "on", "off"]
     eval_batch_size: Count
+    precision: Literal["float32", "bfloat16"]
 
 
 class GroupConfig(Section):
