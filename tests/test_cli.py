@@ -155,7 +155,7 @@ def test_a_stage_reads_params_or_asks_hydra_as_its_command_line_says() -> None:
     ],
 )
 def test_a_stage_command_line_mistake_is_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], stage_logs: None
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _parse(argv)
