@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from oiplab.compare.answers import (
-    answer_metrics,
     decider,
+    description,
+    execution_metrics,
     first_screen,
     kept_layers,
     markdown,
@@ -92,13 +93,39 @@ def test_the_answers_as_markdown_and_metrics():
     assert [a.anchor for a in answers] == ["compare", "compare", "decides"]
     text = markdown(answers)
     assert text.startswith(
-        "**Same filters?** Conv2D_1: units recur (most maps), 62% of live maps partnered "
+        "### Same filters?\n\nConv2D_1: units recur (most maps), 62% of live maps partnered "
         "(untrained 25%, trained vs untrained p = 0.0039, rotated units up to 38%)"
     )
-    assert "\n\n**What decides the order?** The initialization:" in text
-    metrics = answer_metrics(default, splits)
+    assert "\n\n### What decides the order?\n\nThe initialization:" in text
+    headline = {
+        "accuracy": {"mean": 0.99308, "min": 0.9916},
+        "Conv2D_1": {"partnered": 0.625, "rotation_null_95": None, "same_index_p": 0.0125},
+        "loss_barrier": {"as_trained": 1.989519687441869, "aligned": 0.0638541773534583},
+    }
+    metrics = execution_metrics(headline, splits)
+    assert metrics["accuracy.mean"] == 0.99308 and metrics["Conv2D_1.partnered"] == 0.625
+    assert "Conv2D_1.rotation_null_95" not in metrics  # no number, no metric
     assert metrics["same_init.Dense_1.same_index"] == 0.5
     assert metrics["same_order.Dense_1.same_index"] == 1 / 24
-    assert metrics["default.Conv2D_1.same_index_p"] == 0.0125
-    assert metrics["default.Conv2D_1.partnered"] == 0.625
-    assert len(metrics) == 3 * 2 * 2 + 2
+    assert len(metrics) == 2 + 2 + 2 + 2 * 2 * 2
+
+
+def test_the_description_is_markdown_with_a_rounded_table():
+    """Headings, one table row per layer and the trained networks' line, every number rounded
+    for reading."""
+    default = results.answer(LAYERS)
+    headline = {
+        "accuracy": {"mean": 0.99308, "min": 0.9916},
+        "loss_barrier": {"as_trained": 1.989519687441869, "aligned": 0.0638541773534583},
+    }
+    text = description(first_screen(default, {}, ALPHA), default, headline)
+    lines = text.splitlines()
+    assert lines[0] == "## The answers" and "## Per layer (independent seeds)" in lines
+    assert [line.split(" | ")[0] for line in lines if line.startswith("| Conv")] == ["| Conv2D_1"]
+    row = next(line for line in lines if line.startswith("| Dense_1 |"))
+    assert row.startswith("| Dense_1 | 62% (50%-75%) | 25% | ")
+    assert "| 3/24 (p = 0.013) |" in row
+    assert lines[-1] == (
+        "Test accuracy of the trained seeds: mean 99.31%, lowest 99.16%. Test loss barrier "
+        "between two seeds: 1.99 as trained, 0.0639 with their units aligned."
+    )

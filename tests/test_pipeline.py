@@ -181,7 +181,8 @@ def test_one_parent_run_holds_every_stage_run_with_true_durations(smoke):
     train = next(r for r in children if r["tags"]["oiplab.stage"] == "train")
     assert train["end"] - train["start"] > 1000  # opened before the work, not after it (ms)
     commit = _run(["git", "rev-parse", "HEAD"], smoke["project"]).stdout.strip()
-    assert {r["tags"]["oiplab.git_commit"] for r in runs} == {commit}  # dvc.lock is no "dirty"
+    assert {r["tags"]["mlflow.source.git.commit"] for r in runs} == {commit}
+    assert not any("oiplab.git_dirty" in r["tags"] for r in runs)  # dvc.lock is no "dirty"
     history = server.api(
         f"/api/2.0/mlflow/metrics/get-history?run_id={train['run_id']}&metric_key=val_accuracy"
     )

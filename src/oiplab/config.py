@@ -180,6 +180,7 @@ class TrackingConfig(Section):
     uri: str
     experiment: Annotated[str, Field(min_length=1)]
     enabled: bool
+    system_metrics: bool  # sample CPU, memory, disk and network into each stage's run
 
 
 class PathsConfig(Section):

@@ -5,12 +5,13 @@ dvc repro report        # writes reports/index.html (open it in any browser, no 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.answers import answer_metrics, first_screen, markdown
+from oiplab.compare.answers import description, execution_metrics, first_screen
 from oiplab.compare.summary import Answer
 from oiplab.config import Config
 from oiplab.io import staged
@@ -41,9 +42,11 @@ def run(cfg: Config) -> dict[str, Any]:
         links = Links(ui_base(uri), lay)
         html = render(page.context(cfg, lay, links, provenance, curves, counts))
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
-        run.describe_execution(  # the parent run carries the page's first screen
-            markdown(first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)),
-            answer_metrics(default, splits),
+        # the parent run carries the page's first screen (compare wrote it without the splits)
+        headline = json.loads(lay.headline().read_text())
+        answers = first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)
+        run.describe_execution(
+            description(answers, default, headline), execution_metrics(headline, splits)
         )
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")
