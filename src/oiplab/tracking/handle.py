@@ -79,6 +79,20 @@ def store_write(write: Callable[P, R]) -> Callable[P, R]:
     return holding(reported)
 
 
+class _KerasFlavor:
+    """MLflow's Keras flavor, its model folder made before it writes there: MLflow 3's
+    `mlflow.keras.save_model` writes the input example before it creates the folder
+    (mlflow/mlflow#16183: FileNotFoundError for `input_example.json`)."""
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow.keras
+
+        kwargs.pop("validate_serving_input", None)  # `Model.log`'s own option, not the flavor's
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
 class Run:
     """A stage's run handle. This base is the disabled run (`tracking.enabled=false`): every
     method records nothing. `TrackedRun` records into the MLflow run the stage opened."""
@@ -279,8 +293,7 @@ class TrackedRun(Run):
         self, model: keras.Model, example: np.ndarray, registration: Registration | None
     ) -> None:
         import mlflow
-        import mlflow.keras
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         from oiplab.backend import versions
 
@@ -294,13 +307,19 @@ class TrackedRun(Run):
         uri = mlflow.get_tracking_uri()
         if uri.startswith(("file:", "/")):
             registration = None  # a plain file store has no model registry
-        info = mlflow.keras.log_model(
-            model,
+        info = Model.log(  # what mlflow.keras.log_model does, through `_KerasFlavor`
+            artifact_path=None,
             name="keras_model",
+            flavor=_KerasFlavor,
+            flavor_name="mlflow.keras",
+            model=model,
             signature=signature,
             input_example=example[:2],  # two images: the UI shows it, `serve` checks against it
             pip_requirements=requirements,
             registered_model_name=registration.name if registration else None,
+            # the signature is inferred from this example by this model already; MLflow's check
+            # reloads the model to predict it again, with a Keras progress bar in the log
+            validate_serving_input=False,
         )
         if registration is not None and info.registered_model_version is not None:
             self._describe_version(registration, str(info.registered_model_version))
