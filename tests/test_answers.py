@@ -10,6 +10,7 @@ from oiplab.compare.answers import (
     description,
     execution_metrics,
     first_screen,
+    in_brief,
     kept_layers,
     markdown,
     same_order,
@@ -97,6 +98,7 @@ def test_the_answers_as_markdown_and_metrics():
         "(untrained 25%, trained vs untrained p = 0.0039, rotated units up to 38%)"
     )
     assert "\n\n### What decides the order?\n\nThe initialization:" in text
+    assert in_brief(default, splits, ALPHA).endswith("**What decides the order?** initialization.")
     headline = {
         "accuracy": {"mean": 0.99308, "min": 0.9916},
         "Conv2D_1": {"partnered": 0.625, "rotation_null_95": None, "same_index_p": 0.0125},
@@ -118,9 +120,15 @@ def test_the_description_is_markdown_with_a_rounded_table():
         "accuracy": {"mean": 0.99308, "min": 0.9916},
         "loss_barrier": {"as_trained": 1.989519687441869, "aligned": 0.0638541773534583},
     }
-    text = description(first_screen(default, {}, ALPHA), default, headline)
+    brief = in_brief(default, {}, ALPHA)
+    assert brief == (
+        "**Same filters?** units recur in 2 of 2 layers. **Same order?** calibration check "
+        "fails in Conv2D_1, Dense_1. **What decides the order?** not run (seed-split design)."
+    )
+    text = description(first_screen(default, {}, ALPHA), default, headline, brief)
     lines = text.splitlines()
-    assert lines[0] == "## The answers" and "## Per layer (independent seeds)" in lines
+    assert lines[:3] == [brief, "", "## The answers"]
+    assert "## Per layer (independent seeds)" in lines
     assert [line.split(" | ")[0] for line in lines if line.startswith("| Conv")] == ["| Conv2D_1"]
     row = next(line for line in lines if line.startswith("| Dense_1 |"))
     assert row.startswith("| Dense_1 | 62% (50%-75%) | 25% | ")

@@ -190,9 +190,9 @@ def test_one_parent_run_holds_every_stage_run_with_true_durations(smoke):
     used = [d["dataset"]["name"] for d in train["inputs"]["dataset_inputs"]]
     assert sorted(used) == ["synthetic-test", "synthetic-train"]
     compare = next(r for r in children if r["tags"]["oiplab.stage"] == "compare")
-    assert compare["tags"]["mlflow.note.content"].startswith("## The answers\n\n### Same filters?")
+    assert "\n## The answers\n\n### Same filters?" in compare["tags"]["mlflow.note.content"]
     note = parent["tags"]["mlflow.note.content"]  # the report's first screen, set by the report
-    assert note.startswith("## The answers") and "### What decides the order?" in note
+    assert note.startswith("**Same filters?**") and "### What decides the order?" in note
     assert "Not in these results" not in note  # the seed-split design ran in this execution
     assert set(parent["metrics"]) >= {"accuracy.mean", "Conv2D_1.same_index_p"}
 

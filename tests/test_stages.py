@@ -69,7 +69,7 @@ def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
     assert logged.name == "keras_model" and logged.source_run_id == run.info.run_id
     example = mlflow.models.get_model_info(logged.model_uri).saved_input_example_info
     assert example is not None and example["type"] == "ndarray"
-    tested = {(m.key, m.dataset_name, m.dataset_digest) for m in logged.metrics}
+    tested = {(m.key, m.dataset_name, m.dataset_digest) for m in logged.metrics if m.dataset_name}
     test_set = ("synthetic-test", meta["sha256"]["test"][:16])
     assert tested == {("test_accuracy", *test_set), ("test_loss", *test_set)}
     name = "oiplab-synthetic-smoke-cnn"
@@ -212,11 +212,13 @@ def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
     client, runs = _runs(cfg)
     run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
     note = run.data.tags["mlflow.note.content"]  # the first screen's answers, then the verdicts
-    assert note.startswith("## The answers\n\n### Same filters?\n\nConv2D_1: ")
+    assert note.startswith("**Same filters?** ")  # the answers in brief: what the UI shows first
+    assert "\n\n## The answers\n\n### Same filters?\n\nConv2D_1: " in note
     assert "\n| Conv2D_1 | " in note and "\n## Verdict per layer\n\n- Conv2D_1: " in note
     seed_runs = run.data.tags["oiplab.seed_runs"].split(",")
     assert len(seed_runs) == 2
-    models = [client.get_logged_model(m.model_id) for m in run.inputs.model_inputs]
+    inputs = client.get_run(run.info.run_id).inputs  # a search leaves out the model inputs
+    models = [client.get_logged_model(m.model_id) for m in inputs.model_inputs]
     assert sorted(m.source_run_id for m in models) == sorted(seed_runs)
     used = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
     assert used == {("synthetic-test", "probe and evaluation"), ("synthetic-train", "evaluation")}
@@ -229,8 +231,9 @@ def test_the_parent_run_carries_the_answer_and_no_run_an_empty_tag(pipeline):
     client, runs = _runs(cfg)
     (parent,) = [r for r in runs if r.data.tags["oiplab.stage"] == "pipeline"]
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("## The answers\n\n### Same filters?\n\n")
+    assert note.startswith("**Same filters?** ") and "\n\n## The answers\n\n" in note
     assert "### What decides the order?\n\n" in note and "Answered by the seed-split" not in note
+    assert "not run (seed-split design)" not in note.splitlines()[0]
     assert "\n| Dense_1 | " in note and "\nTest accuracy of the trained seeds: mean " in note
     headline = out["compare"]
     assert parent.data.metrics["accuracy.mean"] == headline["accuracy"]["mean"]  # not rounded

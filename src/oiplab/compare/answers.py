@@ -215,12 +215,33 @@ def trained_line(headline: dict[str, Any]) -> str:
     )
 
 
-def description(answers: list[ShortAnswer], default: Answer, headline: dict[str, Any]) -> str:
-    """The Markdown description of a run that carries the study's answer (the pipeline's parent
-    run, the compare run): the three answers, the per-layer table, the trained networks."""
+def in_brief(default: Answer, splits: dict[str, Answer], alpha: float) -> str:
+    """The three answers in a few words each, for the line the UI shows before "Show more":
+    the layers per identity word, whether the order is at chance, and what decides it."""
+    words: dict[str, int] = {}
+    for a in default.layers.values():
+        words[a.identity] = words.get(a.identity, 0) + 1
+    n = len(default.layers)
+    filters = ", ".join(f"{w} in {k} of {n} layers" for w, k in words.items())
+    off = kept_layers(default, alpha)
+    order = f"calibration check fails in {', '.join(off)}" if off else "no, at chance by symmetry"
+    who = decider(splits, alpha)
+    decides = "not run (seed-split design)" if who == "not run" else who
     return (
-        f"## The answers\n\n{markdown(answers)}\n\n## Per layer (independent seeds)\n\n"
-        f"{layer_table(default)}\n\n{trained_line(headline)}"
+        f"**Same filters?** {filters}. **Same order?** {order}. "
+        f"**What decides the order?** {decides}."
+    )
+
+
+def description(
+    answers: list[ShortAnswer], default: Answer, headline: dict[str, Any], brief: str
+) -> str:
+    """The Markdown description of a run that carries the study's answer (the pipeline's parent
+    run, the compare run): the answers in brief (`in_brief`), then in full, the per-layer table,
+    the trained networks."""
+    return (
+        f"{brief}\n\n## The answers\n\n{markdown(answers)}\n\n"
+        f"## Per layer (independent seeds)\n\n{layer_table(default)}\n\n{trained_line(headline)}"
     )
 
 

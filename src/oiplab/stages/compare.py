@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.answers import description, execution_metrics, first_screen
+from oiplab.compare.answers import description, execution_metrics, first_screen, in_brief
 from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
 from oiplab.config import Config
@@ -54,7 +54,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 run, data, lay.prepared, {"test": "probe and evaluation", "train": "evaluation"}
             )
             answers = first_screen(result.answer(), {}, c.alpha, c.most_fraction)
-            text = description(answers, result.answer(), headline)
+            brief = in_brief(result.answer(), {}, c.alpha)
+            text = description(answers, result.answer(), headline, brief)
             verdicts = "\n".join(f"- {a.verdict}" for a in result.answer().layers.values())
             run.describe(f"{text}\n\n## Verdict per layer\n\n{verdicts}")
             run.describe_execution(text, execution_metrics(headline, {}))

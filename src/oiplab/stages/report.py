@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.answers import description, execution_metrics, first_screen
+from oiplab.compare.answers import description, execution_metrics, first_screen, in_brief
 from oiplab.compare.summary import Answer
 from oiplab.config import Config
 from oiplab.io import staged
@@ -45,8 +45,9 @@ def run(cfg: Config) -> dict[str, Any]:
         # the parent run carries the page's first screen (compare wrote it without the splits)
         headline = json.loads(lay.headline().read_text())
         answers = first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)
+        brief = in_brief(default, splits, cfg.compare.alpha)
         run.describe_execution(
-            description(answers, default, headline), execution_metrics(headline, splits)
+            description(answers, default, headline, brief), execution_metrics(headline, splits)
         )
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")
