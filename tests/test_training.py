@@ -124,13 +124,15 @@ def uninterrupted():
     return _train(RESUME)
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path, uninterrupted, capsys):
+def test_interrupted_training_resumes_to_identical_weights(
+    tmp_path, uninterrupted, capsys, stage_logs
+):
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
         _train(RESUME, checkpoint, [_stop_at(1)])
     assert (checkpoint / CHECKPOINT_STATE).is_file()
     resumed = _train(RESUME, checkpoint)  # a fresh process would start exactly like this
-    assert "resuming" in capsys.readouterr().out
+    assert "[test] resuming from" in capsys.readouterr().out
     _same(uninterrupted, resumed)
     assert resumed.resumed_from["epochs_done"] == 1
     assert len(resumed.resumed_from["history"]["loss"]) == 1  # the checkpoint's, not the run's
@@ -182,7 +184,9 @@ def _dying_swap(target):
 
 
 @pytest.mark.parametrize("damage", ["no state", "truncated model", "state of another epoch"])
-def test_a_torn_checkpoint_is_discarded_with_a_message(tmp_path, uninterrupted, capsys, damage):
+def test_a_torn_checkpoint_is_discarded_with_a_message(
+    tmp_path, uninterrupted, capsys, damage, stage_logs
+):
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
         _train(RESUME, checkpoint, [_stop_at(2)])  # a checkpoint after epoch 2
@@ -197,7 +201,7 @@ def test_a_torn_checkpoint_is_discarded_with_a_message(tmp_path, uninterrupted, 
             _train(RESUME, earlier, [_stop_at(1)])
         shutil.copy(earlier / CHECKPOINT_STATE, checkpoint / CHECKPOINT_STATE)
     result = _train(RESUME, checkpoint)
-    assert "discarding checkpoint" in capsys.readouterr().out
+    assert "[test] discarding checkpoint" in capsys.readouterr().out
     _same(uninterrupted, result)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_TRAJECTORY = "trajectory.npz"
+
+log = logging.getLogger(__name__)
 
 
 def init_seed(cfg: TrainConfig) -> int:
@@ -300,7 +303,7 @@ def _resume(checkpoint: Path | None, fingerprint: str, epochs: int) -> Any:
     try:
         return load_checkpoint(checkpoint, fingerprint, epochs)
     except CheckpointError as exc:
-        print(f"[train] discarding checkpoint {checkpoint} ({exc}); starting from epoch 0")
+        log.info(f"discarding checkpoint {checkpoint} ({exc}); starting from epoch 0")
         shutil.rmtree(checkpoint, ignore_errors=True)
         return None
 
@@ -329,7 +332,7 @@ def _start(
         trajectory.add(0, model.get_weights())
         return _Start(model, {}, trajectory, 0, None)
     model, resumed, trajectory = found
-    print(f"[train] resuming from {checkpointing.folder} after epoch {resumed['epochs_done']}")
+    log.info(f"resuming from {checkpointing.folder} after epoch {resumed['epochs_done']}")
     # a copy: `resumed` keeps describing the checkpoint (its epochs are replayed to MLflow)
     history = {key: list(values) for key, values in resumed["history"].items()}
     return _Start(model, history, trajectory, resumed["epochs_done"], resumed)
@@ -405,8 +408,8 @@ def train(
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     start = _start(model_cfg, cfg, n, checkpointing)
-    print(
-        f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
+    log.info(
+        f"seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
         f"{start.model.count_params():,} parameters, {n} images, {cfg.epochs} epochs of batch "
         f"{cfg.batch_size}"
     )

@@ -8,6 +8,7 @@ python -m oiplab.stages.compare_split --params params.yaml split.design=same_ord
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -19,6 +20,8 @@ from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.model import load_model
 from oiplab.stages import record, stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def run(cfg: Config) -> dict[str, Any]:
             verdicts = "\n".join(f"- {a.verdict}" for a in answer.layers.values())
             run.describe(f"## Seed-split design `{sp.design}`, per layer\n\n{verdicts}")
             record(run, folder, numbers, "compare_split")
-    print(f"[compare_split] {sp.design}: {result.verdict}", flush=True)
+    log.info("%s: %s", sp.design, result.verdict)
     return numbers
 
 
