@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from oiplab.compare.answers import (
-    answer_metrics,
     decider,
+    description,
+    execution_metrics,
     first_screen,
+    in_brief,
     kept_layers,
     markdown,
     same_order,
@@ -92,13 +94,46 @@ def test_the_answers_as_markdown_and_metrics():
     assert [a.anchor for a in answers] == ["compare", "compare", "decides"]
     text = markdown(answers)
     assert text.startswith(
-        "**Same filters?** Conv2D_1: units recur (most maps), 62% of live maps partnered "
+        "### Same filters?\n\nConv2D_1: units recur (most maps), 62% of live maps partnered "
         "(untrained 25%, trained vs untrained p = 0.0039, rotated units up to 38%)"
     )
-    assert "\n\n**What decides the order?** The initialization:" in text
-    metrics = answer_metrics(default, splits)
+    assert "\n\n### What decides the order?\n\nThe initialization:" in text
+    assert in_brief(default, splits, ALPHA).endswith("**What decides the order?** initialization.")
+    headline = {
+        "accuracy": {"mean": 0.99308, "min": 0.9916},
+        "Conv2D_1": {"partnered": 0.625, "rotation_null_95": None, "same_index_p": 0.0125},
+        "loss_barrier": {"as_trained": 1.989519687441869, "aligned": 0.0638541773534583},
+    }
+    metrics = execution_metrics(headline, splits)
+    assert metrics["accuracy.mean"] == 0.99308 and metrics["Conv2D_1.partnered"] == 0.625
+    assert "Conv2D_1.rotation_null_95" not in metrics  # no number, no metric
     assert metrics["same_init.Dense_1.same_index"] == 0.5
     assert metrics["same_order.Dense_1.same_index"] == 1 / 24
-    assert metrics["default.Conv2D_1.same_index_p"] == 0.0125
-    assert metrics["default.Conv2D_1.partnered"] == 0.625
-    assert len(metrics) == 3 * 2 * 2 + 2
+    assert len(metrics) == 2 + 2 + 2 + 2 * 2 * 2
+
+
+def test_the_description_is_markdown_with_a_rounded_table():
+    """Headings, one table row per layer and the trained networks' line, every number rounded
+    for reading."""
+    default = results.answer(LAYERS)
+    headline = {
+        "accuracy": {"mean": 0.99308, "min": 0.9916},
+        "loss_barrier": {"as_trained": 1.989519687441869, "aligned": 0.0638541773534583},
+    }
+    brief = in_brief(default, {}, ALPHA)
+    assert brief == (
+        "**Same filters?** units recur in 2 of 2 layers. **Same order?** calibration check "
+        "fails in Conv2D_1, Dense_1. **What decides the order?** not run (seed-split design)."
+    )
+    text = description(first_screen(default, {}, ALPHA), default, headline, brief)
+    lines = text.splitlines()
+    assert lines[:3] == [brief, "", "## The answers"]
+    assert "## Per layer (independent seeds)" in lines
+    assert [line.split(" | ")[0] for line in lines if line.startswith("| Conv")] == ["| Conv2D_1"]
+    row = next(line for line in lines if line.startswith("| Dense_1 |"))
+    assert row.startswith("| Dense_1 | 62% (50%-75%) | 25% | ")
+    assert "| 3/24 (p = 0.013) |" in row
+    assert lines[-1] == (
+        "Test accuracy of the trained seeds: mean 99.31%, lowest 99.16%. Test loss barrier "
+        "between two seeds: 1.99 as trained, 0.0639 with their units aligned."
+    )

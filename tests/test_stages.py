@@ -38,6 +38,8 @@ def _record(folder: Path) -> tuple[dict, dict]:
 
 
 def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
+    import mlflow
+
     meta = prepare.run(smoke_cfg)
     assert meta["n_train"] == 200 and Path(smoke_cfg.paths.prepared, "meta.json").is_file()
     assert meta["image_target"]["std"] > 0
@@ -56,16 +58,33 @@ def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg):
     assert run.info.status == "FINISHED" and run.info.end_time > run.info.start_time
     assert run.data.tags["oiplab.seed"] == "0" and run.data.tags["oiplab.study"] == "smoke"
     assert run.data.params["train.epochs"] == "1"
+    constants = ("epochs", "n_params", "train_seconds", "images_per_second")
+    assert {k: run.data.params[k] for k in constants} == {k: str(metrics[k]) for k in constants}
+    assert set(run.data.metrics) & set(constants) == set()  # a constant is no one-point chart
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
     assert "outputs/model.keras" in artifacts and "outputs/confusion.png" in artifacts
     logged = client.get_logged_model(run.outputs.model_outputs[0].model_id)
     assert logged.name == "keras_model" and logged.source_run_id == run.info.run_id
-    versions = client.search_model_versions("name = 'oiplab-synthetic-smoke-cnn'")
-    assert [v.run_id for v in versions] == [run.info.run_id]  # sqlite has a registry
+    example = mlflow.models.get_model_info(logged.model_uri).saved_input_example_info
+    assert example is not None and example["type"] == "ndarray"
+    tested = {(m.key, m.dataset_name, m.dataset_digest) for m in logged.metrics if m.dataset_name}
+    test_set = ("synthetic-test", meta["sha256"]["test"][:16])
+    assert tested == {("test_accuracy", *test_set), ("test_loss", *test_set)}
+    name = "oiplab-synthetic-smoke-cnn"
+    (version,) = client.search_model_versions(f"name = '{name}'")
+    assert version.run_id == run.info.run_id  # sqlite has a registry
+    assert version.tags == {
+        "study": "smoke",
+        "seed": "0",
+        "dataset": "synthetic",
+        "test_accuracy": f"{metrics['test_accuracy']:.4f}",
+    }
+    assert version.description.startswith("Seed 0 of study `smoke` on synthetic: test accuracy")
+    assert client.get_model_version_by_alias(name, "smoke-seed0").version == version.version
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
-    assert inputs == {"synthetic-train": meta["sha256"]["train"][:16]}
+    assert inputs == {"synthetic-" + k: meta["sha256"][k][:16] for k in ("train", "test")}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -98,18 +117,21 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     old = Path.cwd()
     os.chdir(root)
+    os.environ["OIPLAB_EXECUTION"] = "repro:dvc repro"  # one parent run, as `dvc repro` makes
     try:
         cfg = compose_typed(
             "experiment=smoke", f"tracking.uri=sqlite:///{root}/mlflow.db", "data.n_train=200",
             "data.n_test=160", "train.epochs=3", "split.members=[1]",
         )  # fmt: skip
         out = run_study(cfg)
+        del os.environ["OIPLAB_EXECUTION"]
         cfg.paths = cfg.paths.model_copy(
             update={k: str(root / getattr(cfg.paths, k)) for k in type(cfg.paths).model_fields}
         )
         cfg.tracking.uri = f"sqlite:///{root}/mlflow.db"
         yield cfg, out
     finally:
+        os.environ.pop("OIPLAB_EXECUTION", None)
         os.chdir(old)
 
 
@@ -192,8 +214,35 @@ def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
     client, runs = _runs(cfg)
     run = next(r for r in runs if r.data.tags["oiplab.stage"] == "compare")
     note = run.data.tags["mlflow.note.content"]  # the first screen's answers, then the verdicts
-    assert note.startswith("**Same filters?** Conv2D_1: ") and "\n\nPer layer: Conv2D_1: " in note
-    assert len(run.data.tags["oiplab.seed_runs"].split(",")) == 2
+    assert note.startswith("**Same filters?** ")  # the answers in brief: what the UI shows first
+    assert "\n\n## The answers\n\n### Same filters?\n\nConv2D_1: " in note
+    assert "\n| Conv2D_1 | " in note and "\n## Verdict per layer\n\n- Conv2D_1: " in note
+    seed_runs = run.data.tags["oiplab.seed_runs"].split(",")
+    assert len(seed_runs) == 2
+    inputs = client.get_run(run.info.run_id).inputs  # a search leaves out the model inputs
+    models = [client.get_logged_model(m.model_id) for m in inputs.model_inputs]
+    assert sorted(m.source_run_id for m in models) == sorted(seed_runs)
+    used = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
+    assert used == {("synthetic-test", "probe and evaluation"), ("synthetic-train", "evaluation")}
+
+
+def test_the_parent_run_carries_the_answer_and_no_run_an_empty_tag(pipeline):
+    """The execution's parent run (what the UI opens on): the answers with the seed-split
+    design's, the per-layer table, and the headline numbers as metrics."""
+    cfg, out = pipeline
+    client, runs = _runs(cfg)
+    (parent,) = [r for r in runs if r.data.tags["oiplab.stage"] == "pipeline"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Same filters?** ") and "\n\n## The answers\n\n" in note
+    assert "### What decides the order?\n\n" in note and "Answered by the seed-split" not in note
+    assert "not run (seed-split design)" not in note.splitlines()[0]
+    assert "\n| Dense_1 | " in note and "\nTest accuracy of the trained seeds: mean " in note
+    headline = out["compare"]
+    assert parent.data.metrics["accuracy.mean"] == headline["accuracy"]["mean"]  # not rounded
+    assert parent.data.metrics["Conv2D_1.same_index_p"] == headline["Conv2D_1"]["same_index_p"]
+    assert "same_init.Conv2D_1.same_index_p" in parent.data.metrics
+    for run in runs:
+        assert all(value != "" for value in run.data.tags.values()), run.data.tags
 
 
 def test_alignment_tracks_every_snapshot_and_ends_at_the_final_network(pipeline):

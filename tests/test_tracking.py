@@ -5,6 +5,7 @@ Runs log to a real sqlite store under tmp_path."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,66 @@ def test_a_store_failure_is_one_line_naming_the_store_and_the_cause(error, cause
     message = str(store.store_error(exc, "http://alice:Pa55word@mlflow.lab:5000"))
     assert message.startswith(f"MLflow store http://mlflow.lab:5000: {cause}")
     assert "\n" not in message and "Pa55word" not in message
+
+
+def test_a_later_stage_keeps_the_answer_on_the_parent_run(smoke_cfg, monkeypatch):
+    """Compare writes the answer onto the parent run; the stages after it in the execution
+    (opened, finished, reopening the parent) leave it there."""
+    monkeypatch.setenv("OIPLAB_EXECUTION", "repro:dvc repro")
+    with tracking.stage_run(smoke_cfg, "compare") as run:
+        run.describe_execution("## The answers", {"accuracy.mean": 0.99308, "gap": None})
+    with tracking.stage_run(smoke_cfg, "oip_compare"):
+        pass
+    client = _client(smoke_cfg)
+    parent = client.get_run(client.get_run(run.run_id).data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlflow.note.content"] == "## The answers"
+    assert parent.data.metrics == {"accuracy.mean": 0.99308}  # whole, and no metric for None
+
+
+def test_no_run_carries_an_empty_or_duplicate_tag(smoke_cfg, monkeypatch, tmp_path):
+    """No empty `oiplab.dvc_exp` outside a DVC experiment; the commit only as MLflow's own
+    source tag, with `oiplab.git_dirty` only when the checkout differs from it."""
+    monkeypatch.setenv("OIPLAB_EXECUTION", "repro:dvc repro")
+    monkeypatch.setattr(identity, "git_commit", lambda root=None: "ab" * 20)
+    with tracking.stage_run(smoke_cfg, "train", seed=0) as run:
+        pass
+    client = _client(smoke_cfg)
+    tags = client.get_run(run.run_id).data.tags
+    parent = client.get_run(tags["mlflow.parentRunId"]).data.tags
+    for found in (tags, parent):
+        assert all(v != "" for v in found.values()), found
+        assert found["mlflow.source.git.commit"] == "ab" * 20
+        assert "oiplab.git_commit" not in found and "oiplab.git_dirty" not in found
+    assert "oiplab.dvc_exp" not in tags
+    monkeypatch.setenv("DVC_EXP_NAME", "wispy-oxen")
+    monkeypatch.setattr(identity, "git_commit", lambda root=None: "cd" * 20 + "-dirty")
+    found = identity.run_tags(smoke_cfg, "train", 0)
+    assert found["oiplab.dvc_exp"] == "wispy-oxen" and found["oiplab.git_dirty"] == "true"
+    assert found["mlflow.source.git.commit"] == "cd" * 20
+
+
+def test_a_stage_run_records_system_metrics_when_asked(smoke_cfg, monkeypatch):
+    """`tracking.system_metrics` switches MLflow's sampler (the UI's System metrics tab)."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    for enabled in (True, False):
+        smoke_cfg.tracking.system_metrics = enabled
+        with tracking.stage_run(smoke_cfg, "compare") as run:
+            time.sleep(1.0)
+        logged = _client(smoke_cfg).get_run(run.run_id).data.metrics
+        assert any(k.startswith("system/cpu_utilization") for k in logged) is enabled
+
+
+@pytest.mark.parametrize(
+    ("study", "seed", "alias"),
+    [("default", 0, "default-seed0"), ("Width 2x", 3, "width-2x-seed3"), ("a_b", 1, "a_b-seed1")],
+)
+def test_a_registered_versions_alias_is_one_mlflow_accepts(study, seed, alias):
+    found = tracking.Registration("m", study, seed, "mnist", 0.99308)
+    assert found.alias == alias
+    assert found.tags == {
+        "study": study,
+        "seed": str(seed),
+        "dataset": "mnist",
+        "test_accuracy": "0.9931",
+    }

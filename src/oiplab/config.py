@@ -182,6 +182,7 @@ class TrackingConfig(Section):
     experiment: Annotated[str, Field(min_length=1)]
     enabled: bool
     ui: Annotated[str, Field(pattern=r"^https?://[^/\s]+:\d+/?$")]  # `oiplab ui`'s address
+    system_metrics: bool  # sample CPU, memory, disk and network into each stage's run
 
 
 class PathsConfig(Section):

@@ -15,7 +15,7 @@ when any layer's same-index p-value, Holm-adjusted over the layers, is below `co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -179,18 +179,83 @@ def first_screen(
 
 
 def markdown(answers: list[ShortAnswer]) -> str:
-    """The answers as an MLflow run description."""
-    return "\n\n".join(f"**{a.question}** {a.sentence}" for a in answers)
+    """The answers as Markdown: a heading per question, its sentence below."""
+    return "\n\n".join(f"### {a.question}\n\n{a.sentence}" for a in answers)
 
 
-def answer_metrics(default: Answer, splits: dict[str, Answer]) -> dict[str, float]:
-    """The answers' headline numbers for the parent run: per design and layer, the same-index
-    fraction and its p-value."""
-    out: dict[str, float] = {}
-    for design, answer in {"default": default, **splits}.items():
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.0%}"
+
+
+def layer_table(default: Answer) -> str:
+    """The default comparison per layer as a Markdown table, its numbers rounded for reading
+    (the run's metrics keep them whole)."""
+    rows = [
+        "| Layer | Maps partnered (95% CI) | Untrained | Rotated units, 95th pct "
+        "| Trained vs untrained p | Same index (p) | Reads as |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, a in default.layers.items():
+        p, o = a.partnered, a.order
+        rows.append(
+            f"| {n} | {p.value:.0%} ({p.low:.0%}-{p.high:.0%}) | {_pct(p.null)} "
+            f"| {_pct(a.rotation_null.null_high)} | {a.vs_untrained_p:.2g} "
+            f"| {o.observed}/{o.n_tested} (p = {o.p_value:.2g}) | {a.identity}; {a.order_words} |"
+        )
+    return "\n".join(rows)
+
+
+def trained_line(headline: dict[str, Any]) -> str:
+    """The trained networks' accuracy and loss barrier (`headline_metrics`), in one sentence."""
+    acc, barrier = headline["accuracy"], headline["loss_barrier"]
+    return (
+        f"Test accuracy of the trained seeds: mean {acc['mean']:.2%}, lowest {acc['min']:.2%}. "
+        f"Test loss barrier between two seeds: {barrier['as_trained']:.3g} as trained, "
+        f"{barrier['aligned']:.3g} with their units aligned."
+    )
+
+
+def in_brief(default: Answer, splits: dict[str, Answer], alpha: float) -> str:
+    """The three answers in a few words each, for the line the UI shows before "Show more":
+    the layers per identity word, whether the order is at chance, and what decides it."""
+    words: dict[str, int] = {}
+    for a in default.layers.values():
+        words[a.identity] = words.get(a.identity, 0) + 1
+    n = len(default.layers)
+    filters = ", ".join(f"{w} in {k} of {n} layers" for w, k in words.items())
+    off = kept_layers(default, alpha)
+    order = f"calibration check fails in {', '.join(off)}" if off else "no, at chance by symmetry"
+    who = decider(splits, alpha)
+    decides = "not run (seed-split design)" if who == "not run" else who
+    return (
+        f"**Same filters?** {filters}. **Same order?** {order}. "
+        f"**What decides the order?** {decides}."
+    )
+
+
+def description(
+    answers: list[ShortAnswer], default: Answer, headline: dict[str, Any], brief: str
+) -> str:
+    """The Markdown description of a run that carries the study's answer (the pipeline's parent
+    run, the compare run): the answers in brief (`in_brief`), then in full, the per-layer table,
+    the trained networks."""
+    return (
+        f"{brief}\n\n## The answers\n\n{markdown(answers)}\n\n"
+        f"## Per layer (independent seeds)\n\n{layer_table(default)}\n\n{trained_line(headline)}"
+    )
+
+
+def execution_metrics(headline: dict[str, Any], splits: dict[str, Answer]) -> dict[str, float]:
+    """The parent run's metrics: the headline numbers (`metrics/headline.json`, as
+    `<layer>.<number>`) and, per seed-split design and layer, the same-index fraction and p."""
+    out = {
+        f"{group}.{key}": float(value)
+        for group, numbers in headline.items()
+        for key, value in numbers.items()
+        if value is not None
+    }
+    for design, answer in splits.items():
         for n, a in answer.layers.items():
             out[f"{design}.{n}.same_index"] = a.order.fraction
             out[f"{design}.{n}.same_index_p"] = float(a.order.p_value)
-    for n, a in default.layers.items():
-        out[f"default.{n}.partnered"] = float(a.partnered.value)
     return out

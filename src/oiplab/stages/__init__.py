@@ -87,6 +87,34 @@ def record(run: Run, folder: Path, metrics: dict[str, Any], artifact_name: str) 
     run.log_results(metrics, folder, artifact_name)
 
 
+def log_data(run: Run, data: Any, source: Path, contexts: dict[str, str]) -> None:
+    """Log the prepared data's splits (`contexts`: split -> what the run used it for) as the
+    run's MLflow datasets `<data>-<split>`, each with its content digest."""
+    for split, context in contexts.items():
+        arrays = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
+        name, digest = f"{data.name}-{split}", data.meta.sha256[split]
+        run.log_dataset(arrays, name, digest, str(source), context)
+
+
+# A training's numbers fixed for its run (params: a one-point metric charts as one bar), and
+# those measured on the test set (metrics linked to that data set).
+TRAINING_CONSTANTS = ("epochs", "n_params", "train_seconds", "images_per_second")
+TEST_METRICS = ("test_accuracy", "test_loss")
+
+
+def record_training(run: Run, folder: Path, metrics: dict[str, Any], test_set: str) -> None:
+    """`record` for a trained network: its constants logged as parameters, its test numbers as
+    metrics of the data set `test_set` (logged by the run before), the folder as artifacts."""
+    from oiplab.io import to_json
+    from oiplab.layout import METRICS, RUN
+
+    (folder / METRICS).write_text(to_json(metrics))
+    (folder / RUN).write_text(to_json(run.record))
+    run.log_params({k: metrics[k] for k in TRAINING_CONSTANTS})
+    run.log_metrics({k: metrics[k] for k in TEST_METRICS}, dataset=test_set)
+    run.log_artifacts(folder, "outputs")
+
+
 def keep_figures(folder: Path, figures: Path, names: list[str]) -> None:
     """Copy the key figures `names` of a stage's staged output folder into its staged folder of
     git-tracked figures (`Layout.figures_dir`), which `dvc plots show` and `dvc plots diff` draw."""

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.answers import answer_metrics, first_screen, markdown
+from oiplab.compare.answers import description, execution_metrics, first_screen, in_brief
 from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.summary import answer_records, headline_metrics, learning_curve_records
 from oiplab.config import Config
@@ -19,7 +19,7 @@ from oiplab.io import RunRecord, staged, to_json
 from oiplab.layout import CompareFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.compare import save_comparison_figures
-from oiplab.stages import keep_figures, record, stage_main
+from oiplab.stages import keep_figures, log_data, record, stage_main
 from oiplab.training import History, TrainMetrics
 
 PLOTS = ("learning_curves", "answer")
@@ -31,7 +31,8 @@ def run(cfg: Config) -> dict[str, Any]:
     """Compare every pair of seeds, against pairs of untrained networks."""
     lay, c, seeds = Layout.of(cfg), cfg.compare, list(cfg.seeds)
     with tracking.stage_run(cfg, Stage.COMPARE) as run:
-        probe_x, eval_sets = comparison_images(load_prepared(lay.prepared, cfg.data), c)
+        data = load_prepared(lay.prepared, cfg.data)
+        probe_x, eval_sets = comparison_images(data, c)
         models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
         curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}
@@ -50,10 +51,19 @@ def run(cfg: Config) -> dict[str, Any]:
             headline_file.write_text(to_json(headline))
             curves_file.write_text(to_json(learning_curve_records(curves)))
             answer_file.write_text(to_json(answer_records(result.answers)))
-            run.set_tags({"oiplab.seed_runs": ",".join(r.run_id or "" for r in runs)})
-            answers = markdown(first_screen(result.answer(), {}, c.alpha, c.most_fraction))
-            run.describe(f"{answers}\n\nPer layer: {result.verdict}")
-            run.describe_execution(answers, answer_metrics(result.answer(), {}))
+            run_ids = [r.run_id for r in runs if r.run_id]
+            if run_ids:  # none where a seed's folder has no run.json (untracked, DVC-restored)
+                run.set_tags({"oiplab.seed_runs": ",".join(run_ids)})
+            run.link_models(run_ids)
+            log_data(
+                run, data, lay.prepared, {"test": "probe and evaluation", "train": "evaluation"}
+            )
+            answers = first_screen(result.answer(), {}, c.alpha, c.most_fraction)
+            brief = in_brief(result.answer(), {}, c.alpha)
+            text = description(answers, result.answer(), headline, brief)
+            verdicts = "\n".join(f"- {a.verdict}" for a in result.answer().layers.values())
+            run.describe(f"{text}\n\n## Verdict per layer\n\n{verdicts}")
+            run.describe_execution(text, execution_metrics(headline, {}))
             record(run, folder, headline, "compare")
     log.info("verdict: %s", result.verdict)
     return headline

@@ -42,7 +42,8 @@ def run(cfg: Config) -> dict[str, Any]:
         with staged(lay.split_compare_dir(sp.design)) as (folder,):
             answer.save(folder)
             run.set_tags({"oiplab.design": sp.design})
-            run.describe(f"**{sp.design}**: {result.verdict}")
+            verdicts = "\n".join(f"- {a.verdict}" for a in answer.layers.values())
+            run.describe(f"## Seed-split design `{sp.design}`, per layer\n\n{verdicts}")
             record(run, folder, numbers, "compare_split")
     log.info("%s: %s", sp.design, result.verdict)
     return numbers

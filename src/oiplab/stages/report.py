@@ -5,13 +5,14 @@ dvc repro report        # writes reports/index.html (open it in any browser, no 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from oiplab import tracking
-from oiplab.compare.answers import answer_metrics, first_screen, markdown
+from oiplab.compare.answers import description, execution_metrics, first_screen, in_brief
 from oiplab.compare.summary import Answer
 from oiplab.compare.width import WidthRecords
 from oiplab.config import Config
@@ -48,9 +49,12 @@ def run(cfg: Config) -> dict[str, Any]:
         ctx["width"] = page.width_study(lay, _width_figures(lay, Path(scratch)))
         html = render(ctx)
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
-        run.describe_execution(  # the parent run carries the page's first screen
-            markdown(first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)),
-            answer_metrics(default, splits),
+        # the parent run carries the page's first screen (compare wrote it without the splits)
+        headline = json.loads(lay.headline().read_text())
+        answers = first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)
+        brief = in_brief(default, splits, cfg.compare.alpha)
+        run.describe_execution(
+            description(answers, default, headline, brief), execution_metrics(headline, splits)
         )
         with staged(lay.report()) as (tmp,):
             tmp.write_text(html, encoding="utf-8")

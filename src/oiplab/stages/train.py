@@ -17,7 +17,7 @@ from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.logs import keras_verbosity
 from oiplab.render.training import save_training_figures
-from oiplab.stages import record, stage_main
+from oiplab.stages import log_data, record_training, stage_main
 from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fingerprint, train
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,16 @@ def run(cfg: Config) -> dict[str, Any]:
         result = train(data, cfg.model, cfg.train, saving, callbacks, keras_verbosity())
         if result.resumed_from is not None:
             run.continue_from(result.resumed_from)
-        run.log_dataset(
-            (data.x_train, data.y_train),
-            f"{data.name}-train",
-            data.meta.sha256["train"],
-            str(lay.prepared),
-            "training",
-        )
+        log_data(run, data, lay.prepared, {"train": "training", "test": "testing"})
         out = lay.model_dir(seed)
+        numbers = TrainMetrics.model_validate(result.metrics).data()
         with staged(out) as (folder,):
             result.model.save(folder / TrainFiles.model)
             result.trajectory.save(folder / TrainFiles.trajectory)
             History(curves=result.history).save(folder)
             save_training_figures(folder, result, data.class_names)
-            run.log_keras_model(result.model, data.x_test[:8], registered_name(cfg))
-            record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
+            run.log_keras_model(result.model, data.x_test[:8], registration(cfg, numbers))
+            record_training(run, folder, numbers, f"{data.name}-test")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
     log.info(
@@ -59,14 +54,21 @@ def run(cfg: Config) -> dict[str, Any]:
     return m
 
 
-def registered_name(cfg: Config) -> str | None:
-    """The registered model a trained network becomes a version of: one per data set and study
-    (`oiplab-mnist-default-cnn`), so a smoke run never adds versions to the study's model; a
-    Hydra sweep's jobs register nothing (they explore settings; their runs keep the models)."""
+def registration(cfg: Config, numbers: dict[str, Any]) -> tracking.Registration | None:
+    """Where the trained network goes in the model registry: a version of one registered model
+    per data set and study (`oiplab-mnist-default-cnn`), so a smoke run never adds versions to
+    the study's model, aliased `<study>-seed<k>`; a Hydra sweep's jobs register nothing (they
+    explore settings; their runs keep the models)."""
     found = tracking.execution()
     if found is not None and found[0].startswith("sweep:"):
         return None
-    return f"oiplab-{cfg.data.name}-{cfg.study}-cnn"
+    return tracking.Registration(
+        name=f"oiplab-{cfg.data.name}-{cfg.study}-cnn",
+        study=cfg.study,
+        seed=cfg.train.seed,
+        dataset=cfg.data.name,
+        test_accuracy=numbers["test_accuracy"],
+    )
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:

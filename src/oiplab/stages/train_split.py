@@ -17,7 +17,7 @@ from oiplab.data import load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.logs import keras_verbosity
-from oiplab.stages import record, stage_main
+from oiplab.stages import log_data, record_training, stage_main
 from oiplab.training import (
     Checkpointing,
     History,
@@ -45,11 +45,13 @@ def run(cfg: Config) -> dict[str, Any]:
         result = train(data, cfg.model, settings, saving, callbacks, keras_verbosity())
         if result.resumed_from is not None:
             run.continue_from(result.resumed_from)
+        log_data(run, data, lay.prepared, {"train": "training", "test": "testing"})
         out = lay.split_model_dir(sp.design, member)
         with staged(out) as (folder,):
             result.model.save(folder / TrainFiles.model)
             History(curves=result.history).save(folder)
-            record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
+            numbers = TrainMetrics.model_validate(result.metrics).data()
+            record_training(run, folder, numbers, f"{data.name}-test")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     accuracy = result.metrics["test_accuracy"]
     log.info(f"{sp.design} seed {member}: test accuracy {accuracy:.4f}")

@@ -3,7 +3,7 @@
 run lifecycle), `handle` (the `Run` a stage logs through), `query` (what the report and
 `oiplab runs` ask of the store)."""
 
-from oiplab.tracking.handle import Run, TrackedRun
+from oiplab.tracking.handle import Registration, Run, TrackedRun
 from oiplab.tracking.identity import config_digest, execution, git_commit
 from oiplab.tracking.query import execution_table
 from oiplab.tracking.runs import stage_run
@@ -17,6 +17,7 @@ from oiplab.tracking.store import (
 )
 
 __all__ = [
+    "Registration",
     "Run",
     "TrackedRun",
     "TrackingError",

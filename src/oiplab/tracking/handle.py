@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -23,6 +25,39 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where a trained model goes in the model registry: a version of `name`, tagged with what
+    it is, and aliased `<study>-seed<k>` (the newest training of that seed)."""
+
+    name: str  # the registered model: `oiplab-<data>-<study>-cnn`
+    study: str
+    seed: int
+    dataset: str
+    test_accuracy: float
+
+    @property
+    def alias(self) -> str:
+        """`default-seed0`: MLflow allows only [a-z0-9_-] in an alias."""
+        return re.sub(r"[^a-z0-9_-]+", "-", f"{self.study}-seed{self.seed}".lower())
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            "study": self.study,
+            "seed": str(self.seed),
+            "dataset": self.dataset,
+            "test_accuracy": f"{self.test_accuracy:.4f}",
+        }
+
+    def describe(self, run_id: str | None) -> str:
+        return (
+            f"Seed {self.seed} of study `{self.study}` on {self.dataset}: test accuracy "
+            f"{self.test_accuracy:.2%}. Trained by run `{run_id}`; alias `{self.alias}` is the "
+            "newest training of this seed."
+        )
 
 
 def store_write(write: Callable[P, R]) -> Callable[P, R]:
@@ -44,6 +79,20 @@ def store_write(write: Callable[P, R]) -> Callable[P, R]:
     return holding(reported)
 
 
+class _KerasFlavor:
+    """MLflow's Keras flavor, its model folder made before it writes there: MLflow 3's
+    `mlflow.keras.save_model` writes the input example before it creates the folder
+    (mlflow/mlflow#16183: FileNotFoundError for `input_example.json`)."""
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow.keras
+
+        kwargs.pop("validate_serving_input", None)  # `Model.log`'s own option, not the flavor's
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
 class Run:
     """A stage's run handle. This base is the disabled run (`tracking.enabled=false`): every
     method records nothing. `TrackedRun` records into the MLflow run the stage opened."""
@@ -57,8 +106,15 @@ class Run:
         """The run's identity, for a stage's outputs (the report links exactly this run)."""
         return {}
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        """Log the numeric values of `metrics` (not NaN, not booleans)."""
+    def log_metrics(
+        self, metrics: dict[str, Any], step: int | None = None, dataset: str | None = None
+    ) -> None:
+        """Log the numeric values of `metrics` (not NaN, not booleans); `dataset`: the name of
+        a data set this run logged (`log_dataset`) that they were measured on."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log values fixed for the whole run (a count, a duration) as parameters: a metric of
+        one point is a chart of one bar."""
 
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         """Log every file of `folder`, under `artifact_path`."""
@@ -91,10 +147,14 @@ class Run:
         datasets), with its sha256 `digest`."""
 
     def log_keras_model(
-        self, model: keras.Model, example: np.ndarray, registered_name: str | None
+        self, model: keras.Model, example: np.ndarray, registration: Registration | None
     ) -> None:
-        """Log a trained model as an MLflow Keras model with its signature; register it as
-        `registered_name` when the store has a model registry (not on plain file stores)."""
+        """Log a trained model as an MLflow Keras model with its signature and an input example;
+        register it (`registration`: tagged, described, aliased) when the store has a model
+        registry (not on plain file stores)."""
+
+    def link_models(self, run_ids: list[str]) -> None:
+        """Record the models logged by runs `run_ids` as inputs of this run."""
 
     def continue_from(self, state: dict[str, Any]) -> None:
         """On a resumed training: close the killed job's run as KILLED, and give this run the
@@ -132,13 +192,16 @@ class TrackedRun(Run):
         self.run_id = active.info.run_id
         self.experiment_id = active.info.experiment_id
         self.parent = parent  # the execution's parent run, if the stage runs in one
+        self._datasets: dict[str, Any] = {}  # the MLflow datasets this run logged, by name
 
     @property
     def record(self) -> dict[str, str]:
         return {"run_id": self._info.run_id, "experiment_id": self._info.experiment_id}
 
     @store_write
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, Any], step: int | None = None, dataset: str | None = None
+    ) -> None:
         import mlflow
 
         clean = {
@@ -146,7 +209,14 @@ class TrackedRun(Run):
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # no NaN
         }
-        mlflow.log_metrics(clean, step=step)
+        linked = self._datasets[dataset] if dataset is not None else None
+        mlflow.log_metrics(clean, step=step, dataset=linked)
+
+    @store_write
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params(params)
 
     @store_write
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
@@ -185,7 +255,9 @@ class TrackedRun(Run):
         client = MlflowClient(mlflow.get_tracking_uri())
         client.set_tag(self.parent, "mlflow.note.content", text)
         now = int(time.time() * 1000)
-        kept = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v]  # no NaN
+        kept = [
+            Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and v == v
+        ]  # no NaN
         client.log_batch(self.parent, metrics=kept)
 
     @store_write
@@ -214,14 +286,14 @@ class TrackedRun(Run):
 
             dataset = from_numpy(x, source=source, targets=y, name=name, digest=digest[:16])
         mlflow.log_input(dataset, context=context)
+        self._datasets[name] = dataset
 
     @store_write
     def log_keras_model(
-        self, model: keras.Model, example: np.ndarray, registered_name: str | None
+        self, model: keras.Model, example: np.ndarray, registration: Registration | None
     ) -> None:
         import mlflow
-        import mlflow.keras
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         from oiplab.backend import versions
 
@@ -233,14 +305,54 @@ class TrackedRun(Run):
             if dist in known
         ]
         uri = mlflow.get_tracking_uri()
-        registry = registered_name if not uri.startswith(("file:", "/")) else None
-        mlflow.keras.log_model(
-            model,
+        if uri.startswith(("file:", "/")):
+            registration = None  # a plain file store has no model registry
+        info = Model.log(  # what mlflow.keras.log_model does, through `_KerasFlavor`
+            artifact_path=None,
             name="keras_model",
+            flavor=_KerasFlavor,
+            flavor_name="mlflow.keras",
+            model=model,
             signature=signature,
+            input_example=example[:2],  # two images: the UI shows it, `serve` checks against it
             pip_requirements=requirements,
-            registered_model_name=registry,
+            registered_model_name=registration.name if registration else None,
+            # the signature is inferred from this example by this model already; MLflow's check
+            # reloads the model to predict it again, with a Keras progress bar in the log
+            validate_serving_input=False,
         )
+        if registration is not None and info.registered_model_version is not None:
+            self._describe_version(registration, str(info.registered_model_version))
+
+    def _describe_version(self, registration: Registration, version: str) -> None:
+        """Tag, describe and alias a new version of the registered model."""
+        from mlflow.tracking import MlflowClient
+
+        client, name = MlflowClient(), registration.name
+        for key, value in registration.tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.update_model_version(name, version, description=registration.describe(self.run_id))
+        client.set_registered_model_alias(name, registration.alias, version)
+        client.update_registered_model(
+            name,
+            description=f"The articles' CNN trained on {registration.dataset} in study "
+            f"`{registration.study}`, one version per training; alias `<study>-seed<k>` is the "
+            "newest training of seed k.",
+        )
+
+    @store_write
+    def link_models(self, run_ids: list[str]) -> None:
+        import mlflow
+        from mlflow.entities import LoggedModelInput
+
+        for run_id in run_ids:
+            found = mlflow.search_logged_models(
+                experiment_ids=[str(self.experiment_id)],
+                filter_string=f"source_run_id = '{run_id}'",
+                output_format="list",
+            )
+            for model in found:
+                mlflow.log_input(model=LoggedModelInput(model.model_id))
 
     @store_write
     def continue_from(self, state: dict[str, Any]) -> None:

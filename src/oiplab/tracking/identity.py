@@ -14,6 +14,7 @@ from typing import Any
 from oiplab.config import Config
 
 TAG_PREFIX = "oiplab."
+GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag (the run page's "Git commit")
 # Files DVC or the pipeline itself rewrites during `dvc repro`: they do not make a checkout dirty.
 PIPELINE_WRITTEN = ("dvc.lock", "*.gitignore", "metrics")
 
@@ -87,21 +88,26 @@ def prefixed(tags: dict[str, str]) -> dict[str, str]:
 
 def shared_tags(cfg: Config) -> dict[str, str]:
     """The tags a stage's run shares with its execution's parent run: what was studied, with
-    which code and settings."""
-    return prefixed(
-        {
-            "study": cfg.study,
-            "dataset": cfg.data.name,
-            "git_commit": git_commit(),
-            "config_digest": config_digest(cfg),
-        }
+    which code and settings. The commit is MLflow's own source tag (the UI shows it; MLflow sets
+    it on a stage's run too, but not on a parent run made by the client), and
+    `oiplab.git_dirty` is set only when tracked files differed from it."""
+    commit = git_commit()
+    tags = prefixed(
+        {"study": cfg.study, "dataset": cfg.data.name, "config_digest": config_digest(cfg)}
     )
+    if commit != "unknown":
+        tags[GIT_COMMIT] = commit.removesuffix("-dirty")
+        if commit.endswith("-dirty"):
+            tags[TAG_PREFIX + "git_dirty"] = "true"
+    return tags
 
 
 def run_tags(cfg: Config, stage: str, seed: int | None) -> dict[str, str]:
-    """The tags of a stage's run: its stage and seed, and the tags it shares with its parent."""
+    """The tags of a stage's run: its stage, seed and DVC experiment (where there is one), and
+    the tags it shares with its parent. No tag is ever empty."""
     tags = prefixed({"stage": stage}) | shared_tags(cfg)
-    tags[TAG_PREFIX + "dvc_exp"] = os.environ.get("DVC_EXP_NAME", "")
+    if os.environ.get("DVC_EXP_NAME"):
+        tags[TAG_PREFIX + "dvc_exp"] = os.environ["DVC_EXP_NAME"]
     if seed is not None:
         tags[TAG_PREFIX + "seed"] = str(seed)
     return tags

@@ -8,6 +8,7 @@ handle (`Run`). Opening and closing the run are held against stop signals (`oipl
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -173,7 +174,14 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
                 parent = _parent_run(client, experiment_id, found[0], parent_tags)
         close_stale(client, [experiment_id], stage, f"the next run of `{stage}`")
         mlflow.set_experiment(experiment_id=experiment_id)
-        run = mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent)
+        # MLflow says at INFO that its sampler starts and stops, three lines a stage
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        run = mlflow.start_run(
+            run_name=name,
+            tags=tags,
+            parent_run_id=parent,
+            log_system_metrics=cfg.tracking.system_metrics,
+        )
         params = flatten(cfg.model_dump())
         mlflow.log_params({k: redact(v) if isinstance(v, str) else v for k, v in params.items()})
     except Exception as exc:
