@@ -43,22 +43,23 @@ def dvc_command() -> str:
     return shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
 
 
-def _dvc(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _dvc(args: Sequence[str], capture: bool = False) -> str:
+    """Run `dvc <args>` (waiting for DVC's lock, not failing on it); its output if `capture`."""
     cmd = [dvc_command(), "--wait-for-lock", *args]
-    done = subprocess.run(cmd, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(cmd, text=True, check=False, capture_output=capture)
     if done.returncode != 0:
-        raise LaneError(f"`{' '.join(cmd[1:])}` failed with exit code {done.returncode}")
-    return done  # type: ignore[no-any-return]
+        raise LaneError(f"`dvc {' '.join(args)}` failed with exit code {done.returncode}")
+    return done.stdout or ""
 
 
 def stale_stages(groups: Sequence[str]) -> list[str]:
     """The stages of `groups` (dvc.yaml stage names, a matrix stage's name meaning all of its
     items) that `dvc repro` would run, in dvc.yaml's order."""
-    names = _dvc(["stage", "list", "--name-only"], capture_output=True).stdout.split()
+    names = _dvc(["stage", "list", "--name-only"], capture=True).split()
     members = [n for n in names if n.split("@", 1)[0] in groups]
     if not members:
         return []
-    status = json.loads(_dvc(["status", "--json", *members], capture_output=True).stdout or "{}")
+    status = json.loads(_dvc(["status", "--json", *members], capture=True) or "{}")
     return [n for n in members if n in status]
 
 
