@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 UV := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c constraints.txt
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install install-dev pipeline test test-slow test-all params lint typecheck mlflow-ui
+.PHONY: help install install-dev pipeline test test-slow test-all params lint typecheck mlflow-ui plots-page
 # `make` alone lists the targets (nothing in README or .ci/run calls a bare `make`).
 .DEFAULT_GOAL := help
 
@@ -60,6 +60,11 @@ lint: install-dev  ## ruff: lint and format check
 
 typecheck: install-dev  ## mypy on src/ (configuration in pyproject.toml)
 	mypy
+
+# DVC's page for `dvc plots show`/`diff` with Vega inlined (committed; rerun only to update Vega).
+plots-page: install  ## regenerate .dvc/plots/page.html, DVC's offline plots page (vl-convert-python)
+	$(UV) -e '.[cpu,plots]'
+	python -m oiplab.plots_page
 
 mlflow-ui: install  ## browse the runs at http://127.0.0.1:5000
 	oiplab ui

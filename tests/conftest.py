@@ -13,6 +13,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run its pipeline (the package itself is installed editable).
 PROJECT_FILES = (
+    "bin",
     "conf",
     "src",
     "dvc.yaml",

@@ -4,6 +4,10 @@ inputs and outputs are the paths the layout module gives (resolved by DVC itself
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -160,3 +164,89 @@ def test_stages_that_run_every_seed_rerun_when_the_seed_list_changes():
     for name, stage in each.items():
         params = {key for d in stage.deps if hasattr(d, "params") for key in d.params}
         assert "seeds" in params, name
+
+
+def test_every_stage_runs_through_the_project_launcher():
+    """`bin/py -m oiplab.stages.<stage>`: no bare `python`, which an unactivated
+    `.venv/bin/dvc repro` does not find (exit 127)."""
+    for name, stage in dvc_stages().items():
+        module = name.split("@")[0]
+        assert stage.cmd.startswith(f"bin/py -m oiplab.stages.{module} "), (name, stage.cmd)
+    assert os.access(REPO_ROOT / "bin" / "py", os.X_OK)
+
+
+def _launch(launcher: Path, env: dict[str, str]) -> list[str]:
+    """What `launcher` runs: the interpreter's prefix and the file `oiplab` is imported from."""
+    code = "import sys, oiplab; print(sys.prefix); print(oiplab.__file__)"
+    done = subprocess.run(
+        [str(launcher), "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return [str(Path(line).resolve()) for line in done.stdout.split()]
+
+
+@pytest.mark.parametrize("where", [".", ".dvc/tmp/exps/run/tmp1"], ids=["checkout", "experiment"])
+def test_the_launcher_finds_the_projects_venv_unactivated(tmp_path, where):
+    """A bare PATH (no activated environment): the nearest `.venv` at or above the checkout (an
+    experiment's copy lies under .dvc/tmp/), with the checkout's own src/."""
+    venv, project = Path(sys.prefix), tmp_path / "project"
+    checkout = project / where
+    (checkout / "bin").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "bin" / "py", checkout / "bin" / "py")
+    shutil.copytree(SRC / "oiplab", checkout / "src" / "oiplab")
+    (project / ".venv").symlink_to(venv)
+    bare = {"PATH": "/usr/bin:/bin"}
+    prefix, module = _launch(checkout / "bin" / "py", bare)
+    assert prefix == str(venv.resolve())
+    assert module == str((checkout / "src/oiplab/__init__.py").resolve())
+    (project / ".venv").unlink()  # an activated environment is used as such
+    prefix, _ = _launch(checkout / "bin" / "py", {**bare, "VIRTUAL_ENV": str(venv)})
+    assert prefix == str(venv.resolve())
+
+
+def test_each_plot_is_declared_once_and_kept_in_git():
+    """dvc.yaml's top-level `plots:` draw every plot; no stage declares `plots:` (DVC would draw
+    those a second time), and each file they read is a `cache: false` output (in git, so `dvc
+    plots diff` finds HEAD's in a fresh clone, which has no DVC cache)."""
+    import yaml
+
+    stages = dvc_stages().values()
+    assert not [o for s in stages for o in s.outs if o.plot]
+    kept = {Path(o.fs_path).resolve() for s in stages for o in s.outs if not o.use_cache}
+    plots = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+    drawn = [(p, "") for p in plots if isinstance(p, str)]
+    drawn += [
+        (f, y) for p in plots if isinstance(p, dict) for d in p.values() for f, y in d["y"].items()
+    ]
+    assert len(drawn) == len(set(drawn)), drawn  # no file and field drawn twice
+    assert {(REPO_ROOT / f).resolve() for f, _ in drawn} <= kept
+
+
+def test_run_ids_stay_out_of_dvcs_hashes(tmp_path, monkeypatch):
+    """A rerun that writes the same files and a new `run.json` keeps the folder's hash (so `dvc
+    exp show --only-changed` shows what changed), and `RunRecord.of` reads a folder without one."""
+    from dvc.repo import Repo
+
+    from oiplab.io import RunRecord
+    from oiplab.layout import RUN
+
+    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    write = (
+        "import json, pathlib, uuid; p = pathlib.Path('out'); p.mkdir(exist_ok=True); "
+        f"(p / 'data.txt').write_text('same'); "
+        f"(p / '{RUN}').write_text(json.dumps(dict(run_id=uuid.uuid4().hex)))"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        f'stages:\n  s:\n    cmd: {sys.executable} -c "{write}"\n    outs: [out]\n'
+    )
+    monkeypatch.chdir(tmp_path)  # DVC's default target: the dvc.yaml of the working directory
+    with Repo.init(str(tmp_path), no_scm=True) as repo:
+        hashes = []
+        for _ in range(2):
+            repo.reproduce(force=True)
+            hashes.append((tmp_path / "dvc.lock").read_text())
+            assert (tmp_path / "out" / RUN).is_file()  # kept in the workspace for the report
+    assert hashes[0] == hashes[1]
+    assert RunRecord.of(tmp_path / "out").run_id  # the record beside the folder's files
+    (tmp_path / "out" / RUN).unlink()
+    assert RunRecord.of(tmp_path / "out") == RunRecord()

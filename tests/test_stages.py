@@ -185,6 +185,8 @@ def test_compare_writes_the_answer_the_headline_and_the_plot_data(pipeline):
         CompareFiles.aligned_filters(0, 1),
     ):
         assert (lay.compare_dir() / name).stat().st_size > 0, name
+    kept = lay.figures_dir("compare") / CompareFiles.interpolation  # the git-tracked copy
+    assert kept.read_bytes() == (lay.compare_dir() / CompareFiles.interpolation).read_bytes()
     curves = json.loads(lay.plot_data("learning_curves").read_text())
     assert {(r["seed"], r["epoch"]) for r in curves} == {(s, e) for s in "01" for e in (1, 2, 3)}
     client, runs = _runs(cfg)
@@ -201,6 +203,8 @@ def test_alignment_tracks_every_snapshot_and_ends_at_the_final_network(pipeline)
     assert steps[0] == 0 and len(steps) >= 4  # the start, batches of epoch 1, each epoch's end
     final = [r for r in records if r["step"] == steps[-1]]
     assert all(r["final_partnered"] == 1.0 and r["final_same_index"] == 1.0 for r in final)
+    figures = {p.name for p in Layout.of(cfg).figures_dir("alignment").iterdir()}
+    assert figures == {AlignmentFiles.figure(layer) for layer in cfg.alignment.layers}
 
 
 def test_oip_compare_and_the_report(pipeline):

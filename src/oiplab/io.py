@@ -422,3 +422,9 @@ class RunRecord(Record):
 
     def data(self) -> Any:
         return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def of(cls, folder: str | os.PathLike[str]) -> Self:
+        """The run that wrote `folder`, or an empty record where none is: `.dvcignore` keeps
+        `RUN` out of DVC's hashes and cache, so a folder DVC restored has none."""
+        return cls.load(folder) if (Path(folder) / cls.FILE).is_file() else cls()

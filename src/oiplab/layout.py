@@ -195,6 +195,12 @@ class Layout:
         """A data series for `dvc plots` (learning_curves, answer)."""
         return self.metrics / f"{name}.json"
 
+    def figures_dir(self, stage: str) -> Path:
+        """Copies of a stage's key figures for `dvc plots`, kept in git beside the plot data: a
+        fresh clone has no DVC cache, and `dvc plots diff` drops all of a revision's plots when
+        one of them is missing."""
+        return self.metrics / "figures" / stage
+
     def output_dir(self, stage: str, seed: int | None = None, design: str | None = None) -> Path:
         """The folder a stage writes its `METRICS` and `RUN` records into."""
         folders: dict[str, Callable[[], Path]] = {
@@ -254,13 +260,18 @@ class Layout:
             ),
         }
         deps, outs = io[stage]()
-        extra: dict[str, dict[str, list[Path]]] = {
-            Stage.COMPARE: {
-                "metrics": [self.headline()],
-                "plots": [self.plot_data("learning_curves"), self.plot_data("answer")],
-            }
+        # Git-tracked outputs (`cache: false`) that dvc.yaml's top-level `plots:` draw: each plot
+        # is declared there once (a stage's `plots:` entry would draw it a second time).
+        kept: dict[str, list[Path]] = {
+            Stage.COMPARE: [
+                self.plot_data("learning_curves"),
+                self.plot_data("answer"),
+                self.figures_dir(Stage.COMPARE),
+            ],
+            Stage.ALIGNMENT: [self.figures_dir(Stage.ALIGNMENT)],
         }
-        return {"deps": deps, "outs": outs, "metrics": [], "plots": [], **extra.get(stage, {})}
+        metrics = [self.headline()] if stage == Stage.COMPARE else []
+        return {"deps": deps, "outs": outs + kept.get(stage, []), "metrics": metrics, "plots": []}
 
 
 def _seed(stage: str, seed: int | None) -> int:

@@ -83,6 +83,13 @@ def record(run: Run, folder: Path, metrics: dict[str, Any], artifact_name: str) 
     run.log_results(metrics, folder, artifact_name)
 
 
+def keep_figures(folder: Path, figures: Path, names: list[str]) -> None:
+    """Copy the key figures `names` of a stage's staged output folder into its staged folder of
+    git-tracked figures (`Layout.figures_dir`), which `dvc plots show` and `dvc plots diff` draw."""
+    for name in names:
+        shutil.copyfile(folder / name, figures / name)
+
+
 OUTPUT_PATHS = ("models", "split_models", "metrics", "artifacts", "reports", "checkpoints")
 
 

@@ -26,7 +26,7 @@ from oiplab.layout import AlignmentFiles, Layout, Stage, TrainFiles
 from oiplab.model import build_model
 from oiplab.render import save_figure
 from oiplab.render.compare import alignment_figure
-from oiplab.stages import record, stage_main
+from oiplab.stages import keep_figures, record, stage_main
 from oiplab.training import Trajectory
 
 
@@ -51,11 +51,12 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         records = result.records()
         stored = AlignmentRecords.model_validate(records)
-        with staged(lay.alignment_dir()) as (folder,):
+        with staged(lay.alignment_dir(), lay.figures_dir(Stage.ALIGNMENT)) as (folder, figures):
             stored.save(folder)
             for layer in a.layers:
                 fig = alignment_figure(layer, records, per_epoch)
                 save_figure(fig, folder / AlignmentFiles.figure(layer), dpi=90)
+            keep_figures(folder, figures, [AlignmentFiles.figure(layer) for layer in a.layers])
             record(run, folder, {"snapshots": len(steps)}, "alignment")
     return {"snapshots": len(steps), "records": len(records)}
 

@@ -18,7 +18,7 @@ from oiplab.io import RunRecord, staged, to_json
 from oiplab.layout import CompareFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.compare import save_comparison_figures
-from oiplab.stages import record, stage_main
+from oiplab.stages import keep_figures, record, stage_main
 from oiplab.training import History, TrainMetrics
 
 PLOTS = ("learning_curves", "answer")
@@ -32,14 +32,16 @@ def run(cfg: Config) -> dict[str, Any]:
         models = {s: load_model(lay.model_file(s), cfg.model) for s in seeds}
         trained = {s: TrainMetrics.load(lay.model_dir(s)) for s in seeds}
         curves = {s: History.load(lay.model_dir(s)).curves for s in seeds}
-        runs = [RunRecord.load(lay.model_dir(s), "train") for s in seeds]
+        runs = [RunRecord.of(lay.model_dir(s)) for s in seeds]
         result = compare_networks(models, untrained_networks(cfg.model, c), probe_x, eval_sets, c)
         weights = {s: m.get_weights() for s, m in models.items()}
         accuracies = [m.test_accuracy for m in trained.values()]
         headline = headline_metrics(result.answers, result.barriers, accuracies)
         targets = [lay.compare_dir(), lay.headline(), *map(lay.plot_data, PLOTS)]
-        with staged(*targets) as (folder, headline_file, curves_file, answer_file):
+        targets.append(lay.figures_dir(Stage.COMPARE))
+        with staged(*targets) as (folder, headline_file, curves_file, answer_file, figures):
             save_comparison_figures(folder, result, weights)
+            keep_figures(folder, figures, [CompareFiles.interpolation])
             (folder / CompareFiles.details).write_text(to_json(result.details()))
             result.answer().save(folder)
             headline_file.write_text(to_json(headline))
