@@ -48,6 +48,18 @@ SETTINGS = {
 }
 
 
+NOTES = """
+Read with care: these runs were taken while other work loaded the machine (the 1-minute load
+average is in the header; 2 cores). There, two processes of two threads each also take a larger
+share of the CPU from the other users than one process does, which flatters "side by side";
+a quiet machine's ratio is still to be measured. Two runs so far (ratios side by side / one after
+another, median of 2 rounds each): 120 batches, load ~15-27: default threads 0.594, one thread
+0.765; 400 batches, load ~10: default threads 0.681, one thread 1.333. In every run the default
+thread count gave the weights of a training alone (`weights_as_default`) and one thread per
+process did not, so `python -m oiplab.lanes` keeps the default count.
+"""
+
+
 def _start(batches: int, extra: dict[str, str]) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -104,6 +116,7 @@ def main() -> None:
         "load_average_1min_at_end": round(os.getloadavg()[0], 1),  # other users of the machine
     }
     path = write_results("lanes", rows, meta)
+    path.write_text(path.read_text() + NOTES)
     print(json.dumps(rows, indent=1))
     print(f"wrote {path}")
 

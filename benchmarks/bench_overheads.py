@@ -72,6 +72,35 @@ SETUP = {
 }
 
 
+NOTES = """
+Rows overlap (importing TensorFlow or MLflow imports NumPy too); `pipeline_s` is the row's median
+times how often the default `make pipeline` pays it (`times_per_pipeline`, see PER_PIPELINE in
+benchmarks/bench_overheads.py), an upper bound on what removing it could save.
+
+What this says, and what was done (issue 28, item 2):
+- Stage modules import nothing heavy at module level already (TensorFlow, MLflow and SciPy are
+  imported where used): `import oiplab.stages.<stage>` is the module row. 18 of the 20 stage
+  processes need TensorFlow (every stage that loads or trains a network); only prepare and
+  report do without it, and they do not import it. What is left per process is the interpreter,
+  TensorFlow + Keras, MLflow and one run, paid once per DVC stage.
+- The trainings are 9 of the 20 processes and most of the pipeline's time; `python -m
+  oiplab.lanes` (run by `make pipeline` before `dvc repro`) runs them two at a time, so one
+  training's single-core parts (start-up, data, evaluation, logging) overlap another's fit
+  (benchmarks/results/lanes.md). One thread per process would change the weights' last bits;
+  the lanes keep TensorFlow's default thread count, which gives the bits of a training alone.
+- The comparison recomputed work within a layer: the rotation null recomputed each trained
+  pair's correlations (14% of the matching's samples in a py-spy profile of the stage), each
+  network's Gram was computed once per pair and again for its sibling rate, the trained x
+  untrained cross pairs ran a full match (permutation, margins) where only the matched r is used,
+  and per-image moments were kept for every trained pair where only the two-seed bootstrap
+  reads them. Now each is computed once, or where used; the answer is the same to the bit
+  (a digest of `compare_networks`' answer and details, old against new code, 3 seeds and 2).
+- Left: the untrained networks' side of the comparison (their outputs, their pairs' matches,
+  halves and linear fits) is the same in `compare` and both `compare_split` stages and is
+  computed three times; sharing it needs a DVC stage of its own (a dvc.yaml change).
+"""
+
+
 def _script(code: str | None, uri: str) -> str:
     if code is None:
         return "pass"
@@ -132,6 +161,7 @@ def main() -> None:
     ]
     meta = {"repeats": args.repeats, "load_average_1min_at_end": round(os.getloadavg()[0], 1)}
     path = write_results("overheads", rows, meta)
+    path.write_text(path.read_text() + NOTES)
     print(json.dumps(rows, indent=1))
     print(f"wrote {path}")
 
