@@ -33,7 +33,8 @@ SNIPPETS = {
     "import mlflow": "import mlflow",
     "open + close one MLflow run (sqlite store, existing)": "RUN",
     "load one trained model (model.keras)": "MODEL",
-    "read the prepared data (train + test splits)": "DATA",
+    "read the prepared training split (60,000 images)": "TRAIN",
+    "read the prepared test split (10,000 images)": "TEST",
 }
 
 # How often the default `make pipeline` pays each item (dvc.yaml, seeds 0-4, the seed-split design
@@ -41,8 +42,9 @@ SNIPPETS = {
 # activations, oip, precursor, compare, 2 compare_split, alignment, oip_compare, report), 18 of
 # them import TensorFlow (prepare and report do not); 32 stage runs (the three `--each-seed`
 # stages open one per seed); models loaded: select_images, activations, oip, precursor, compare,
-# oip_compare 5 each, compare_split 3 each; prepared data read by every stage but prepare and
-# report, once per seed in the `--each-seed` stages.
+# oip_compare 5 each, compare_split 3 each; the test split read by every stage but prepare and
+# report, once per seed in the `--each-seed` stages; the training split by the 9 trainings and
+# the three comparisons (their interpolation's training images).
 PER_PIPELINE = {
     "interpreter start (python -c pass)": 20,
     "import oiplab.stages.<stage> (module only)": 20,
@@ -51,7 +53,8 @@ PER_PIPELINE = {
     "import mlflow": 20,
     "open + close one MLflow run (sqlite store, existing)": 32,
     "load one trained model (model.keras)": 36,
-    "read the prepared data (train + test splits)": 28,
+    "read the prepared training split (60,000 images)": 12,
+    "read the prepared test split (10,000 images)": 28,
     "dvc start (dvc version)": 1,
     "dvc status of the default pipeline": 1,
 }
@@ -65,9 +68,13 @@ SETUP = {
         "import keras\nfrom oiplab.model import load_model\n",
         "load_model('models/seed_0/model.keras')\n",
     ),
-    "DATA": (
+    "TRAIN": (
         "from oiplab.data import load_prepared\nd = load_prepared('data/prepared')\n",
-        "d.x_train, d.x_test\n",
+        "d.x_train\n",
+    ),
+    "TEST": (
+        "from oiplab.data import load_prepared\nd = load_prepared('data/prepared')\n",
+        "d.x_test\n",
     ),
 }
 
