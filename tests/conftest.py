@@ -80,6 +80,15 @@ def train_cfg(**changes):
 
 
 @pytest.fixture
+def stage_logs() -> None:
+    """The `oiplab` loggers set up as a stage sets them up (what a test captures with capsys:
+    a library message a stage would show)."""
+    from oiplab import logs
+
+    logs.setup("test")
+
+
+@pytest.fixture
 def smoke_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The smoke experiment, run from tmp_path, logging to an sqlite store inside it."""
     monkeypatch.chdir(tmp_path)

@@ -47,8 +47,11 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_every_stage_is_a_module_and_every_module_a_stage() -> None:
+    from oiplab.cli import STUDIES
+
     modules = {p.stem for p in (SRC / "oiplab" / "stages").glob("*.py") if p.stem != "__init__"}
-    assert modules == set(STAGES)
+    assert modules == set(STAGES) | set(STUDIES)  # a study: a Hydra sweep beside the pipeline
+    assert not set(STAGES) & set(STUDIES)
 
 
 def test_the_layout_and_the_runs_table_know_only_stages() -> None:
@@ -225,13 +228,39 @@ def test_oiplab_run_cfg_job_prints_the_composed_config_and_runs_nothing(project:
 
 
 def test_a_hydra_job_is_named_after_its_stage(project: Path) -> None:
-    """Without --params the stage runs as a Hydra app: its job (and log file) is the stage's."""
+    """Without --params the stage runs as a Hydra app: its job (and log file) is the stage's,
+    and the log file holds what the stage said."""
     args = ["experiment=smoke", "tracking.enabled=false", "hydra.run.dir=job"]
     done = _oiplab(project, "run", "prepare", *args)
     assert done.returncode == 0, done.stderr
-    assert (project / "job" / "prepare.log").is_file()
+    said = [line for line in done.stdout.splitlines() if line.startswith("[prepare] ")]
+    assert len(said) == 2 and said[1].startswith("[prepare] wrote data/prepared (mean ")
+    kept = (project / "job" / "prepare.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in kept] == [s.removeprefix("[prepare] ") for s in said]
     assert OmegaConf.load(project / "job" / ".hydra" / "hydra.yaml").hydra.job.name == "prepare"
     assert (project / "data" / "prepared" / "meta.json").is_file()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_prints_its_help_and_exits_0(project: Path, stage: str) -> None:
+    done = _oiplab(project, "run", stage, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: oiplab run {stage} [--params FILE]")
+    assert f"== Config of stage `{stage}` ==" in done.stdout and done.stderr == ""
+
+
+@pytest.mark.slow
+def test_a_training_job_shows_no_tensorflow_start_up_lines(project: Path) -> None:
+    """A stage that imports TensorFlow, run as a user runs it: its stderr holds none of the
+    abseil start-up lines, its job log what it said, its stdout one Keras line per epoch."""
+    args = ["experiment=smoke", "tracking.enabled=false"]
+    assert _oiplab(project, "run", "prepare", *args, "hydra.run.dir=prep").returncode == 0
+    done = _oiplab(project, "run", "train", *args, "hydra.run.dir=job")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # before: 3 to 4 abseil lines, and the use_unbounded_threadpool one
+    assert "[train] seed 0: test accuracy" in done.stdout
+    assert "\x1b[" not in done.stdout and re.search(r"^10/10 - \d+s", done.stdout, re.M)
+    assert "seed 0: test accuracy" in (project / "job" / "train.log").read_text()
 
 
 # `oiplab ui` (moved from test_stages.py)

@@ -93,7 +93,10 @@ def test_an_unreachable_server_with_a_login_is_named_without_it(no_login, tmp_pa
 def test_the_reports_links_hold_no_login():
     from oiplab.report.html import ui_base
 
-    assert ui_base(f"http://u:{SECRET}@mlflow.lab:5000/") == "http://mlflow.lab:5000"
+    assert (
+        ui_base(f"http://u:{SECRET}@mlflow.lab:5000/", "http://127.0.0.1:5000")
+        == "http://mlflow.lab:5000"
+    )
 
 
 @pytest.mark.parametrize(

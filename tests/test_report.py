@@ -135,3 +135,31 @@ def test_the_final_snapshot_against_itself_reads_as_no_test():
     row = [r for r in results.alignment(["Conv2D_1"]).records if r.step == 20][0]
     row = row.model_copy(update={"final_same_index_p": float("nan")})
     assert table(OVER_TRAINING, [row]).rows[0][-1] == "- (the final network itself)"
+
+
+def test_run_links_follow_the_configured_ui_address(smoke_cfg, tmp_path):
+    """A store on this machine is browsed where `oiplab ui` serves it (`tracking.ui`), not at
+    a fixed port; a tracking server is its own UI."""
+    from oiplab.cli import configured_ui
+    from oiplab.report.html import ui_base
+
+    smoke_cfg.tracking.ui = "http://127.0.0.1:5123"
+    lay = results.write_study(smoke_cfg)
+    base = ui_base("sqlite:///mlflow.db", smoke_cfg.tracking.ui)
+    context = page.context(
+        smoke_cfg, lay, Links(base, lay), ("c", "d"), Path("none.png"), Path("none.png")
+    )
+    links = re.findall(r'href="(http[^"]+)"', render(context))
+    assert links and all(u.startswith("http://127.0.0.1:5123/#/experiments/1/runs/") for u in links)
+    assert ui_base("http://mlflow.lab:8080/", smoke_cfg.tracking.ui) == "http://mlflow.lab:8080"
+    params = tmp_path / "params.yaml"
+    params.write_text("tracking:\n  ui: http://127.0.0.1:5123\n")
+    assert configured_ui(params) == "http://127.0.0.1:5123"
+    assert configured_ui(tmp_path / "missing.yaml") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("epoch", "shown"), [(0.0, "0"), (1.0, "1"), (5.0, "5"), (0.1023, "0.1")])
+def test_epochs_print_as_whole_numbers_where_they_are(epoch, shown):
+    from oiplab.report.tables import epoch_text
+
+    assert epoch_text(epoch) == shown

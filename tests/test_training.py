@@ -124,13 +124,15 @@ def uninterrupted():
     return _train(RESUME)
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path, uninterrupted, capsys):
+def test_interrupted_training_resumes_to_identical_weights(
+    tmp_path, uninterrupted, capsys, stage_logs
+):
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
         _train(RESUME, checkpoint, [_stop_at(1)])
     assert (checkpoint / CHECKPOINT_STATE).is_file()
     resumed = _train(RESUME, checkpoint)  # a fresh process would start exactly like this
-    assert "resuming" in capsys.readouterr().out
+    assert "[test] resuming from" in capsys.readouterr().out
     _same(uninterrupted, resumed)
     assert resumed.resumed_from["epochs_done"] == 1
     assert len(resumed.resumed_from["history"]["loss"]) == 1  # the checkpoint's, not the run's
@@ -182,7 +184,9 @@ def _dying_swap(target):
 
 
 @pytest.mark.parametrize("damage", ["no state", "truncated model", "state of another epoch"])
-def test_a_torn_checkpoint_is_discarded_with_a_message(tmp_path, uninterrupted, capsys, damage):
+def test_a_torn_checkpoint_is_discarded_with_a_message(
+    tmp_path, uninterrupted, capsys, damage, stage_logs
+):
     checkpoint = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
         _train(RESUME, checkpoint, [_stop_at(2)])  # a checkpoint after epoch 2
@@ -197,7 +201,7 @@ def test_a_torn_checkpoint_is_discarded_with_a_message(tmp_path, uninterrupted, 
             _train(RESUME, earlier, [_stop_at(1)])
         shutil.copy(earlier / CHECKPOINT_STATE, checkpoint / CHECKPOINT_STATE)
     result = _train(RESUME, checkpoint)
-    assert "discarding checkpoint" in capsys.readouterr().out
+    assert "[test] discarding checkpoint" in capsys.readouterr().out
     _same(uninterrupted, result)
 
 
@@ -269,3 +273,25 @@ def test_a_diverging_train_stage_fails_its_run_and_registers_nothing(smoke_cfg):
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {r.info.run_name: r.info.status for r in runs}["train-seed0"] == "FAILED"
     assert client.search_registered_models() == []
+
+
+def test_a_bfloat16_training_learns_and_saves_a_float32_model(tmp_path):
+    """`train.precision=bfloat16` trains in mixed precision (other weights than float32) and
+    hands on a float32 network that `load_model` reads back with the same predictions; the
+    global Keras policy is float32 again after it."""
+    import keras
+
+    from oiplab.model import load_model
+
+    cfg = CFG.model_copy(update={"seed": 6, "epochs": 2, "trajectory_every": 0})
+    bf16 = _train(cfg.model_copy(update={"precision": "bfloat16"}))
+    f32 = _train(cfg)
+    assert keras.config.dtype_policy().name == "float32"
+    assert {layer.dtype_policy.name for layer in bf16.model.layers} == {"float32"}
+    assert not np.array_equal(bf16.model.get_weights()[0], f32.model.get_weights()[0])
+    assert bf16.history["loss"][-1] < bf16.history["loss"][0]
+    assert bf16.metrics["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    bf16.model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras", model_cfg())
+    x = _data().x_test
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), bf16.model.predict(x, verbose=0))

@@ -5,7 +5,7 @@ command line, beside `dvc repro` (which runs every stage) and `make help`.
   oiplab run <stage> -m key=a,b ...        a Hydra sweep over conf/ (outputs under multirun/)
   oiplab run <stage> --help | --cfg job    the stage's flags, config groups and composed config
   oiplab params [overrides] | --check      write params.yaml from conf/, or check it
-  oiplab ui [--port 5000]                  the MLflow UI on the project's store
+  oiplab ui [--port P]                     the MLflow UI on the project's store (tracking.ui)
   oiplab runs [--study S] [--parent ID]    the runs of the latest (or a given) execution
 """
 
@@ -22,20 +22,26 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from oiplab.credentials import redact
 from oiplab.errors import OiplabError
-from oiplab.layout import STAGES, Stage
+from oiplab.layout import STAGES
+
+# Studies run as Hydra sweeps beside the DVC pipeline (`oiplab run <study> -m experiment=...`).
+STUDIES = ("width",)
+
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
-def _stage_summary(stage: Stage) -> str:
+def _stage_summary(stage: str) -> str:
     """The first paragraph of a stage module's docstring, without its "Stage `x`:" prefix."""
     # read, not imported: `oiplab ui` or `oiplab runs` need not load ten stage modules
     spec = importlib.util.find_spec(f"oiplab.stages.{stage}")
     source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
     doc = ast.get_docstring(ast.parse(source)) or ""
     first = " ".join(doc.strip().split("\n\n")[0].split())
-    return first.removeprefix(f"Stage `{stage}`: ")
+    return first.removeprefix(f"Stage `{stage}`: ").removeprefix(f"Study `{stage}`: ")
 
 
 def _stages_help() -> str:
@@ -48,16 +54,22 @@ def _stages_help() -> str:
             initial_indent=f"  {stage:<{width - 2}}",
             subsequent_indent=" " * width,
         )
-        for stage in STAGES
+        for stage in (*STAGES, *STUDIES)
     ]
-    return "the stages, in pipeline order:\n" + "\n".join(lines)
+    studies = len(STAGES)
+    return (
+        "the stages, in pipeline order:\n"
+        + "\n".join(lines[:studies])
+        + "\nthe studies beside the pipeline (Hydra sweeps):\n"
+        + "\n".join(lines[studies:])
+    )
 
 
 def _stage(args: argparse.Namespace) -> None:
     """`oiplab run <stage> ...`: the stage's own command line (`oiplab.stages.stage_parser`)."""
-    if args.stage not in STAGES:
+    if args.stage not in (*STAGES, *STUDIES):
         got = "no stage given" if args.stage is None else f"no stage '{args.stage}'"
-        print(f"error: {got}; the stages: {', '.join(STAGES)}", file=sys.stderr)
+        print(f"error: {got}; the stages: {', '.join((*STAGES, *STUDIES))}", file=sys.stderr)
         raise SystemExit(2)
     module = importlib.import_module(f"oiplab.stages.{args.stage}")
     module.main(args.args, as_oiplab_run=True)
@@ -70,6 +82,10 @@ def _ui(args: argparse.Namespace) -> None:
     if uri.startswith("http"):
         shown = redact(uri)
         raise SystemExit(f"error: MLFLOW_TRACKING_URI is a server ({shown}): open it in a browser")
+    configured = configured_ui()
+    parts = urlsplit(configured)
+    args.host = args.host or parts.hostname or "127.0.0.1"
+    args.port = args.port or parts.port or 5000
     if not _port_free(args.host, args.port):
         raise SystemExit(f"error: port {args.port} on {args.host} is in use: pass --port N")
     warning = exposure_warning(args.host, args.port)
@@ -78,11 +94,31 @@ def _ui(args: argparse.Namespace) -> None:
     mlflow = Path(sys.executable).parent / "mlflow"
     address = f"http://{args.host}:{args.port}"
     print(f"MLflow UI on {address} (store {redact(uri)}); Ctrl-C to stop")
+    if address != configured.rstrip("/"):
+        print(
+            f"note: the report links runs to {configured} (tracking.ui in params.yaml); for "
+            f"links to this UI: `dvc exp run -S tracking.ui={address}`"
+        )
     runs_page = _runs_page(uri, args.experiment)
     if runs_page:  # the UI itself opens on its GenAI overview
         print(f"the project's runs: {address}/{runs_page}")
     command = [str(mlflow), "ui", "--backend-store-uri", uri]
     raise SystemExit(_serve([*command, "--host", args.host, "--port", str(args.port)]))
+
+
+def configured_ui(params: Path | None = None) -> str:
+    """Where the UI is meant to serve (`tracking.ui` of the params file; the report links
+    there), or 127.0.0.1:5000 without a readable params file."""
+    import yaml
+
+    from oiplab.params import PARAMS_FILE
+
+    try:
+        text = (params or Path(PARAMS_FILE)).read_text(encoding="utf-8")
+        found = yaml.safe_load(text)["tracking"]["ui"]
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return DEFAULT_UI
+    return str(found)
 
 
 def exposure_warning(host: str, port: int) -> str | None:
@@ -215,8 +251,8 @@ def parser() -> argparse.ArgumentParser:
         )
     )
     ui = sub.add_parser("ui", help="the MLflow UI on the project's store")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default=None, help="default: tracking.ui's host (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=None, help="default: tracking.ui's port (5000)")
     ui.add_argument("--experiment", default="oiplab", help="the experiment whose runs to link")
     runs = sub.add_parser("runs", help="the stage runs of a pipeline execution or sweep")
     runs.add_argument("--uri", default=None, help="tracking URI (default: the project's)")
@@ -231,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     from oiplab import params
 
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if argv is None and args.command == "run":  # a stage in this process: TensorFlow's noise
+        from oiplab.logs import filter_native_stderr
+
+        filter_native_stderr()
     commands = {"run": _stage, "params": params.execute, "ui": _ui, "runs": _runs}
     try:
         commands[args.command](args)

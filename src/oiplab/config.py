@@ -73,6 +73,7 @@ class TrainConfig(Section):
     steps_per_execution: Count
     jit_compile: Literal["auto", "on", "off"]
     eval_batch_size: Count
+    precision: Literal["float32", "bfloat16"]
 
 
 class GroupConfig(Section):
@@ -180,6 +181,7 @@ class TrackingConfig(Section):
     uri: str
     experiment: Annotated[str, Field(min_length=1)]
     enabled: bool
+    ui: Annotated[str, Field(pattern=r"^https?://[^/\s]+:\d+/?$")]  # `oiplab ui`'s address
 
 
 class PathsConfig(Section):
@@ -190,6 +192,7 @@ class PathsConfig(Section):
     reports: str
     checkpoints: str
     split_models: str
+    widths: str
 
 
 class Config(Section):
@@ -240,6 +243,8 @@ def _message(error: Mapping[str, Any]) -> str:
         )
     if error["type"] == "extra_forbidden":
         return f"config key '{key}': not a known setting (misspelt? see conf/)"
+    if error["type"] == "value_error":  # a section's own check: its message names the key
+        return str(error["msg"]).removeprefix("Value error, ")
     ctx = error.get("ctx", {})
     expected = {
         "too_short": f"at least {ctx.get('min_length')} item(s)",

@@ -122,6 +122,21 @@ class AlignmentFiles:
         return f"alignment_{layer}.png"
 
 
+class WidthFiles:
+    result = "width.json"  # `WidthResult`: also the width's completion record
+    summary = "width.json"  # the aggregate, in the metrics folder (DVC's metrics file)
+    records = "width_records.json"  # the aggregate's rows (`dvc plots`, the report)
+
+    @staticmethod
+    def folder(width: float) -> str:
+        """A width's folder name: `w0.25`, `w1`, `w2`."""
+        return f"w{width:g}"
+
+    @staticmethod
+    def figure(statistic: str) -> str:
+        return f"width_{statistic}.png"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The study's folders (relative to the project root, where stages run)."""
@@ -133,6 +148,7 @@ class Layout:
     reports: Path
     checkpoints: Path
     split_models: Path
+    widths: Path
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
@@ -220,6 +236,26 @@ class Layout:
 
     def report(self) -> Path:
         return self.reports / "index.html"
+
+    def width_study_dir(self, study: str) -> Path:
+        """The width study's folder for study `study` (a preset): one folder per width in it."""
+        return self.widths / study
+
+    def width_dir(self, study: str, width: float) -> Path:
+        """One width's trained seeds, comparison and `WidthResult` (`w0.5`, `w1`, `w2`)."""
+        return self.width_study_dir(study) / WidthFiles.folder(width)
+
+    def width_summary_dir(self) -> Path:
+        """The aggregate's figures (also logged to the sweep's MLflow parent run): the latest
+        summarized width study's."""
+        return self.artifacts / "width"
+
+    def width_metrics(self) -> Path:
+        """The width study's aggregate (DVC's metrics file; the report's section reads it)."""
+        return self.metrics / WidthFiles.summary
+
+    def width_records(self) -> Path:
+        return self.metrics / WidthFiles.records
 
     def stage_io(
         self, stage: str, seed: int | None = None, design: str | None = None

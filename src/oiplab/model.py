@@ -2,7 +2,8 @@
 
 Layer recipe and names from the series (part VI's model summary): 28x28x1 -> Conv2D_1 (32, 3x3)
 -> Max_Pool_1 -> Conv2D_2 (64, 3x3) -> Max_Pool_2 -> Conv2D_3 (128, 3x3) -> Flatten -> Dense 100
--> Dense 10 (softmax); 208,982 trainable parameters with the default sizes.
+-> Dense 10 (softmax); 208,982 trainable parameters with the default sizes. `model.width`
+multiplies every convolution's filters and the hidden dense units (1: the articles' network).
 
 `LAYERS` names the analysable layers in forward order; `MATCHED` the hidden ones the comparison
 matches across seeds (Dense_2's nodes are the classes, already in the same order); `PERMUTABLE`
@@ -13,11 +14,12 @@ layer's output shape; a test checks it against the built Keras model.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oiplab.checks import NonFiniteError, non_finite_weights
 from oiplab.errors import OiplabError, missing_input
@@ -52,6 +54,37 @@ class ModelConfig(BaseModel):
     dense_units: Count
     n_classes: Annotated[int, Field(ge=2)]
     input_shape: Annotated[list[Count], Field(min_length=3, max_length=3)]
+    # A multiplier of every convolution's filters and the hidden dense units (the width studies
+    # of Morcos et al. 2018 and Entezari et al. 2022 scale every hidden layer alike); 1 is the
+    # articles' network. The default lets a model of explicit sizes be written without it.
+    width: Annotated[float, Field(gt=0)] = 1.0
+
+    @property
+    def conv_filters(self) -> list[int]:
+        """Each convolution's number of filters at this width."""
+        return [scaled(f, self.width) for f in self.filters]
+
+    @property
+    def hidden_units(self) -> int:
+        """Dense_1's number of nodes at this width."""
+        return scaled(self.dense_units, self.width)
+
+    @model_validator(mode="after")
+    def _every_layer_has_a_unit(self) -> Self:
+        sizes = dict(zip(CONV_LAYERS, self.conv_filters, strict=True))
+        empty = [n for n, k in (sizes | {"Dense_1": self.hidden_units}).items() if k < 1]
+        if empty:
+            raise ValueError(
+                f"model.width={self.width} leaves {', '.join(empty)} with no unit (filters "
+                f"{self.filters}, dense_units {self.dense_units} times the width, rounded); "
+                "use a larger width"
+            )
+        return self
+
+
+def scaled(units: int, width: float) -> int:
+    """`units` times `width`, rounded half up (2.5 -> 3: Python's `round` would give 2)."""
+    return math.floor(units * width + 0.5)
 
 
 class ModelFileError(OiplabError, RuntimeError):
@@ -63,11 +96,11 @@ def layer_shapes(cfg: ModelConfig) -> dict[str, Shape]:
     size, shapes = cfg.input_shape[0], {}
     for i, conv in enumerate(CONV_LAYERS):
         size = size - cfg.kernel_size + 1
-        shapes[conv] = (size, size, cfg.filters[i])
+        shapes[conv] = (size, size, cfg.conv_filters[i])
         if i < len(POOL_LAYERS):
             size //= 2
-            shapes[POOL_LAYERS[i]] = (size, size, cfg.filters[i])
-    shapes["Dense_1"] = (1, 1, cfg.dense_units)
+            shapes[POOL_LAYERS[i]] = (size, size, cfg.conv_filters[i])
+    shapes["Dense_1"] = (1, 1, cfg.hidden_units)
     shapes["Dense_2"] = (1, 1, cfg.n_classes)
     return {name: shapes[name] for name in LAYERS}
 
@@ -81,11 +114,11 @@ def build_model(cfg: ModelConfig, l2: float = 0.0) -> keras.Model:
     conv = {"kernel_size": cfg.kernel_size, "activation": "relu", "kernel_regularizer": reg}
     x = inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
     for i, name in enumerate(CONV_LAYERS):
-        x = layers.Conv2D(cfg.filters[i], name=name, **conv)(x)
+        x = layers.Conv2D(cfg.conv_filters[i], name=name, **conv)(x)
         if i < len(POOL_LAYERS):
             x = layers.MaxPooling2D(2, name=POOL_LAYERS[i])(x)
     x = layers.Flatten(name="Flatten")(x)
-    x = layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=reg, name="Dense_1")(x)
+    x = layers.Dense(cfg.hidden_units, activation="relu", kernel_regularizer=reg, name="Dense_1")(x)
     outputs = layers.Dense(
         cfg.n_classes, activation="softmax", kernel_regularizer=reg, name="Dense_2"
     )(x)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import model_validator
 
-from oiplab.backend import jit_compile_arg, seed_everything
+from oiplab.backend import backend_name, jit_compile_arg, seed_everything
 from oiplab.checks import non_finite_weights
 from oiplab.config import TrainConfig
 from oiplab.errors import OiplabError
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_TRAJECTORY = "trajectory.npz"
+
+log = logging.getLogger(__name__)
 
 
 def init_seed(cfg: TrainConfig) -> int:
@@ -87,6 +91,35 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
+# Keras' dtype policy per `train.precision`: "mixed_bfloat16" computes in bfloat16 and keeps the
+# weights (and the optimizer's state) in float32
+PRECISION_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Build layers inside with the dtype policy of `precision`; the global policy is restored
+    after, so that models built later (the comparison's untrained networks) stay float32."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISION_POLICY[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def float32_copy(model: keras.Model, model_cfg: ModelConfig, l2: float) -> keras.Model:
+    """`model` (trained in mixed precision) as a float32 network with the same float32 weights:
+    what the train stage saves, so that every later stage computes in float32 whatever the
+    training's precision."""
+    with precision_policy("float32"):
+        copy = build_model(model_cfg, l2=l2)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def compile_model(model, cfg: TrainConfig, n_train: int) -> None:
     import keras
 
@@ -109,9 +142,52 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """A Keras dataset whose epoch e serves the images in `epoch_order(seed, e)`, and the
-    callback that tells it which epoch the `fit` is in (so one `fit` sees every epoch's order,
-    from whatever epoch it starts)."""
+    """A Keras input whose epoch e serves the images in `epoch_order(seed, e)`, and the callback
+    that tells it which epoch the `fit` is in (so one `fit` sees every epoch's order, from
+    whatever epoch it starts).
+
+    TensorFlow reads a tf.data pipeline (a `PyDataset`, a Python call per batch, measured 2-3%
+    of a fit's CPU seconds over arrays); other backends the `PyDataset`.
+    Both serve the same batches, so the weights are the same to the last bit."""
+    import keras
+
+    if backend_name() == "tensorflow":
+        dataset, set_epoch = _tf_epoch_ordered(x, y, batch_size, seed)
+    else:
+        dataset = _py_epoch_ordered(x, y, batch_size, seed)
+        set_epoch = dataset.set_epoch
+
+    class FollowEpochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise_if_interrupted()  # a stop request whose exception Python swallowed
+            set_epoch(epoch)  # before the epoch's first batch is read
+
+    return dataset, FollowEpochs()
+
+
+def _tf_epoch_ordered(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """(tf.data dataset, set_epoch): Keras iterates the dataset afresh each epoch (it knows its
+    length, so no execution of `steps_per_execution` batches reads into the next epoch), and
+    each iteration reads the order that `set_epoch` last stored."""
+    import tensorflow as tf
+
+    order = tf.Variable(epoch_order(seed, 0, len(y)), trainable=False)
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def batches(_):
+        return tf.data.Dataset.from_tensor_slices(order.read_value()).batch(batch_size)
+
+    dataset = (
+        tf.data.Dataset.from_tensors(0)
+        .flat_map(batches)
+        .map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)))
+        .apply(tf.data.experimental.assert_cardinality(math.ceil(len(y) / batch_size)))
+        .prefetch(2)
+    )
+    return dataset, lambda epoch: order.assign(epoch_order(seed, epoch, len(y)))
+
+
+def _py_epoch_ordered(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     import keras
 
     class EpochOrdered(keras.utils.PyDataset):
@@ -130,13 +206,7 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
             rows = self.order[index * batch_size : (index + 1) * batch_size]
             return x[rows], y[rows]
 
-    class FollowEpochs(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            raise_if_interrupted()  # a stop request whose exception Python swallowed
-            dataset.set_epoch(epoch)  # before the epoch's first batch is read
-
-    dataset = EpochOrdered()
-    return dataset, FollowEpochs()
+    return EpochOrdered()
 
 
 @dataclass
@@ -300,7 +370,7 @@ def _resume(checkpoint: Path | None, fingerprint: str, epochs: int) -> Any:
     try:
         return load_checkpoint(checkpoint, fingerprint, epochs)
     except CheckpointError as exc:
-        print(f"[train] discarding checkpoint {checkpoint} ({exc}); starting from epoch 0")
+        log.info(f"discarding checkpoint {checkpoint} ({exc}); starting from epoch 0")
         shutil.rmtree(checkpoint, ignore_errors=True)
         return None
 
@@ -323,13 +393,14 @@ def _start(
     found = _resume(checkpointing.folder, checkpointing.fingerprint, cfg.epochs)
     seed_everything(init_seed(cfg))  # the initialization, and deterministic kernels either way
     if found is None:
-        model = build_model(model_cfg, l2=cfg.l2)
+        with precision_policy(cfg.precision):
+            model = build_model(model_cfg, l2=cfg.l2)
         compile_model(model, cfg, n_train=n_train)
         trajectory = Trajectory()
         trajectory.add(0, model.get_weights())
         return _Start(model, {}, trajectory, 0, None)
     model, resumed, trajectory = found
-    print(f"[train] resuming from {checkpointing.folder} after epoch {resumed['epochs_done']}")
+    log.info(f"resuming from {checkpointing.folder} after epoch {resumed['epochs_done']}")
     # a copy: `resumed` keeps describing the checkpoint (its epochs are replayed to MLflow)
     history = {key: list(values) for key, values in resumed["history"].items()}
     return _Start(model, history, trajectory, resumed["epochs_done"], resumed)
@@ -359,9 +430,12 @@ def _first_epoch_snapshots(
     return Snapshots()
 
 
-def _epoch_keeper(start: _Start, checkpointing: Checkpointing) -> keras.callbacks.Callback:
+def _epoch_keeper(
+    start: _Start, checkpointing: Checkpointing, cfg: TrainConfig
+) -> keras.callbacks.Callback:
     """A callback keeping, at the end of every epoch, the history and the weights (in `start`'s
-    history and trajectory) and a checkpoint."""
+    history and trajectory) and, but after the last epoch, a checkpoint (the stage's saved model
+    supersedes that one at once; a kill before it is saved retrains the last epoch exactly)."""
     import keras
 
     history, trajectory = start.history, start.trajectory
@@ -375,7 +449,7 @@ def _epoch_keeper(start: _Start, checkpointing: Checkpointing) -> keras.callback
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
             trajectory.add(int(self.model.optimizer.iterations.numpy()), self.model.get_weights())
-            if checkpointing.folder is not None:
+            if checkpointing.folder is not None and epoch + 1 < cfg.epochs:
                 state = {
                     "epochs_done": epoch + 1,
                     "history": history,
@@ -405,15 +479,15 @@ def train(
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     start = _start(model_cfg, cfg, n, checkpointing)
-    print(
-        f"[train] seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
+    log.info(
+        f"seed {cfg.seed} (init {init_seed(cfg)}, data order {data_seed(cfg)}): "
         f"{start.model.count_params():,} parameters, {n} images, {cfg.epochs} epochs of batch "
         f"{cfg.batch_size}"
     )
     dataset, follow = _batches(data.x_train, data.y_train, cfg.batch_size, data_seed(cfg))
     # Keras' own stop at the first NaN loss: the batches after it would only spread it
     stop = keras.callbacks.TerminateOnNaN()
-    keep = [follow, stop, _epoch_keeper(start, checkpointing), *callbacks]
+    keep = [follow, stop, _epoch_keeper(start, checkpointing, cfg), *callbacks]
     # epochs [first, last) and their callbacks: epoch 1 apart when it keeps batch snapshots
     phases = [(start.epoch, cfg.epochs, keep)]
     if start.epoch == 0 and cfg.trajectory_every:
@@ -426,7 +500,7 @@ def train(
                 dataset,
                 epochs=last,
                 initial_epoch=first,
-                shuffle=False,  # the dataset orders each epoch itself; Keras would shuffle batches
+                shuffle=False,  # the input orders each epoch itself; Keras would shuffle batches
                 validation_data=(data.x_test, data.y_test),
                 validation_batch_size=cfg.eval_batch_size,
                 callbacks=phase_callbacks,
@@ -476,6 +550,8 @@ def _result(
 ) -> TrainResult:
     """The trained model's test-set evaluation and the run's numbers."""
     model, n = start.model, len(data.y_train)
+    if cfg.precision != "float32":
+        model = float32_copy(model, model_cfg, cfg.l2)
     result = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
     metrics = {
         "seed": cfg.seed,

@@ -13,6 +13,7 @@ final snapshot against itself is no test (every map is its own partner): its p i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -42,6 +43,9 @@ from oiplab.layout import AlignmentFiles
 
 if TYPE_CHECKING:
     import keras
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -212,7 +216,7 @@ def alignment_over_training(
     nulls: list[keras.Model],
     probe_x: np.ndarray,
     settings: AlignmentSettings,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> Alignment:
     """The comparison's statistics at every snapshot of training.
 
@@ -244,7 +248,7 @@ def alignment_over_training(
         if progress is not None:
             epoch = step / snapshots.steps_per_epoch
             shown = ", ".join(f"{n} {points[n][-1].partnered.value:.0%}" for n in layers)
-            progress(f"[alignment] step {step} (epoch {epoch:.2f}): partnered {shown}")
+            progress(f"step {step} (epoch {round(epoch, 2):g}): partnered {shown}")
     epochs = [step / snapshots.steps_per_epoch for step in steps]
     curves = {n: _curves(nulls_of[n].threshold, points[n]) for n in layers}
     return Alignment(list(steps), epochs, curves)

@@ -7,6 +7,7 @@ of files, MLflow or figures.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ from oiplab.model import PERMUTABLE, PERMUTATION_OF, ModelConfig, build_model
 
 if TYPE_CHECKING:
     import keras
+
+
+log = logging.getLogger(__name__)
 
 # CKA is also shown for the output layer, whose nodes (the classes) need no matching.
 CKA_EXTRA_LAYERS = ("Dense_2",)
@@ -129,7 +133,7 @@ def compare_networks(
     probe_x: np.ndarray,
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]],
     c: CompareConfig,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> Comparison:
     """Answer, per layer, whether the trained networks share maps and their order.
 
@@ -146,7 +150,7 @@ def compare_networks(
     null_outs = [layer_outputs(m, probe_x, cka_layers) for m in nulls]
     pairs = list(combinations(range(len(seeds)), 2))
     null_pairs = list(combinations(range(len(nulls)), 2))
-    say(f"[compare] {len(pairs)} trained pairs, {len(null_pairs)} untrained pairs (the null)")
+    say(f"{len(pairs)} trained pairs, {len(null_pairs)} untrained pairs (the null)")
 
     weights = [m.get_weights() for m in trained.values()]
     weight_perms = {p: weight_matching(weights[p[0]], weights[p[1]]) for p in pairs}
@@ -163,7 +167,7 @@ def compare_networks(
         _alignments(matched, weight_perms, pairs),
         alphas,
         eval_sets,
-        done=lambda a, b: say(f"[compare] interpolation seeds {seeds[a]}-{seeds[b]} done"),
+        done=lambda a, b: say(f"interpolation seeds {seeds[a]}-{seeds[b]} done"),
     )
 
     def by_seed(values: dict[tuple[int, int], Any]) -> dict[tuple[int, int], Any]:
@@ -216,7 +220,7 @@ def study_layers(
     null_cka, null_debiased = _pairwise_cka(null_outs, cka_layers, null_pairs, c.layers)
     matched = _match_units(outs, null_outs, seeds, (cka, null_cka), c)
     cross = sum(m.identity.cross_seconds for m in matched.values())
-    say(f"[compare] trained x untrained pairs matched in {cross:.1f} s (the permutation test)")
+    say(f"trained x untrained pairs matched in {cross:.1f} s (the permutation test)")
     res = Resampling.draw(len(outs[0][c.layers[0]]), len(seeds), pairs, c)
     answers, null_r = _answers(matched, weight_perms, (debiased, null_debiased), res, c, say)
     return StudyLayers(matched, answers, null_r, cka, res)
@@ -408,7 +412,7 @@ def _answers(
             c=c,
             rules=rules,
         )
-        say(f"[compare] {answers[layer].verdict}")
+        say(f"{answers[layer].verdict}")
     return answers, null_r
 
 

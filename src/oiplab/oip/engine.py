@@ -12,6 +12,7 @@ is the articles' step-to-step test, which a slowly climbing loss passes long bef
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from oiplab.oip.step import make_step
 
 if TYPE_CHECKING:
     import keras
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,9 @@ def ascend(
     starts: np.ndarray,
     objectives: Objectives,
     settings: AscentSettings,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
     step: Callable | None = None,
-    label: str = "[oip]",
+    label: str = "ascent",
 ) -> AscentResult:
     """Run gradient ascent on the input for every element of the batch.
 

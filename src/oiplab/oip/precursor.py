@@ -12,6 +12,7 @@ only the others are ascended. The ranking is unchanged (tested against the unpru
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     import keras
 
     from oiplab.config import PrecursorConfig
+
+
+log = logging.getLogger(__name__)
 
 
 def coarse_grids(grid: int, values: Sequence[float]) -> np.ndarray:
@@ -85,7 +89,7 @@ def screen(
     maps: np.ndarray,
     layer_shape: tuple[int, int, int],
     settings: SearchSettings,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> ScreenResult:
     """Short ascent (`screen_steps`) of every candidate for every map; the `top_k` candidates
     per map by loss.
@@ -104,7 +108,7 @@ def screen(
     m_idx, c_idx = np.nonzero(live)
     if progress is not None:
         progress(
-            f"[precursor] screen: {len(maps)} maps x {n} candidates, {len(m_idx)} pairs "
+            f"screen: {len(maps)} maps x {n} candidates, {len(m_idx)} pairs "
             f"ascended ({settings.screen_steps} steps), {live.size - len(m_idx)} pruned exactly"
         )
     if len(m_idx):
@@ -124,7 +128,7 @@ def screen(
             short,
             progress=progress,
             step=make_step(probe, epsilon),
-            label="[precursor] screen",
+            label="screen",
         )
         losses[m_idx, c_idx] = result.loss
     order = np.argsort(-losses, axis=1, kind="stable")[:, : settings.top_k]
@@ -236,7 +240,7 @@ def search(
     candidates: np.ndarray,
     layer_shape: tuple[int, int, int],
     settings: SearchSettings,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> PrecursorResult:
     """Screen every candidate for `maps`, then ascend each map's best `top_k` for `full_steps`.
 
@@ -246,9 +250,7 @@ def search(
     k = min(settings.top_k, len(candidates))
     settings = replace(settings, prune=settings.prune and relu_layer(probe))
     if progress is not None:
-        progress(
-            f"[precursor] {len(maps)} maps, {len(candidates)} candidates, prune={settings.prune}"
-        )
+        progress(f"{len(maps)} maps, {len(candidates)} candidates, prune={settings.prune}")
     t0 = time.perf_counter()
     if not len(maps):
         return PrecursorResult.empty(maps, len(candidates), k)
@@ -260,7 +262,7 @@ def search(
         channel_objectives(np.repeat(maps, k), layer_shape),
         replace(settings.ascent, n_steps=settings.full_steps, n_snapshots=0),
         progress=progress,
-        label="[precursor] ascent",
+        label="ascent",
     )
     return PrecursorResult(
         map_index=maps,

@@ -9,6 +9,7 @@ redirected ReLU, xplique's warm-up steps).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,6 +22,9 @@ from oiplab.oip.objectives import Objectives, channel_objectives
 
 if TYPE_CHECKING:
     import keras
+
+
+log = logging.getLogger(__name__)
 
 
 def preactivation_probe(model: keras.Model, layer: str) -> keras.Model:
@@ -49,7 +53,7 @@ def warmed_ascent(
     objectives: Objectives,
     settings: AscentSettings,
     warmup_steps: int,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> AscentResult:
     """`warmup_steps` of ascent on the pre-activation (`linear_probe`), then the usual ascent on
     the map (`probe`) from where the warm-up ended. Steps and loss history are the second
@@ -58,8 +62,8 @@ def warmed_ascent(
     first = ascend(linear_probe, starts, objectives, warm, progress=None)
     if progress is not None:
         lifted = int((first.loss > 0).sum())
-        progress(f"[rescue] warm-up: {warmup_steps} steps, {lifted}/{len(starts)} starts lifted")
-    return ascend(probe, first.images, objectives, settings, progress=progress, label="[rescue]")
+        progress(f"rescue warm-up: {warmup_steps} steps, {lifted}/{len(starts)} starts lifted")
+    return ascend(probe, first.images, objectives, settings, progress=progress, label="rescue")
 
 
 @dataclass
@@ -84,7 +88,7 @@ def rescue(
     layer_shape: tuple[int, int, int],
     settings: AscentSettings,
     warmup_steps: int,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> RescueResult:
     """Warm up, then ascend, every (map, start) of `maps` from the starts (S, 28, 28, 1).
 

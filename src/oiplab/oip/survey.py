@@ -7,6 +7,7 @@ precursor search and the comparison read.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from oiplab.oip.rescue import preactivation_probe, warmed_ascent
 
 if TYPE_CHECKING:
     import keras
+
+
+log = logging.getLogger(__name__)
 
 
 def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
@@ -176,7 +180,7 @@ def survey(
     o: OipConfig,
     layer_shape: tuple[int, int, int],
     starts: np.ndarray,
-    progress: Callable[[str], None] | None = print,
+    progress: Callable[[str], None] | None = log.info,
 ) -> Survey:
     """Ascend every (map, start) of the configured layer in one batch (chunked); with
     `o.warmup_steps`, each first warms up on the map's pre-activation (`rescue`).

@@ -48,13 +48,14 @@ def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray
     """One layer's answer: matched r of trained vs untrained pairs (with the partner threshold),
     and each statistic's 95% interval against the untrained networks' values."""
     plt = pyplot()
-    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(12.5, 3.4), layout="constrained")
     bins = np.linspace(-0.2, 1.0, 49)
     ax_r.hist(null_r, bins=bins, density=True, color="lightgray", label="untrained pairs")
     ax_r.hist(trained_r, bins=bins, density=True, histtype="step", lw=2, label="trained pairs")
     ax_r.axvline(answer.threshold, color="crimson", ls="--", label="partner threshold")
-    ax_r.set(xlabel="matched correlation r (live maps)", ylabel="density", title="matched r")
-    ax_r.legend(fontsize=7)
+    ax_r.set(xlabel="matched correlation r (live maps)", ylabel="density")
+    # above the axes: the histograms fill the top corners in one layer or another
+    ax_r.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     stats = [
         ("partnered", answer.partnered),
         ("median r", answer.matched_r),
@@ -89,7 +90,7 @@ def answer_figure(answer: LayerAnswer, trained_r: np.ndarray, null_r: np.ndarray
     ax_s.set_xticks(range(len(stats)), [s[0] for s in stats], fontsize=7)
     ax_s.set_ylim(0, 1.05)
     ax_s.grid(axis="y", alpha=0.3)
-    ax_s.legend(fontsize=7, loc="lower right")
+    ax_s.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points
     o = answer.order
     ax_s.set_title(
         f"same index: {o.observed} of {o.n_tested} tested vs {o.expected:.1f} expected, "
@@ -211,7 +212,7 @@ def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int) -> F
     def col(key: str) -> np.ndarray:
         return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
-    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(10.5, 4), layout="constrained")
     ax.fill_between(step, col("partnered_low"), col("partnered_high"), alpha=0.25, color="C0")
     ax.plot(step, col("partnered"), "o-", color="C0", label="partnered between seeds (95% CI)")
     ax.plot(step, col("partnered_null"), "-", color="gray", label="partnered, untrained pairs")
@@ -229,5 +230,6 @@ def alignment_figure(layer: str, records: list[dict], steps_per_epoch: int) -> F
         title=f"{layer}: correspondence over training",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    # beside the axes: inside, every corner holds a curve at some layer or step
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -78,7 +78,8 @@ def activation_figure(
     ax_img.set_title("input")
     cmap = plt.get_cmap(colormap).with_extremes(bad="white")
     shown = ax_grid.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-    ax_grid.set_title(f"{maps.shape[2]} {'nodes' if layer_output.ndim == 1 else 'maps'}")
+    kind = "nodes" if layer_output.ndim == 1 else "maps"
+    ax_grid.set_title(f"{maps.shape[2]} {kind}, in index order, {per_row} a row (0 at top left)")
     fig.colorbar(shown, ax=ax_grid, fraction=0.03, pad=0.02)
     for ax in (ax_img, ax_grid):
         ax.set_xticks([])

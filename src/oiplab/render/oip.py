@@ -32,7 +32,13 @@ def min_max(image: np.ndarray) -> np.ndarray:
     return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
 
 
-LABEL_GAP = 9  # image pixels above each tile for its label
+LABEL_GAP = 12  # image pixels above each tile for its label (7-point text at 100 dpi)
+
+
+GALLERY_CAPTION = (
+    "above each tile: map number: the map's mean activation at its OIP (the ascent's objective); "
+    "silent: no start made the map respond"
+)
 
 
 def gallery_figure(
@@ -45,7 +51,8 @@ def gallery_figure(
     enhance: bool = False,
     per_row: int = 16,
 ) -> Figure:
-    """One tile per map: its OIP (min-max or contrast-enhanced), the map number and final loss.
+    """One tile per map: its OIP (min-max or contrast-enhanced), the map number and final
+    objective (its mean activation), with a caption saying so.
 
     The tiles are one image in one set of axes (a grid of 128 axes is slow to build and
     draw), each labelled above; a silent map's tile is grey, framed and marked in crimson.
@@ -60,7 +67,7 @@ def gallery_figure(
     rows = math.ceil(m / per_row)
     cell_w, cell_h = 28 + 2, 28 + LABEL_GAP
     canvas = np.full((rows * cell_h, per_row * cell_w), np.nan, dtype=np.float32)
-    fig, ax = plt.subplots(figsize=(per_row * 0.85, rows * 1.0 + 0.6))
+    fig, ax = plt.subplots(figsize=(per_row * 1.0, rows * 1.2 + 0.9))
     corners = []
     for k in range(m):
         r, c = divmod(k, per_row)
@@ -81,17 +88,17 @@ def gallery_figure(
     )
     for k, (x, y) in enumerate(corners):
         label = f"{map_index[k]}: {loss[k]:.3g}"
-        ax.text(x + 13.5, y - 1.5, label, ha="center", va="bottom", fontsize=5)
+        ax.text(x + 13.5, y - 1.5, label, ha="center", va="bottom", fontsize=7)
         if silent[k]:
             ax.text(
-                x + 13.5, y + 13.5, "silent", ha="center", va="center", fontsize=6, color="crimson"
+                x + 13.5, y + 13.5, "silent", ha="center", va="center", fontsize=7, color="crimson"
             )
             ax.add_patch(
                 Rectangle((x - 0.5, y - 0.5), 28, 28, fill=False, edgecolor="crimson", lw=0.8)
             )
     ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(top=1 - 0.6 / (rows + 0.6), bottom=0.01, left=0.01, right=0.99)
+    fig.suptitle(f"{title}\n{GALLERY_CAPTION}", fontsize=10)
+    fig.subplots_adjust(top=1 - 0.9 / (rows * 1.2 + 0.9), bottom=0.01, left=0.01, right=0.99)
     return fig
 
 

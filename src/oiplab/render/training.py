@@ -10,6 +10,7 @@ from oiplab.layout import TrainFiles
 from oiplab.render import pyplot, save_figure
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -38,6 +39,13 @@ def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...], title: st
     return fig
 
 
+def whole_epochs(ax: Axes) -> None:
+    """Ticks on an epoch axis at whole epochs only (matplotlib would put 1.5 between 1 and 2)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def history_figure(history: dict[str, list[float]], title: str) -> Figure:
     """Loss and accuracy per epoch, training vs test."""
     plt = pyplot()
@@ -52,6 +60,7 @@ def history_figure(history: dict[str, list[float]], title: str) -> Figure:
     ax_loss.set(xlabel="epoch", ylabel="loss (incl. L2)", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        whole_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -71,6 +80,7 @@ def seeds_history_figure(histories: dict[int, dict[str, list[float]]], title: st
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
     ax_loss.set(xlabel="epoch", ylabel="training loss (incl. L2)", title="training loss")
     for ax in (ax_acc, ax_loss):
+        whole_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)

@@ -14,8 +14,6 @@ from oiplab.io import RunRecord
 from oiplab.layout import RUN, Layout
 from oiplab.report.tables import fmt, pct
 
-LOCAL_UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` / `oiplab ui` serves the store
-
 
 def data_uri(path: str | Path) -> str | None:
     """A PNG file as a data URI (the page needs no other file), or None when it is missing."""
@@ -55,8 +53,9 @@ class Links:
         return f"{self.base}/#/experiments/{found.experiment_id}/runs/{found.run_id}"
 
 
-def ui_base(uri: str | None) -> str | None:
-    """Where the runs of store `uri` are browsed: the server itself, or the local UI."""
+def ui_base(uri: str | None, local_ui: str) -> str | None:
+    """Where the runs of store `uri` are browsed: the server itself, or, for a store on this
+    machine, `local_ui` (`tracking.ui`, where `oiplab ui` serves it)."""
     if uri is None:
         return None
-    return redact(uri).rstrip("/") if uri.startswith("http") else LOCAL_UI
+    return redact(uri).rstrip("/") if uri.startswith("http") else local_ui.rstrip("/")

@@ -26,6 +26,7 @@ from oiplab.compare.answers import (
 from oiplab.compare.dynamics import AlignmentRecords
 from oiplab.compare.oip_response import MatchedPairs, ResponseSummary
 from oiplab.compare.summary import Answer
+from oiplab.compare.width import LABELS, WidthRecords, by_layer_and_width, trend_note
 from oiplab.config import Config
 from oiplab.data.prepared import PreparedMeta, read_meta
 from oiplab.layout import (
@@ -57,6 +58,7 @@ SECTIONS = (
     ("oip_compare", "Matched maps, by their OIPs"),
     ("decides", "What decides the order?"),
     ("over_training", "When each network's order is fixed"),
+    ("width", "Does width change the answer?"),
     ("reproduce", "Reproduce"),
 )
 GRID_LAYERS = ("Conv2D_1", "Conv2D_3", "Dense_1")  # one early, one late conv layer, one dense
@@ -288,4 +290,28 @@ def context(
         "oip_compare": oip_compare(cfg, lay),
         "decides": decides(cfg, lay, splits, links),
         "over_training": over_training(cfg, lay),
+        # the report stage adds the figures, which it draws itself (`width_study`)
+        "width": width_study(lay, {}),
+    }
+
+
+# The width study's sweep (`oiplab.stages.width`): the page gives it where it has not run.
+WIDTH_COMMAND = "oiplab run width -m experiment=width_cpu"
+
+
+def width_study(lay: Layout, figures: dict[str, Path]) -> dict[str, Any]:
+    """The width study's section: its tables, figures (`figures`: statistic -> PNG) and trend,
+    when the sweep has written its summary (`metrics/width_records.json`); else the command."""
+    if not lay.width_records().is_file():
+        return {"ran": False, "command": WIDTH_COMMAND}
+    rows = WidthRecords.load(lay.metrics).data()
+    cells = by_layer_and_width(rows)
+    return {
+        "ran": True,
+        "command": WIDTH_COMMAND,
+        "layers": table(tables.WIDTH_LAYERS, [c for c in cells if c["layer"] != "network"]),
+        "network": table(tables.WIDTH_NETWORK, [c for c in cells if c["layer"] == "network"]),
+        "figures": [(path, LABELS.get(s, s)) for s, path in figures.items()],
+        "trend": trend_note(rows),
+        "widths": sorted({r["width"] for r in rows}),
     }

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from oiplab.analysis.patterns import GroupContrast
 from oiplab.analysis.selection import SelectedGroup
 from oiplab.compare.dynamics import SnapshotRecord
@@ -41,6 +43,11 @@ def fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def epoch_text(epoch: float) -> str:
+    """An epoch count as a reader says it: "1", "5"; within an epoch "0.1", "0.31"."""
+    return f"{round(epoch, 2):g}"
 
 
 def pct(value: float | None, digits: int = 0) -> str:
@@ -214,7 +221,7 @@ def _rate(value: float, low: float, high: float) -> str:
 
 OVER_TRAINING: list[tuple[str, Callable[[SnapshotRecord], Any]]] = [
     ("layer", lambda r: r.layer),
-    ("epoch", lambda r: f"{r.epoch:.2f}"),
+    ("epoch", lambda r: epoch_text(r.epoch)),
     ("partnered between seeds", lambda r: pct(r.partnered)),
     ("untrained", lambda r: pct(r.partnered_null)),
     ("same index between seeds / expected", lambda r: _between(r)),
@@ -256,4 +263,50 @@ SPLIT_ORDER: list[tuple[str, Callable[[SplitLayer], Any]]] = [
     ("p (Holm, over layers)", lambda x: f"{x[1]:.2g}"),
     ("order (unadjusted)", lambda x: x[0].order_words),
     ("partnered (95% CI)", lambda x: ci(x[0].partnered)),
+]
+
+
+def _cell(cell: dict[str, Any], statistic: str, as_pct: bool = False) -> str:
+    """A width study cell: value (95% CI over seeds) from its `compare.width.width_records` row."""
+    row = cell.get(statistic)
+    if row is None or row["value"] is None:
+        return "n/a"
+    e = Estimate(row["value"], *(np.nan if row[k] is None else row[k] for k in ("low", "high")))
+    if e.low != e.low:  # no interval (the exact p)
+        return pct(e.value) if as_pct else f"{e.value:.2g}"
+    return ci(e, as_pct)
+
+
+def _accuracy(cell: dict[str, Any]) -> str:
+    """Test accuracy to a tenth of a percent: widths differ by less than a percent."""
+    row = cell.get("test_accuracy")
+    if row is None or row["value"] is None:
+        return "n/a"
+    return f"{pct(row['value'], 1)} ({pct(row['low'], 1)}-{pct(row['high'], 1)})"
+
+
+def _reference(cell: dict[str, Any], statistic: str, as_pct: bool = False) -> str:
+    row = cell.get(statistic)
+    if row is None or row["null"] is None:
+        return "n/a"
+    return pct(row["null"]) if as_pct else f"{row['null']:.2f}"
+
+
+# The width study, per layer and width (cells: `compare.width.by_layer_and_width`).
+WIDTH_LAYERS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("layer", lambda c: c["layer"]),
+    ("width", lambda c: f"{c['width']:g}"),
+    ("one-to-one r² (95% CI)", lambda c: _cell(c, "one_to_one_r2")),
+    ("untrained", lambda c: _reference(c, "one_to_one_r2")),
+    ("many-to-one R² (95% CI)", lambda c: _cell(c, "many_to_one_r2")),
+    ("untrained", lambda c: _reference(c, "many_to_one_r2")),
+    ("partnered (95% CI)", lambda c: _cell(c, "partnered", as_pct=True)),
+    ("rotated units, 95th pct.", lambda c: _reference(c, "partnered", as_pct=True)),
+    ("same-index exact p", lambda c: _cell(c, "same_index_p")),
+]
+WIDTH_NETWORK: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("width", lambda c: f"{c['width']:g}"),
+    ("test accuracy (95% CI)", lambda c: _accuracy(c)),
+    ("test-loss barrier as trained", lambda c: _cell(c, "loss_barrier_as_trained")),
+    ("re-ordered (weight matching)", lambda c: _cell(c, "loss_barrier_reordered")),
 ]

@@ -22,6 +22,7 @@ import functools
 import gc
 import inspect
 import io
+import logging
 import os
 import shutil
 import sys
@@ -35,6 +36,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from oiplab import logs
 from oiplab.config import Config, ConfigError, to_typed
 from oiplab.errors import OiplabError
 from oiplab.params import PARAMS_FILE, check_params
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from oiplab.tracking import Run
 
 RunFn = Callable[[Config], dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -110,7 +114,7 @@ def preflight(cfg: Config) -> Config:
 def _fail(exc: BaseException, code: int = 2) -> NoReturn:
     from oiplab.credentials import redact
 
-    print(f"error: {redact(str(exc))}", file=sys.stderr)
+    log.error(redact(str(exc)))
     raise SystemExit(code)
 
 
@@ -128,7 +132,7 @@ def _failed(exc: BaseException, code: int, tree: Mapping[str, Any] | None, stage
     from oiplab.tracking.runs import record_failure
 
     record_failure(tree, stage, exc)
-    print(f"error: {exc}", file=sys.stderr)
+    log.error(str(exc))
     return code
 
 
@@ -184,6 +188,13 @@ def stage_main(
     if isinstance(sys.stdout, io.TextIOWrapper):  # not a replaced stream (a test's StringIO)
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are printed
     name = stage_name(run)
+    if argv is None:  # this process's entry point (`python -m oiplab.stages.<stage>`)
+        logs.filter_native_stderr()
+    try:
+        logs.setup(name)
+    except OiplabError as exc:
+        _fail(exc)
+    _log_position(name)
     prog = f"oiplab run {name}" if as_oiplab_run else f"python -m oiplab.stages.{name}"
     parser = stage_parser(prog, sys.modules[run.__module__].__doc__ or "")
     args = parse_stage_args(
@@ -200,6 +211,17 @@ def stage_main(
     # last garbage collection over the whole TensorFlow object graph, a cost every stage process
     # would pay at exit; exit handlers still run.
     gc.freeze()
+
+
+def _log_position(stage: str) -> None:
+    """Under `dvc repro` (which names the stage it runs in DVC_STAGE): where this stage stands
+    in the pipeline, "stage k of N" (DVC itself prints only "Running stage 'x'")."""
+    address, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
+    if not address or not root:
+        return
+    found = logs.pipeline_position(Path(root), address)
+    if found is not None:
+        log.info("pipeline stage %d of %d (%s)", *found, address)
 
 
 def stage_name(run: RunFn) -> str:
@@ -383,6 +405,8 @@ def _hydra_main(run: RunFn, args: argparse.Namespace, parser: argparse.ArgumentP
     @functools.wraps(run)
     def app(raw: DictConfig) -> JobFailed | None:
         hc = HydraConfig.get()
+        # the job's log file, named after the stage as Hydra's own would be (`hydra.job.name`)
+        logs.setup(hc.job.name, Path(hc.runtime.output_dir) / f"{hc.job.name}.log")
         if hc.mode == RunMode.MULTIRUN:  # one parent MLflow run for the whole sweep
             os.environ["OIPLAB_EXECUTION"] = f"sweep:{Path(hc.sweep.dir).resolve()}"
         overridden = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}

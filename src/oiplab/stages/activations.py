@@ -7,6 +7,7 @@ patterns common to a group (FCPs), with within- vs across-group overlaps.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from oiplab.layout import ActivationsFiles, Layout, Stage
 from oiplab.model import load_model
 from oiplab.render.maps import save_activation_figures
 from oiplab.stages import record, stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -51,11 +54,10 @@ def run(cfg: Config) -> dict[str, Any]:
             record(run, folder, metrics, "activations")
     for layer, by_cmp in patterns[0].items():
         for cmp, r in by_cmp.items():
-            print(
-                f"[activations] seed {seed} {layer} {cmp}: {r['n_common']} common, "
+            log.info(
+                f"seed {seed} {layer} {cmp}: {r['n_common']} common, "
                 f"{r['n_distinct']} distinct, Jaccard within {r['jaccard_within']:.3f} "
-                f"across {r['jaccard_across']:.3f}",
-                flush=True,
+                f"across {r['jaccard_across']:.3f}"
             )
     return metrics
 

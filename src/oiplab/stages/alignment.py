@@ -7,6 +7,7 @@ python -m oiplab.stages.alignment alignment.layers=[Conv2D_3]
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -29,6 +30,8 @@ from oiplab.render.compare import alignment_figure
 from oiplab.stages import keep_figures, record, stage_main
 from oiplab.training import Trajectory
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: Config) -> dict[str, Any]:
     """Compare the seeds' networks at every snapshot of their training."""
@@ -39,7 +42,7 @@ def run(cfg: Config) -> dict[str, Any]:
         trajectories = {s: Trajectory.load_checked(p) for s, p in paths.items()}
         steps = Trajectory.common_steps(trajectories)
         per_epoch = math.ceil(data.meta.n_train / cfg.train.batch_size)
-        print(f"[alignment] {len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
+        log.info(f"{len(cfg.seeds)} seeds x {len(steps)} snapshots, layers {a.layers}")
         nulls = untrained_networks(cfg.model, c)
         kept = TrainingSnapshots({s: t.weights for s, t in trajectories.items()}, steps, per_epoch)
         result = alignment_over_training(

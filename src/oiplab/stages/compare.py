@@ -6,6 +6,7 @@ python -m oiplab.stages.compare compare.probe_images=2000
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -22,6 +23,8 @@ from oiplab.stages import keep_figures, record, stage_main
 from oiplab.training import History, TrainMetrics
 
 PLOTS = ("learning_curves", "answer")
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def run(cfg: Config) -> dict[str, Any]:
             run.describe(f"{answers}\n\nPer layer: {result.verdict}")
             run.describe_execution(answers, answer_metrics(result.answer(), {}))
             record(run, folder, headline, "compare")
-    print(f"[compare] verdict: {result.verdict}", flush=True)
+    log.info("verdict: %s", result.verdict)
     return headline
 
 

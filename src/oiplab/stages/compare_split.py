@@ -8,6 +8,7 @@ python -m oiplab.stages.compare_split --params params.yaml split.design=same_ord
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -19,6 +20,8 @@ from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
 from oiplab.model import load_model
 from oiplab.stages import record, stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def run(cfg: Config) -> dict[str, Any]:
             run.set_tags({"oiplab.design": sp.design})
             run.describe(f"**{sp.design}**: {result.verdict}")
             record(run, folder, numbers, "compare_split")
-    print(f"[compare_split] {sp.design}: {result.verdict}", flush=True)
+    log.info("%s: %s", sp.design, result.verdict)
     return numbers
 
 

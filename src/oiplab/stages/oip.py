@@ -6,6 +6,7 @@ python -m oiplab.stages.oip train.seed=0 oip.maps=[120] oip.n_starts=16 oip.star
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -18,6 +19,8 @@ from oiplab.oip.survey import SurveyMetrics, starts_for, survey
 from oiplab.render.oip import save_survey_figures
 from oiplab.stages import record, stage_main
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: Config) -> dict[str, Any]:
     """Ascend every (map, start) of `cfg.oip.layer` for seed `cfg.train.seed` in one batch."""
@@ -27,7 +30,7 @@ def run(cfg: Config) -> dict[str, Any]:
         data = load_prepared(lay.prepared, cfg.data)
         starts = starts_for(o, data.standardization, load_image_target(lay.prepared), data.x_test)
         shape = layer_shapes(cfg.model)[o.layer]
-        print(f"[oip] seed {seed}: {o.layer}, {len(o.maps) or shape[2]} maps x {o.n_starts} starts")
+        log.info(f"seed {seed}: {o.layer}, {len(o.maps) or shape[2]} maps x {o.n_starts} starts")
         found = survey(model, o, shape, starts)
         summary = SurveyMetrics.model_validate({"seed": seed, "layer": o.layer, **found.metrics()})
         metrics = summary.data()
@@ -35,8 +38,8 @@ def run(cfg: Config) -> dict[str, Any]:
             found.save(folder / OipFiles.arrays)
             save_survey_figures(folder, found, seed, o)
             record(run, folder, metrics, "oip")
-    print(
-        f"[oip] seed {seed}: {metrics['n_with_oip']} of {metrics['n_maps']} maps gave an OIP, "
+    log.info(
+        f"seed {seed}: {metrics['n_with_oip']} of {metrics['n_maps']} maps gave an OIP, "
         f"{metrics['n_silent']} silent from every start ({metrics['seconds']:.1f} s)"
     )
     return metrics

@@ -6,6 +6,7 @@ dvc repro oip_compare
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from oiplab.oip.survey import load_outcome
 from oiplab.render import save_figure
 from oiplab.render.oip import SeedOips, paired_galleries_figure
 from oiplab.stages import record, stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -70,8 +73,8 @@ def run(cfg: Config) -> dict[str, Any]:
             record(run, folder, summary.data(), "oip_compare")
     s = result["summary"].get("all", {})
     if s:
-        print(
-            f"[oip_compare] partner drives hardest (top-1) {s['top1']:.0%} vs random partner "
+        log.info(
+            f"partner drives hardest (top-1) {s['top1']:.0%} vs random partner "
             f"{s['top1_random']:.0%} and chance {s['top1_chance']:.1%}; top-5 {s['top5']:.0%}"
         )
     return result["summary"]

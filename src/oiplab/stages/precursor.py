@@ -7,6 +7,7 @@ python -m oiplab.stages.precursor train.seed=0 precursor.maps=[1,3,5]
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,8 @@ from oiplab.oip.rescue import preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 from oiplab.render.oip import save_precursor_figures
 from oiplab.stages import record, stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -74,7 +77,7 @@ def run(cfg: Config) -> dict[str, Any]:
             save_precursor_figures(folder, found, saved, seed, o.layer)
             record(run, folder, metrics, "precursor")
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-    print(f"[precursor] seed {seed}: {shown}")
+    log.info("seed %s: %s", seed, shown)
     return metrics
 
 

@@ -6,6 +6,7 @@ python -m oiplab.stages.prepare data=fashion_mnist      # as a Hydra app
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -15,16 +16,17 @@ from oiplab.io import staged
 from oiplab.layout import Layout, PreparedFiles, Stage
 from oiplab.stages import stage_main
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: Config) -> dict[str, Any]:
     """Produce the prepared folder (train.npz, test.npz, meta.json); return its metadata."""
     lay, d = Layout.of(cfg), cfg.data
     with tracking.stage_run(cfg, Stage.PREPARE) as run:
         raw, digests, class_names, checked = read_dataset(d, cfg.model.n_classes)
-        print(
-            f"[prepare] {d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
-            f"{raw.origin}; {checked}",
-            flush=True,
+        log.info(
+            f"{d.name}: {len(raw.y_train)} train / {len(raw.y_test)} test images from "
+            f"{raw.origin}; {checked}"
         )
         with staged(lay.prepared) as (folder,):
             meta = save_prepared(folder, d.name, raw, digests, class_names)
@@ -39,7 +41,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 ("test", raw.x_test, raw.y_test),
             ):
                 run.log_dataset((x, y), f"{d.name}-{split}", digests[split], raw.origin, split)
-    print(f"[prepare] wrote {lay.prepared} (mean {stats.mean:.4f}, std {stats.std:.4f})")
+    log.info(f"wrote {lay.prepared} (mean {stats.mean:.4f}, std {stats.std:.4f})")
     return meta.data()
 
 

@@ -5,6 +5,7 @@ dvc repro report        # writes reports/index.html (open it in any browser, no 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from oiplab import tracking
 from oiplab.compare.answers import answer_metrics, first_screen, markdown
 from oiplab.compare.summary import Answer
+from oiplab.compare.width import WidthRecords
 from oiplab.config import Config
 from oiplab.io import staged
 from oiplab.layout import Layout, Stage
@@ -19,12 +21,15 @@ from oiplab.oip.census import CAUSES, CensusMetrics
 from oiplab.render import save_figure
 from oiplab.render.oip import census_figure
 from oiplab.render.training import seeds_history_figure
+from oiplab.render.width import save_width_figures
 from oiplab.report import page
 from oiplab.report.html import Links, render, ui_base
 from oiplab.stages import stage_main
 from oiplab.training import History
 
 ARTICLES_SILENT = 67  # of 128 Conv2D_3 maps, in the articles' network (part X)
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -38,8 +43,10 @@ def run(cfg: Config) -> dict[str, Any]:
         save_figure(seeds_history_figure(histories, "every seed"), curves)
         save_figure(census_figure(census, CAUSES, ARTICLES_SILENT), counts)
         provenance = (tracking.git_commit(), tracking.config_digest(cfg))
-        links = Links(ui_base(uri), lay)
-        html = render(page.context(cfg, lay, links, provenance, curves, counts))
+        links = Links(ui_base(uri, cfg.tracking.ui), lay)
+        ctx = page.context(cfg, lay, links, provenance, curves, counts)
+        ctx["width"] = page.width_study(lay, _width_figures(lay, Path(scratch)))
+        html = render(ctx)
         default, splits = Answer.load(lay.compare_dir()), page.split_answers(cfg, lay)
         run.describe_execution(  # the parent run carries the page's first screen
             markdown(first_screen(default, splits, cfg.compare.alpha, cfg.compare.most_fraction)),
@@ -49,8 +56,17 @@ def run(cfg: Config) -> dict[str, Any]:
             tmp.write_text(html, encoding="utf-8")
             run.log_text(html, f"report/{lay.report().name}")
     size = lay.report().stat().st_size
-    print(f"[report] wrote {lay.report()} ({size / 1e6:.1f} MB)")
+    log.info("wrote %s (%.1f MB)", lay.report(), size / 1e6)
     return {"path": str(lay.report()), "bytes": size}
+
+
+def _width_figures(lay: Layout, scratch: Path) -> dict[str, Path]:
+    """The width study's figures, drawn from its summary (none where the sweep has not run)."""
+    if not lay.width_records().is_file():
+        return {}
+    rows = WidthRecords.load(lay.metrics).data()
+    paths = save_width_figures(scratch / "width", rows)
+    return {p.stem.removeprefix("width_"): p for p in paths}
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:

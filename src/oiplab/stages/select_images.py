@@ -5,6 +5,7 @@ dvc repro select_images
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from oiplab import tracking
@@ -15,6 +16,8 @@ from oiplab.io import staged
 from oiplab.layout import Layout, Stage
 from oiplab.model import load_model
 from oiplab.stages import stage_main
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -30,7 +33,7 @@ def run(cfg: Config) -> dict[str, Any]:
             selection.save_to(tmp)
             run.log_json(selection.data(), lay.selection().name)
     for g in groups:
-        print(f"[select_images] {g['name']}: test images {g['indices']}", flush=True)
+        log.info("%s: test images %s", g["name"], g["indices"])
     return selection.data()
 
 

@@ -6,6 +6,7 @@ python -m oiplab.stages.train -m train.seed=0,1,2 hydra/launcher=joblib
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any
 
@@ -14,9 +15,12 @@ from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
+from oiplab.logs import keras_verbosity
 from oiplab.render.training import save_training_figures
 from oiplab.stages import record, stage_main
 from oiplab.training import Checkpointing, History, TrainMetrics, checkpoint_fingerprint, train
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -28,7 +32,7 @@ def run(cfg: Config) -> dict[str, Any]:
         checkpoint = lay.checkpoint(seed, fingerprint)
         callbacks = [run.epoch_logger()] if run.enabled else []
         saving = Checkpointing(checkpoint, fingerprint, run.run_id)
-        result = train(data, cfg.model, cfg.train, saving, callbacks)
+        result = train(data, cfg.model, cfg.train, saving, callbacks, keras_verbosity())
         if result.resumed_from is not None:
             run.continue_from(result.resumed_from)
         run.log_dataset(
@@ -48,8 +52,8 @@ def run(cfg: Config) -> dict[str, Any]:
             record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     m = result.metrics
-    print(
-        f"[train] seed {seed}: test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}, "
+    log.info(
+        f"seed {seed}: test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}, "
         f"{m['train_seconds']:.1f} s -> {out}"
     )
     return m

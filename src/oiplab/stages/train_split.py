@@ -7,6 +7,7 @@ python -m oiplab.stages.train_split split.design=same_order train.seed=2
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any
 
@@ -15,6 +16,7 @@ from oiplab.config import Config
 from oiplab.data import load_prepared
 from oiplab.io import staged
 from oiplab.layout import Layout, Stage, TrainFiles
+from oiplab.logs import keras_verbosity
 from oiplab.stages import record, stage_main
 from oiplab.training import (
     Checkpointing,
@@ -24,6 +26,8 @@ from oiplab.training import (
     split_member,
     train,
 )
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def run(cfg: Config) -> dict[str, Any]:
         run.set_tags({"oiplab.design": sp.design})
         callbacks = [run.epoch_logger()] if run.enabled else []
         saving = Checkpointing(checkpoint, fingerprint, run.run_id)
-        result = train(data, cfg.model, settings, saving, callbacks)
+        result = train(data, cfg.model, settings, saving, callbacks, keras_verbosity())
         if result.resumed_from is not None:
             run.continue_from(result.resumed_from)
         out = lay.split_model_dir(sp.design, member)
@@ -48,7 +52,7 @@ def run(cfg: Config) -> dict[str, Any]:
             record(run, folder, TrainMetrics.model_validate(result.metrics).data(), "outputs")
         shutil.rmtree(checkpoint, ignore_errors=True)  # the saved model supersedes it
     accuracy = result.metrics["test_accuracy"]
-    print(f"[train_split] {sp.design} seed {member}: test accuracy {accuracy:.4f}")
+    log.info(f"{sp.design} seed {member}: test accuracy {accuracy:.4f}")
     return result.metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oiplab.credentials import login, redact
@@ -13,6 +14,7 @@ from oiplab.tracking.search import find_runs, tag_clause
 from oiplab.tracking.store import check_server, default_uri, use_uri
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # The number worth a column for each stage (others are in the MLflow UI).
@@ -29,11 +31,23 @@ KEY_METRIC: dict[str, str] = {
 }
 
 
-def execution_table(
+@dataclass(frozen=True)
+class StageRow:
+    """One stage run of an execution, as `oiplab runs` and benchmarks/pipeline.py show it."""
+
+    stage: str
+    seed: str  # "" for a stage that is not per seed
+    status: str
+    seconds: float | None  # None while it runs
+    key: str  # the stage's KEY_METRIC, "" if none
+    value: float | None  # that metric, None if the run logged none
+
+
+def execution_runs(
     uri: str | None, experiment: str, study: str | None = None, parent: str | None = None
-) -> str:
-    """A text table of the latest execution's runs (or of parent run `parent`), after closing
-    the runs of this host whose process has ended (`runs.close_stale`)."""
+) -> tuple[Run, list[StageRow]]:
+    """(parent run, its stage runs by start time) of the latest execution (or of parent run
+    `parent`), after closing the runs of this host whose process has ended (`runs.close_stale`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -57,24 +71,44 @@ def execution_table(
     runs = mlflow.search_runs(  # the id of a run that exists: hex digits, quoted as it is
         ids, tag_clause("mlflow.parentRunId", parent), order_by=["attributes.start_time ASC"]
     )
+    return head, [_stage_row(run) for _, run in runs.iterrows()]
+
+
+def _stage_row(run) -> StageRow:
+    stage = run.get("tags.oiplab.stage") or "?"
+    seed = run.get("tags.oiplab.seed")
+    seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
+    key = KEY_METRIC.get(stage, "")
+    value = run.get(f"metrics.{key}")
+    return StageRow(
+        stage,
+        seed if isinstance(seed, str) else "",  # pandas gives NaN for a missing tag
+        run["status"],
+        seconds,
+        key,
+        value if value is not None and value == value else None,  # NaN: no such metric
+    )
+
+
+def execution_table(
+    uri: str | None, experiment: str, study: str | None = None, parent: str | None = None
+) -> str:
+    """A text table of the latest execution's runs (or of parent run `parent`)."""
+    head, rows = execution_runs(uri, experiment, study, parent)
     lines = [
-        f"{head.data.tags.get('mlflow.runName', parent)}  [{head.info.status}]  run {parent}",
+        f"{head.data.tags.get('mlflow.runName', head.info.run_id)}  [{head.info.status}]  "
+        f"run {head.info.run_id}",
         f"{'stage':<12} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
     ]
-    for _, run in runs.iterrows():
-        stage = run.get("tags.oiplab.stage") or "?"
-        seed = run.get("tags.oiplab.seed")
-        seed = seed if isinstance(seed, str) else ""  # pandas gives NaN for a missing tag
-        seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
-        key = KEY_METRIC.get(stage, "")
-        value = run.get(f"metrics.{key}")
+    for row in rows:
         shown = ""
-        if value is not None and value == value:  # NaN: the stage logged no such metric
-            shown = f"{key} = {int(value):,}" if value.is_integer() else f"{key} = {value:.4g}"
-        lines.append(
-            f"{stage:<12} {seed:>4} {run['status']:<9} "
-            f"{'' if seconds is None else f'{seconds:8.1f}':>8}  {shown}"
-        )
+        if row.value is not None:
+            value = row.value
+            shown = (
+                f"{row.key} = {int(value):,}" if value.is_integer() else f"{row.key} = {value:.4g}"
+            )
+        seconds = "" if row.seconds is None else f"{row.seconds:8.1f}"
+        lines.append(f"{row.stage:<12} {row.seed:>4} {row.status:<9} {seconds:>8}  {shown}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,56 @@
+"""benchmarks/pipeline.py: the stage seconds of the newest complete execution, read back from a
+real sqlite MLflow store with known start and end times."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.pipeline import pick, stage_totals
+from oiplab.tracking.query import StageRow
+
+
+def _execution(client, experiment_id: str, start_ms: int, stages: list[tuple[str, str, int]]):
+    """A parent run tagged as a pipeline execution with child runs of (stage, seed, seconds)."""
+    tags = {"oiplab.stage": "pipeline"}
+    parent = client.create_run(experiment_id, start_time=start_ms, tags=tags)
+    clock = start_ms
+    for stage, seed, seconds in stages:
+        tags = {"mlflow.parentRunId": parent.info.run_id, "oiplab.stage": stage}
+        tags |= {"oiplab.seed": seed} if seed else {}
+        child = client.create_run(experiment_id, start_time=clock, tags=tags)
+        clock += seconds * 1000
+        client.set_terminated(child.info.run_id, end_time=clock)
+    client.set_terminated(parent.info.run_id, end_time=clock + 5000)
+    return parent.info.run_id
+
+
+def test_the_newest_complete_execution_and_its_stage_totals(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("bench", artifact_location=str(tmp_path / "art"))
+    full = [("prepare", "", 5), ("train", "0", 60), ("train", "1", 90), ("compare", "", 30)]
+    complete = _execution(client, experiment, 1_000_000, full)
+    _execution(client, experiment, 2_000_000, [("compare", "", 20)])  # a later partial rerun
+
+    head, rows = pick(uri, "bench", complete=True)
+    assert head.info.run_id == complete
+    assert [(r.stage, r.seed, r.seconds) for r in rows] == [
+        ("prepare", "", 5.0),
+        ("train", "0", 60.0),
+        ("train", "1", 90.0),
+        ("compare", "", 30.0),
+    ]
+    newest, rerun = pick(uri, "bench", complete=False)
+    assert newest.info.run_id != complete and [r.stage for r in rerun] == ["compare"]
+    totals = {t["stage"]: t for t in stage_totals(rows)}
+    assert totals["train"]["runs"] == 2 and totals["train"]["seconds"] == 150.0
+    assert totals["train"]["seconds_per_run"] == "60.0-90.0"
+    assert totals["compare"]["share"] == pytest.approx(30 / 185)
+
+
+def test_stage_totals_keep_the_first_run_order():
+    runs = (("b", 1.0), ("a", 2.0), ("b", 3.0))
+    rows = [StageRow(stage, "", "FINISHED", seconds, "", None) for stage, seconds in runs]
+    assert [t["stage"] for t in stage_totals(rows)] == ["b", "a"]
