@@ -71,7 +71,7 @@ def test_lanes_train_two_at_a_time_into_dvc_lock(tmp_path: Path) -> None:
         [dvc_command(), "status", "--json"], cwd=tmp_path, capture_output=True, text=True
     )
     assert json.loads(status.stdout) == {}  # every stage recorded in dvc.lock, cached
-    assert "0 training stage(s) to run" in _lanes(tmp_path, "--dry").stderr
+    assert "[lanes] 0 training stage(s) to run" in _lanes(tmp_path, "--dry").stdout
 
 
 # Trains the default CNN for a few batches of the default size (seeded, op determinism on) and

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from oiplab import logs
 from oiplab.errors import OiplabError
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "groups", nargs="*", default=list(TRAINING_STAGES), help="dvc.yaml's training stages"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.setup("lanes")
     try:
         if not args.dry:
             _dvc(["repro", "prepare"])  # the trainings' input, made once before they share it
         todo = pairs(stale_stages(args.groups))
-        log.info("[lanes] %d training stage(s) to run, paired: %s", sum(map(len, todo)), todo)
+        log.info("%d training stage(s) to run, paired: %s", sum(map(len, todo)), todo)
         for group in [] if args.dry else todo:
             run_together(group)
     except LaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         raise SystemExit(2) from None
 
 
