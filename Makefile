@@ -33,8 +33,11 @@ install: $(STAMP)  ## create .venv with the pinned stack (what the pipeline need
 
 install-dev: $(DEV_STAMP)  ## the same, with the test tools and JAX
 
+# The stale trainings first, two at a time (`oiplab.lanes`: each an ordinary `dvc repro` of its
+# stage, the same weights; benchmarks/results/lanes.md), then everything else in DVC's order.
 pipeline: install  ## the default study end to end (params.yaml must match conf/ first)
 	python -m oiplab.params --check
+	python -m oiplab.lanes
 	dvc repro
 
 test: install-dev  ## the default suite (fast; slow and integration tests are listed as skipped)

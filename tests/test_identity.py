@@ -186,3 +186,19 @@ def test_many_to_one_counts_a_shift_on_held_out_images_as_error():
     assert out.per_unit_one[0] == pytest.approx(1.0)
     held_var = x[~fit, ..., 0].var()
     assert out.per_unit_many[0] == pytest.approx(1 - 4 / held_var)
+
+
+def test_reused_correlations_and_gram_give_the_same_bits(layer):
+    """What the study reuses (a pair's correlations, a network's Gram, the cross pairs' matched
+    r) gives exactly what computing it afresh gives."""
+    from oiplab.compare.correlation import cross_correlation
+    from oiplab.compare.pairs import match_layer, matched_r
+
+    a, b = layer["a"], layer["rotated"]
+    fresh = rotation_null(a, b, THRESHOLD, 20, np.random.default_rng(3))
+    reused = rotation_null(a, b, THRESHOLD, 20, np.random.default_rng(3), cross_correlation(a, b))
+    assert np.array_equal(fresh.null, reused.null) and fresh.real == reused.real
+    assert np.array_equal(a.gram, a.z.T @ a.z / len(a.z))
+    before = sibling_rate(a, THRESHOLD)
+    assert sibling_rate(a, THRESHOLD) == before  # the cached Gram is not changed by a reader
+    assert np.array_equal(matched_r(a, b), match_layer(a, b, False, False).r)

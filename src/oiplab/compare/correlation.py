@@ -22,6 +22,7 @@ class Units:
     dead: np.ndarray  # (maps,) constant over the probe set
     n_images: int
     _halves: dict[bool, Units] = field(default_factory=dict, repr=False, compare=False)
+    _gram: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, layer_output: np.ndarray) -> Units:
@@ -36,6 +37,14 @@ class Units:
         z /= np.where(dead, 1.0, std)
         z[:, dead] = 0.0
         return cls(values, z, dead, len(layer_output))
+
+    @property
+    def gram(self) -> np.ndarray:
+        """(maps, maps) correlations of the maps with each other (0 for a dead map), computed
+        once: the rotation null and the sibling rate of every pair read it."""
+        if self._gram is None:
+            self._gram = self.z.T @ self.z / len(self.z)
+        return self._gram
 
     @property
     def positions(self) -> int:

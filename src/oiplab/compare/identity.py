@@ -58,7 +58,12 @@ def _partnered(corr: np.ndarray, threshold: float) -> float:
 
 
 def rotation_null(
-    a: Units, b: Units, threshold: float, draws: int, rng: np.random.Generator
+    a: Units,
+    b: Units,
+    threshold: float,
+    draws: int,
+    rng: np.random.Generator,
+    corr: np.ndarray | None = None,
 ) -> RotationNull:
     """The rotation null of the partnered fraction for one pair of networks in one layer.
 
@@ -73,13 +78,14 @@ def rotation_null(
         threshold: the partner threshold (a quantile of untrained pairs' matched r).
         draws: rotations.
         rng: draws the rotations.
+        corr: `cross_correlation(a, b)` where the caller has it already (a pair's match).
     """
-    corr = cross_correlation(a, b)
+    corr = cross_correlation(a, b) if corr is None else corr
     partner = match_live(corr, ~a.dead, ~b.dead)
     matched = np.flatnonzero(partner >= 0)
     real = float((corr[matched, partner[matched]] > threshold).mean()) if len(matched) else np.nan
     live_a, live_b = np.flatnonzero(~a.dead), np.flatnonzero(~b.dead)
-    c_aa = (a.z.T @ a.z / len(a.z))[np.ix_(live_a, live_a)]
+    c_aa = a.gram[np.ix_(live_a, live_a)]
     c_ab = corr[np.ix_(live_a, live_b)]
     null = np.full(draws, np.nan)
     if len(live_a) and len(live_b):
@@ -99,7 +105,7 @@ def sibling_rate(units: Units, threshold: float) -> float:
     live = np.flatnonzero(~units.dead)
     if len(live) < 2:
         return float("nan")
-    corr = (units.z.T @ units.z / len(units.z))[np.ix_(live, live)]
+    corr = units.gram[np.ix_(live, live)]  # a copy: the diagonal below stays out of the cache
     np.fill_diagonal(corr, -np.inf)
     return float((corr.max(axis=1) > threshold).mean())
 

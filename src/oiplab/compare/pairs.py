@@ -78,3 +78,12 @@ def match_layer(
         stable=stable,
         moments=moments,
     )
+
+
+def matched_r(a: Units, b: Units) -> np.ndarray:
+    """The matched r of `match_layer(a, b).r` (the same numbers), without its permutation,
+    margins, halves or moments: where only the matched correlations are needed."""
+    corr = cross_correlation(a, b)
+    partner = match_live(corr, ~a.dead, ~b.dead)
+    matched = np.flatnonzero(partner >= 0)
+    return corr[matched, partner[matched]]

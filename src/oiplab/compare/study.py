@@ -38,7 +38,7 @@ from oiplab.compare.inference import (
 )
 from oiplab.compare.interpolation import barriers, evaluate_weights, path
 from oiplab.compare.matching import consistency
-from oiplab.compare.pairs import LayerMatch, match_layer
+from oiplab.compare.pairs import LayerMatch, match_layer, matched_r
 from oiplab.compare.stats import (
     bootstrap_means,
     image_resamples,
@@ -317,7 +317,8 @@ def _match_units(
     for li, n in enumerate(c.layers):  # one layer at a time: each network's units standardized once
         units = [Units.of(o[n]) for o in outs]
         null_units = [Units.of(o[n]) for o in null_outs]
-        trained = [match_layer(units[a], units[b]) for a, b in pairs]
+        # per-image moments serve only the image bootstrap, used where the jackknife is not
+        trained = [match_layer(units[a], units[b], not jackknife(len(outs))) for a, b in pairs]
         null = [match_layer(null_units[a], null_units[b], False) for a, b in null_pairs]
         threshold = partner_threshold(null, c.partner_quantile)
         matched[n] = LayerMatches(
@@ -348,7 +349,10 @@ def _identity(
     pairs = list(combinations(range(len(units)), 2))
     null_pairs = list(combinations(range(len(null_units)), 2))
     rotation = np.array(
-        [rotation_null(units[a], units[b], threshold, c.rotation_draws, rng).null for a, b in pairs]
+        [
+            rotation_null(units[a], units[b], threshold, c.rotation_draws, rng, m.corr).null
+            for (a, b), m in zip(pairs, matches[0], strict=True)
+        ]
     )
     start = time.perf_counter()
     everyone = [*units, *null_units]
@@ -359,8 +363,8 @@ def _identity(
         for (a, b), m in zip(null_pairs, matches[1], strict=True)
     }
     for a, b in combinations(range(len(everyone)), 2):
-        m = known.get((a, b)) or match_layer(everyone[a], everyone[b], False, False)
-        median_r[a, b] = median_r[b, a] = float(np.median(m.r)) if len(m.r) else 0.0
+        r = known[(a, b)].r if (a, b) in known else matched_r(everyone[a], everyone[b])
+        median_r[a, b] = median_r[b, a] = float(np.median(r)) if len(r) else 0.0
     cross = time.perf_counter() - start
     return Identity(
         rotation=rotation,
@@ -649,6 +653,11 @@ def _auroc(trained: list[np.ndarray], untrained: list[np.ndarray]) -> Estimate:
     return Estimate(a.value, a.low, a.high, null=0.5)
 
 
+def jackknife(n_seeds: int) -> bool:
+    """Whether the seed jackknife gives the intervals (leaving one seed out leaves a pair)."""
+    return n_seeds >= 3
+
+
 class SeedEstimates:
     """Study-level intervals: the leave-one-seed-out jackknife-t (its coverage is tested in
     tests/test_inference.py; the percentile seed bootstrap under-covers with five seeds). With
@@ -660,7 +669,7 @@ class SeedEstimates:
 
     @property
     def jackknife(self) -> bool:
-        return self.n_seeds >= 3
+        return jackknife(self.n_seeds)
 
     def image_samples(
         self, m: LayerMatches, threshold: float
