@@ -35,10 +35,12 @@ install-dev: $(DEV_STAMP)  ## the same, with the test tools and JAX
 
 # The stale trainings first, two at a time (`oiplab.lanes`: each an ordinary `dvc repro` of its
 # stage, the same weights; benchmarks/results/lanes.md), then everything else in DVC's order.
+# The stale trainings run two at a time first (oiplab.lanes), then `dvc repro` the rest, all under
+# one execution: one MLflow parent run.
 pipeline: install  ## the default study end to end (params.yaml must match conf/ first)
 	python -m oiplab.params --check
-	python -m oiplab.lanes
-	dvc repro
+	export OIPLAB_EXECUTION="pipeline-$$(date +%Y%m%dT%H%M%S)-$$$$:make pipeline"; \
+	python -m oiplab.lanes && dvc repro
 
 test: install-dev  ## the default suite (fast; slow and integration tests are listed as skipped)
 	python -m pytest
