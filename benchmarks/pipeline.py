@@ -23,6 +23,7 @@ from benchmarks.common import RESULTS, write_results
 from oiplab.layout import Stage
 from oiplab.tracking.identity import TAG_PREFIX
 from oiplab.tracking.query import StageRow, execution_runs
+from oiplab.tracking.store import use_uri
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def executions(uri: str, experiment: str) -> list[str]:
     """The parent runs of every pipeline execution in `experiment`, newest first."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    use_uri(uri)  # not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to later processes
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return []

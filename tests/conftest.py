@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> None:
+def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    yield
+    # An in-process Hydra sweep names its execution in the environment, as its jobs need; the
+    # next test is another execution.
+    os.environ.pop("OIPLAB_EXECUTION", None)
+    # `mlflow.set_tracking_uri` exports the URI: every later stage, in this process or a child,
+    # would log there (the fault tour's stores came out empty). Name the test that did it.
+    leaked = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert leaked is None, f"the test left MLFLOW_TRACKING_URI={leaked} (use tracking.use_uri)"
 
 
 def compose_typed(*overrides: str):

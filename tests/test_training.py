@@ -260,6 +260,7 @@ def test_a_diverging_train_stage_fails_its_run_and_registers_nothing(smoke_cfg):
     from oiplab.layout import Layout
     from oiplab.stages import prepare
     from oiplab.stages import train as train_stage
+    from oiplab.tracking.store import use_uri
 
     prepare.run(smoke_cfg)
     smoke_cfg.train.learning_rate = 1e6
@@ -268,7 +269,7 @@ def test_a_diverging_train_stage_fails_its_run_and_registers_nothing(smoke_cfg):
     lay = Layout.of(smoke_cfg)
     assert not lay.model_dir(0).exists()
     assert not any(lay.checkpoint(0, "x").parent.glob("*"))
-    mlflow.set_tracking_uri(smoke_cfg.tracking.uri)
+    use_uri(smoke_cfg.tracking.uri)  # mlflow.set_tracking_uri would export it to later tests
     client = mlflow.MlflowClient()
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {r.info.run_name: r.info.status for r in runs}["train-seed0"] == "FAILED"
