@@ -110,11 +110,12 @@ def main() -> None:
     table.append({"stage": "all stages", "runs": len(rows), "seconds": stage_seconds, "share": 1.0})
     meta = {
         "execution": f"{head.data.tags.get('mlflow.runName', '')} (run {head.info.run_id}, "
-        f"commit {head.data.tags.get(TAG_PREFIX + 'git_commit', '?')[:7]}, "
+        f"commit {head.data.tags.get('mlflow.source.git.commit', '?')[:7]}, "
         f"started {started:%Y-%m-%d %H:%M} UTC, {head.info.status})",
         "execution_wall_seconds": f"{wall:.0f}" if wall is not None else "still running",
-        "stage_seconds_sum": f"{stage_seconds:.0f} (runs one at a time; the rest of the wall "
-        "time is each stage process's start-up before its run opens, and DVC's own work)",
+        "stage_seconds_sum": f"{stage_seconds:.0f} (the stage runs' own seconds, added up: `make "
+        "pipeline` trains two at a time, so the sum can exceed the wall time; the wall time not "
+        "in a run is each process's start-up before its run opens, and DVC's own work)",
         **floor_ratio(),
     }
     path = write_results("pipeline", table, meta)
