@@ -123,7 +123,8 @@ def test_the_description_is_markdown_with_a_rounded_table():
     brief = in_brief(default, {}, ALPHA)
     assert brief == (
         "**Same filters?** units recur in 2 of 2 layers. **Same order?** calibration check "
-        "fails in Conv2D_1, Dense_1. **What decides the order?** not run (seed-split design)."
+        "fails in Conv2D_1, Dense_1. **What decides the order?** see the seed-split comparisons "
+        "(compare_split)."
     )
     text = description(first_screen(default, {}, ALPHA), default, headline, brief)
     lines = text.splitlines()

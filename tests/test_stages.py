@@ -235,7 +235,7 @@ def test_the_parent_run_carries_the_answer_and_no_run_an_empty_tag(pipeline):
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("**Same filters?** ") and "\n\n## The answers\n\n" in note
     assert "### What decides the order?\n\n" in note and "Answered by the seed-split" not in note
-    assert "not run (seed-split design)" not in note.splitlines()[0]
+    assert "see the seed-split comparisons" not in note.splitlines()[0]
     assert "\n| Dense_1 | " in note and "\nTest accuracy of the trained seeds: mean " in note
     headline = out["compare"]
     assert parent.data.metrics["accuracy.mean"] == headline["accuracy"]["mean"]  # not rounded

@@ -278,3 +278,27 @@ def test_the_sweep_end_to_end_then_rerun_computes_nothing(tmp_path):
     logged = [f.path for f in client.list_artifacts(sweep_a.info.run_id, "width")]
     assert "width/width_one_to_one_r2.png" in logged
     assert (project / "artifacts" / "width" / "width_one_to_one_r2.png").is_file()
+
+
+def test_a_width_figure_names_a_dashed_reference_only_where_it_draws_one_and_keeps_r2_readable():
+    from oiplab.render.width import R2_FLOOR, width_figure
+
+    def row(statistic: str, width: float, value: float, null: float | None) -> dict:
+        return {
+            "statistic": statistic,
+            "layer": "Conv2D_1",
+            "width": width,
+            "value": value,
+            "low": value - 0.1,
+            "high": value + 0.1,
+            "null": null,
+        }
+
+    accuracy = width_figure(
+        [row("test_accuracy", w, 0.99, None) for w in (0.5, 1.0)], "test_accuracy"
+    )
+    assert "dashed" not in accuracy.axes[0].get_title()
+    r2 = [row("many_to_one_r2", 0.5, 0.6, -10.5), row("many_to_one_r2", 1.0, 0.7, 0.5)]
+    many = width_figure(r2, "many_to_one_r2")
+    assert "dashed: untrained networks" in many.axes[0].get_title()
+    assert many.axes[0].get_ylim()[0] == R2_FLOOR  # the -10.5 null does not flatten the trained

@@ -92,7 +92,7 @@ def order_numbers(answer: Answer, alpha: float) -> str:
     best = min(adjusted.values())
     return (
         f"{share} at their index, at chance in all {len(answer.layers)} "
-        f"layers (chance {_span(chance, 1)}; smallest Holm p {best:.2g})"
+        f"layers (chance {_span(chance, 1)}; smallest Holm p = {best:.2g})"
     )
 
 
@@ -226,7 +226,7 @@ def in_brief(default: Answer, splits: dict[str, Answer], alpha: float) -> str:
     off = kept_layers(default, alpha)
     order = f"calibration check fails in {', '.join(off)}" if off else "no, at chance by symmetry"
     who = decider(splits, alpha)
-    decides = "not run (seed-split design)" if who == "not run" else who
+    decides = "see the seed-split comparisons (compare_split)" if who == "not run" else who
     return (
         f"**Same filters?** {filters}. **Same order?** {order}. "
         f"**What decides the order?** {decides}."

@@ -20,12 +20,16 @@ def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+R2_FLOOR = -1.0  # the lowest r2 a width figure shows
+
+
 def width_figure(rows: list[dict[str, Any]], statistic: str) -> Figure:
     """`statistic` against width, one line per layer (`compare.width.width_records` rows)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     mine = [r for r in rows if r["statistic"] == statistic]
     layers = list(dict.fromkeys(r["layer"] for r in mine))
+    dashed = False
     for k, layer in enumerate(layers):
         pts = sorted((r for r in mine if r["layer"] == layer), key=lambda r: r["width"])
         x = np.array([r["width"] for r in pts])
@@ -38,6 +42,7 @@ def width_figure(rows: list[dict[str, Any]], statistic: str) -> Figure:
         nulls = np.array([_number(r["null"]) for r in pts])
         if np.isfinite(nulls).any():
             ax.plot(x, nulls, ls="--", lw=1, color=color, alpha=0.6)
+            dashed = True
     ax.set_xscale("log", base=2)
     widths = sorted({r["width"] for r in mine})
     ax.set_xticks(widths, [f"{w:g}" for w in widths])
@@ -45,11 +50,19 @@ def width_figure(rows: list[dict[str, Any]], statistic: str) -> Figure:
         ax.set_yscale("log")
         ax.axhline(0.05, color="crimson", lw=1, ls=":", label="alpha 0.05")
     ax.set(xlabel="model.width (x the articles' CNN)", ylabel=LABELS.get(statistic, statistic))
+    if statistic.endswith("r2") and ax.get_ylim()[0] < R2_FLOOR:
+        # an untrained network's held-out R2 can sit far below 0 (-10 seen) and flatten the rest
+        ax.set_ylim(bottom=R2_FLOOR)
+        ax.text(
+            0.01,
+            0.01,
+            f"values below {R2_FLOOR:g} off the axis",
+            transform=ax.transAxes,
+            fontsize=7,
+        )
     reference = "rotated units' 95th pct." if statistic == "partnered" else "untrained networks"
-    ax.set_title(
-        f"{LABELS.get(statistic, statistic)}\n(bars: 95% CI over seeds; dashed: {reference})",
-        fontsize=9,
-    )
+    key = f"; dashed: {reference}" if dashed else ""
+    ax.set_title(f"{LABELS.get(statistic, statistic)}\n(bars: 95% CI over seeds{key})", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     return fig
 

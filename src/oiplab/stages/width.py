@@ -1,6 +1,7 @@
 """Study `width`: does width change the answer? One job trains `seeds` at one `model.width` and
 compares them as the `compare` stage does; at the sweep's end, every width's statistics are
-gathered into metrics/width.json, figures and the report's section.
+gathered into metrics/width.json, figures and the report's section (`oiplab.width_summary`, the
+sweep's Hydra callback).
 
 oiplab run width -m experiment=width_cpu                  # widths 0.25-2, 3 seeds, local processes
 oiplab run width -m experiment=width_gpu hydra/launcher=slurm hydra.launcher.partition=gpu
@@ -12,34 +13,22 @@ a width already computed with the same settings is skipped), outside the default
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from oiplab import tracking
 from oiplab.compare.study import compare_networks, comparison_images, untrained_networks
 from oiplab.compare.width import (
-    WidthRecords,
     WidthResult,
     is_done,
-    load_widths,
     settings_digest,
-    trend_note,
-    width_metrics,
-    width_records,
 )
-from oiplab.config import Config, to_typed
+from oiplab.config import Config
 from oiplab.data import PreparedData, load_prepared
-from oiplab.io import staged, write_json
+from oiplab.io import staged
 from oiplab.layout import Layout, TrainFiles
 from oiplab.model import build_model
-from oiplab.render.width import save_width_figures
 from oiplab.stages import record, stage_main
-from oiplab.tracking.sweep import log_to_execution
 from oiplab.training import Checkpointing, TrainMetrics, TrainResult, checkpoint_fingerprint, train
 
 log = logging.getLogger(__name__)
@@ -52,10 +41,7 @@ def run(cfg: Config) -> dict[str, Any]:
     folder, digest = lay.width_dir(cfg.study, width), settings_digest(cfg)
     if is_done(folder, width, digest):
         log.info(
-            "%g: already computed with these settings (%s) in %s: skipped",
-            width,
-            digest,
-            folder,
+            "%g: already computed with these settings (%s) in %s: skipped", width, digest, folder
         )
         return WidthResult.load(folder).model_dump()
     with tracking.stage_run(cfg, STUDY) as run:
@@ -99,53 +85,9 @@ def _train_seed(cfg: Config, data: PreparedData, seed: int, run: tracking.Run) -
     result = train(data, cfg.model, train_cfg, saving)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the width's folder keeps the model
     log.info(
-        "%g seed %d: test accuracy %.4f",
-        cfg.model.width,
-        seed,
-        result.metrics["test_accuracy"],
+        "%g seed %d: test accuracy %.4f", cfg.model.width, seed, result.metrics["test_accuracy"]
     )
     return result
-
-
-def summarize(cfg: Config, execution: str | None = None) -> dict[str, Any]:
-    """Gather every finished width of `cfg.study` (computed with `cfg`'s settings) into the
-    metrics file, the rows the report reads and one figure per statistic; log the figures to the
-    parent MLflow run of `execution` (the sweep), where there is one."""
-    lay = Layout.of(cfg)
-    points, left_out = load_widths(lay.width_study_dir(cfg.study), settings_digest(cfg))
-    for name in left_out:
-        log.info("left out of the summary: %s", name)
-    rows, metrics = width_records(points), width_metrics(points)
-    write_json(lay.width_metrics(), metrics)
-    write_json(lay.width_records(), WidthRecords.model_validate(rows).data())
-    figures = lay.width_summary_dir()
-    shutil.rmtree(figures, ignore_errors=True)
-    save_width_figures(figures, rows)
-    note = trend_note(rows)
-    if execution is not None:
-        log_to_execution(cfg, execution, figures, note)
-    log.info("%d widths summarized -> %s; %s", len(points), lay.width_metrics(), note)
-    return metrics
-
-
-class WidthSummary(Callback):
-    """Hydra callback of the width presets (`conf/experiment/width_*.yaml`): at the end of the
-    sweep, `summarize` the study's widths, also when some jobs failed (the `SweepReport` callback
-    then lists those and ends the sweep with exit 2, after this one)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from oiplab.errors import OiplabError
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from omegaconf import OmegaConf
-
-        # the job's keys only: `hydra.sweep.subdir` names a job, and there is none at the end
-        cfg = to_typed(OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"]))
-        execution = f"sweep:{Path(config.hydra.sweep.dir).resolve()}"
-        try:
-            summarize(cfg, execution)
-        except OiplabError as exc:
-            log.error("no summary: %s", exc)
 
 
 def main(argv: list[str] | None = None, as_oiplab_run: bool = False) -> None:
