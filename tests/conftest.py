@@ -52,10 +52,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+def _no_leaked_environment() -> Iterator[None]:
+    """Set up before `_quiet_tf` (autouse fixtures go in the order they are defined), so its
+    check runs after monkeypatch has undone what a test set on purpose."""
     yield
     # An in-process Hydra sweep names its execution in the environment, as its jobs need; the
     # next test is another execution.
@@ -64,6 +63,13 @@ def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # would log there (the fault tour's stores came out empty). Name the test that did it.
     leaked = os.environ.pop("MLFLOW_TRACKING_URI", None)
     assert leaked is None, f"the test left MLFLOW_TRACKING_URI={leaked} (use tracking.use_uri)"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
 
 
 def compose_typed(*overrides: str):
