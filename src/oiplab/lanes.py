@@ -120,9 +120,13 @@ def plan_from_graph(
 
 def read_plan(root: Path, targets: Sequence[str]) -> Plan:
     """What `dvc repro [targets]` in `root` would run, from DVC's own graph and status."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+    from dvc.exceptions import DvcException  # type: ignore[import-untyped]
+    from dvc.repo import Repo  # type: ignore[import-untyped]
+    from dvc.repo.reproduce import (  # type: ignore[import-untyped]
+        collect_stages,
+        get_active_graph,
+        plan_repro,
+    )
 
     try:
         with Repo(str(root)) as repo:
