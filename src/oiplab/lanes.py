@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         named = "; ".join(f"{s} (log: {p})" for s, p in progress.failed.items())
         log.error("failed: %s; not run: %d stage(s) downstream", named, len(progress.blocked))
         raise SystemExit(1)
-    log.info("all %d stage(s) done; `dvc repro` finds them up to date", len(plan.stages))
+    log.info("all %d stage(s) done (a `dvc repro` now finds them up to date)", len(plan.stages))
 
 
 if __name__ == "__main__":
