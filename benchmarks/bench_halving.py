@@ -6,7 +6,10 @@
 
 Per seed, in one process and interleaved (old, new, old, new ... for `--repeats`), the default
 survey (every map of the layer, the default starts) with `oip.halving_after=0` (every start to
-the end: the old loop) and with the configured halving; then one start: the plain survey, the
+the end: the old loop) and with halving (`--after`, `--keep`); other rungs and keeps are then
+worked out from the old run's loss histories (a dropped start ends with its loss at the rung, a
+kept one as in the old run: `simulated` rows, exact up to last-bit batch effects; the measured
+row checks them); then one start: the plain survey, the
 survey with `oip.wake_steps`, and the peer library's activation maximization (tf-keras-vis
 0.8.7, its defaults: jitter, rotation, total-variation and L1 regularizers, RMSprop, 200 steps)
 from the same start image, when it can be imported (install it outside the project's venv:
@@ -32,6 +35,7 @@ from oiplab.analysis.activations import probe_model
 from oiplab.config import OipConfig
 from oiplab.data import load_image_target, load_prepared
 from oiplab.model import layer_shapes, load_model
+from oiplab.oip.engine import _rung_survivors
 from oiplab.oip.survey import starts_for, survey
 
 log = logging.getLogger(__name__)
@@ -86,13 +90,16 @@ def seed_rows(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     shape = layer_shapes(cfg.model)[o.layer]
     starts = starts_for(o, data.standardization, target, data.x_test)
     old_o = o.model_copy(update={"halving_after": 0})
+    new_o = o.model_copy(update={"halving_after": args.after, "halving_keep": args.keep})
     times: dict[str, list[float]] = {"old": [], "new": []}
     best: dict[str, np.ndarray] = {}
     for _ in range(args.repeats):  # interleaved: the machine's load hits both alike
-        for name, oo in (("old", old_o), ("new", o)):
+        for name, oo in (("old", old_o), ("new", new_o)):
             best[name], seconds, found = run_survey(model, oo, shape, starts)
             times[name].append(seconds)
             log.info(f"seed {seed} {name}: {seconds:.1f} s, {int((best[name] > 0).sum())} maps")
+            if name == "old":
+                old_result = found.result
     label = f"{o.n_starts} starts"
     rows = [
         {
@@ -105,13 +112,39 @@ def seed_rows(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         {
             "seed": seed,
             "workload": label,
-            "method": f"halving after {o.halving_after}, keep {o.halving_keep}",
+            "method": f"halving after {args.after}, keep {args.keep}",
             "seconds": min(times["new"]),
             **compare(best["new"], best["old"]),
             "time_ratio_new_old": min(times["new"]) / min(times["old"]),
         },
     ]
+    rows += simulated_rows(seed, label, old_result, o.n_starts)
     return rows + one_start_rows(seed, model, o, shape, data, target)
+
+
+def simulated_rows(seed: int, label: str, old: Any, n_starts: int) -> list[dict[str, Any]]:
+    """Halving at other rungs, worked out from the old run: per map, the best of the kept
+    starts' final loss and the dropped starts' loss at the rung; steps as they would be."""
+    rows = []
+    n_maps = len(old.loss) // n_starts
+    old_best = old.loss.reshape(n_maps, n_starts).max(axis=1)
+    group = np.arange(len(old.loss)) // n_starts
+    for after in (50, 100, 200, 300):
+        for keep in (2, 3, 4):
+            live = old.steps > after  # still ascending at the rung
+            kept = _rung_survivors(group, old.loss_history[:, after], live, keep) | ~live
+            loss = np.where(kept, old.loss, old.loss_history[:, after])
+            steps = np.where(kept, old.steps, after)
+            rows.append(
+                {
+                    "seed": seed,
+                    "workload": label,
+                    "method": f"simulated: halving after {after}, keep {keep}",
+                    **compare(loss.reshape(n_maps, n_starts).max(axis=1), old_best),
+                    "step_ratio_new_old": float(steps.sum() / old.steps.sum()),
+                }
+            )
+    return rows
 
 
 def one_start_rows(seed, model, o, shape, data, target) -> list[dict[str, Any]]:
@@ -153,6 +186,8 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--after", type=int, default=100, help="halving rung (steps)")
+    parser.add_argument("--keep", type=int, default=2, help="starts kept per map")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = [row for seed in args.seeds for row in seed_rows(seed, args)]

@@ -106,13 +106,14 @@ def test_halving_chunks_whole_groups_and_rejects_a_ragged_batch():
 )
 def test_halving_settings_are_checked_against_the_starts(overrides, key):
     with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
-        compose_typed(*overrides)
+        compose_typed("oip.halving_after=100", *overrides)
 
 
 def test_halving_settings_that_fit_compose():
-    assert compose_typed("oip.n_starts=1", "oip.halving_after=0").oip.n_starts == 1
-    assert compose_typed("oip.halving_keep=8").oip.halving_keep == 8
-    assert compose_typed("oip.warmup_steps=10", "oip.halving_after=0").oip.warmup_steps == 10
+    assert compose_typed().oip.halving_after == 0  # off by default (conf/oip/default.yaml says why)
+    assert compose_typed("oip.n_starts=1", "oip.halving_keep=5").oip.n_starts == 1  # off: unchecked
+    assert compose_typed("oip.halving_after=100", "oip.halving_keep=8").oip.halving_keep == 8
+    assert compose_typed("oip.warmup_steps=10").oip.warmup_steps == 10
 
 
 def test_wake_wakes_a_silent_map_and_leaves_the_others_alone():
