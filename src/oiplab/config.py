@@ -115,6 +115,7 @@ class OipConfig(Section):
     smoothing: NonNegative
     start_seed: Index
     warmup_steps: Index
+    wake_steps: Index
     epsilon: Positive
     n_steps: Count
     convergence_tol: NonNegative
@@ -122,6 +123,8 @@ class OipConfig(Section):
     stop_on_convergence: bool
     n_snapshots: Index
     chunk_size: Count
+    halving_after: Index
+    halving_keep: Index
     evolution_maps: Index
 
 
@@ -363,6 +366,13 @@ def _validate_oip(o: OipConfig, layer_shape: tuple[int, int, int]) -> None:
         _check(ok, "oip.neuron_position", expected, o.neuron_position)
     _check(len(o.weights) == len(o.grids), "oip.weights", "one weight per grid size", o.weights)
     _check(sum(o.weights) > 0, "oip.weights", "weights not all zero", o.weights)
+    if o.halving_after:
+        expected = (
+            f"1..oip.n_starts = {o.n_starts} starts kept (or oip.halving_after=0: no halving)"
+        )
+        _check(1 <= o.halving_keep <= o.n_starts, "oip.halving_keep", expected, o.halving_keep)
+        expected = "0 with oip.warmup_steps > 0 (the warm-up ascent does not halve)"
+        _check(not o.warmup_steps, "oip.halving_after", expected, o.halving_after)
 
 
 def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
