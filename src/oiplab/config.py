@@ -131,8 +131,10 @@ class PrecursorConfig(Section):
     grid: Annotated[int, Field(ge=1, le=28)]
     values: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2)]
     screen_steps: Count
+    screen_keep: Index
     top_k: Count
     full_steps: Count
+    halving_rungs: list[Count]
     prune: bool
     chunk_size: Count
     rescue_warmup_steps: Index
@@ -372,6 +374,17 @@ def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
     n_candidates = len(p.values) ** (p.grid * p.grid)
     expected = "at most 5,000,000 candidates (len(values) ** (grid * grid))"
     _check(n_candidates <= 5_000_000, "precursor.grid", expected, f"{len(p.values)}**{p.grid**2}")
+    expected = f"0 (screen all) or at least precursor.top_k = {p.top_k} candidates"
+    _check(
+        p.screen_keep == 0 or p.screen_keep >= p.top_k,
+        "precursor.screen_keep",
+        expected,
+        p.screen_keep,
+    )
+    rungs = p.halving_rungs
+    ok = rungs == sorted(set(rungs)) and all(r < p.full_steps for r in rungs)
+    expected = f"strictly increasing steps under precursor.full_steps = {p.full_steps} ([]: none)"
+    _check(ok, "precursor.halving_rungs", expected, rungs)
 
 
 def _validate_compare(cfg: Config) -> None:
