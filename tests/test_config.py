@@ -54,6 +54,7 @@ def test_every_experiment_composes_and_validates(experiment):
         ("precursor.halving_rungs=[300,100]", "precursor.halving_rungs"),
         ("precursor.halving_rungs=[1200]", "precursor.halving_rungs"),
         ("precursor.screen_keep=4", "precursor.screen_keep"),
+        ("precursor.rescue_halving_rungs=[600]", "precursor.rescue_halving_rungs"),
         ("compare.layers=[Dense_2]", "compare.layers[0]"),
         ("activations.common.comparisons=[[clear_4,nope]]", "activations.common.comparisons"),
         ("activations.groups.0.true_class=12", "activations.groups[0].true_class"),

@@ -167,3 +167,32 @@ def test_screen_keep_screens_fewer_pairs_and_finds_the_same_maps():
     halved = search(model, maps, candidates, shape, _settings(Shortcuts(8, (10, 30))), None)
     np.testing.assert_array_equal(halved.found, everything.found)
     assert halved.steps.sum() < kept.steps.sum()
+
+
+def test_rescue_without_rungs_is_the_warmed_ascent_bit_for_bit_and_halving_keeps_its_maps():
+    from oiplab.oip.rescue import RescueSettings, preactivation_probe, rescue, warmed_ascent
+
+    model = _conv_model()
+    shape, linear = _layer_shape(model), preactivation_probe(model, model.layers[-1].name)
+    starts = candidate_images(2, (0.2, 0.8), STATS)[[0, 5, 10, 15]]
+    maps = np.arange(6)
+    ascent = replace(ASCENT, n_steps=40)
+    old = warmed_ascent(
+        model,
+        linear,
+        np.tile(starts, (6, 1, 1, 1)),
+        channel_objectives(np.repeat(maps, 4), shape),
+        ascent,
+        warmup_steps=10,
+        progress=None,
+    )
+    same = rescue(model, linear, maps, starts, shape, RescueSettings(ascent, 10), progress=None)
+    assert np.array_equal(same.images, old.images[..., 0].reshape(6, 4, 28, 28))
+    assert np.array_equal(same.loss, old.loss.reshape(6, 4))
+    halved = rescue(model, linear, maps, starts, shape, RescueSettings(ascent, 10, (5, 20)), None)
+    assert same.found.sum() > 0  # the warm-up wakes something here
+    assert (halved.found >= same.found).all()
+    # each map's best start keeps (nearly) the old best activation here
+    rows = np.flatnonzero(same.found)
+    best_old, best_new = same.loss.max(axis=1)[rows], halved.loss.max(axis=1)[rows]
+    np.testing.assert_allclose(best_new, best_old, rtol=0.05)

@@ -77,7 +77,6 @@ class CensusMetrics(Record):
     screen_seconds: float
     full_seconds: float
     pairs_ascended_in_screen: int
-    full_steps_taken: int
     from_noise: int
     from_precursor: int
     from_rescue: int

@@ -240,7 +240,6 @@ class PrecursorResult:
             "screen_seconds": round(self.screen_seconds, 2),
             "full_seconds": round(self.full_seconds, 2),
             "pairs_ascended_in_screen": int(self.ascended_pairs),
-            "full_steps_taken": int(self.steps.sum()),
         }
 
     def save(self, path: Path, **extra: Any) -> None:
