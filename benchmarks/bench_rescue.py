@@ -142,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", help="default: the study's seeds")
     parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides (paths.models=...)")
+    parser.add_argument("--name", default="rescue", help="results/<name>.{json,md}")
     args = parser.parse_args()
     cfg = default_config(args.set)
     lay, p = Layout.of(cfg), cfg.precursor
@@ -171,7 +172,7 @@ def main() -> None:
         if all((lay.oip_dir(s) / OipFiles.arrays).is_file() for s in args.seeds or cfg.seeds)
         else "at 0 from every oip start (the oip stage's arrays were missing)",
     }
-    path = write_results("rescue", rows, meta)
+    path = write_results(args.name, rows, meta)
     print(path.read_text())
 
 

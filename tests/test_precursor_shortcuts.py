@@ -196,3 +196,11 @@ def test_rescue_without_rungs_is_the_warmed_ascent_bit_for_bit_and_halving_keeps
     rows = np.flatnonzero(same.found)
     best_old, best_new = same.loss.max(axis=1)[rows], halved.loss.max(axis=1)[rows]
     np.testing.assert_allclose(best_new, best_old, rtol=0.05)
+
+
+def test_candidates_are_made_once_per_process_and_read_only():
+    first = candidate_images(2, (0.2, 0.8), STATS)
+    assert candidate_images(2, [0.2, 0.8], STATS) is first
+    assert not first.flags.writeable
+    with pytest.raises(ValueError):
+        first[0, 0, 0, 0] = 1.0
