@@ -204,3 +204,41 @@ def test_candidates_are_made_once_per_process_and_read_only():
     assert not first.flags.writeable
     with pytest.raises(ValueError):
         first[0, 0, 0, 0] = 1.0
+
+
+def test_candidates_converged_before_the_first_rung_stop_there_as_in_the_single_ascent():
+    """The early stop: the engine's windowed convergence ends a candidate for good; up to the
+    first rung the race's batch is the single ascent's, so those candidates match it bit for bit."""
+    model = _conv_model()
+    shape = _layer_shape(model)
+    starts = candidate_images(2, (0.2, 0.8), STATS)
+    objectives = channel_objectives(np.full(16, 5), shape)
+    settings = replace(ASCENT, n_steps=60, convergence_tol=0.05)  # a loose tolerance: early stops
+    single = ascend(model, starts, objectives, settings, progress=None)
+    early = (single.steps < 20) & single.converged
+    assert early.sum() >= 2  # the case tests something
+    raced = race(model, starts[None], objectives, settings, (20, 40), progress=None)
+    np.testing.assert_array_equal(raced.steps[0][early], single.steps[early])
+    assert np.array_equal(raced.images[0][early], single.images[early])
+    assert np.array_equal(raced.loss[0][early], single.loss[early])
+    assert (raced.dropped_at[0][early] == -1).all()  # stopped by convergence, not by the halving
+
+
+def test_screen_keep_screens_exactly_the_best_at_the_start():
+    from oiplab.oip.precursor import _mean_activation
+
+    model = _conv_model()
+    shape = _layer_shape(model)
+    candidates = candidate_images(3, (0.2, 0.5, 0.8), STATS)[::9]
+    every = _mean_activation(model, candidates, 512)
+    maps = np.flatnonzero((every > 0).sum(axis=0) > 6)  # more above 0 than kept: the cut matters
+    assert len(maps) >= 1
+    start, live = every[:, maps].T, (every[:, maps] > 0).sum(axis=0)
+    kept = screen(model, candidates, maps, shape, _settings(Shortcuts(6)), progress=None)
+    assert kept.ascended_pairs == len(maps) * 6
+    for row, chosen in enumerate(kept.top_candidates):
+        best = np.argsort(-start[row], kind="stable")[:6]
+        assert set(chosen) <= set(best)  # top_k 4 of the 6 screened, none from outside
+    roomy = screen(model, candidates, maps, shape, _settings(Shortcuts(int(live.max()))), None)
+    full = screen(model, candidates, maps, shape, _settings(Shortcuts()), progress=None)
+    np.testing.assert_array_equal(roomy.top_candidates, full.top_candidates)
