@@ -120,13 +120,17 @@ def test_race_halves_at_each_rung_and_the_best_goes_the_full_length():
     np.testing.assert_allclose(halved.loss[0, finalists], full.loss[finalists], rtol=1e-3)
 
 
-def test_race_rejects_rungs_that_are_not_increasing_steps_under_the_length():
+def test_race_rejects_rungs_that_are_not_increasing_and_never_reaches_those_past_the_end():
     model = _conv_model()
     starts = candidate_images(2, (0.2, 0.8), STATS)[None, :4]
-    objectives = channel_objectives(np.zeros(4, np.int64), _layer_shape(model))
-    for rungs in ((10, 5), (40,), (0, 5)):
+    objectives = channel_objectives(np.full(4, 5), _layer_shape(model))
+    settings = replace(ASCENT, n_steps=20)
+    for rungs in ((10, 5), (5, 5), (0, 5)):
         with pytest.raises(ValueError, match="rungs"):
-            race(model, starts, objectives, replace(ASCENT, n_steps=40), rungs, progress=None)
+            race(model, starts, objectives, settings, rungs, progress=None)
+    past = race(model, starts, objectives, settings, (20, 300), progress=None)
+    none = race(model, starts, objectives, settings, (), progress=None)
+    assert np.array_equal(past.images, none.images) and (past.dropped_at == -1).all()
 
 
 def _settings(shortcuts: Shortcuts) -> SearchSettings:
