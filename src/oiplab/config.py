@@ -134,11 +134,14 @@ class PrecursorConfig(Section):
     grid: Annotated[int, Field(ge=1, le=28)]
     values: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2)]
     screen_steps: Count
+    screen_keep: Index
     top_k: Count
     full_steps: Count
+    halving_rungs: list[Count]
     prune: bool
     chunk_size: Count
     rescue_warmup_steps: Index
+    rescue_halving_rungs: list[Count]
     probe_images: Count
 
 
@@ -382,6 +385,19 @@ def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
     n_candidates = len(p.values) ** (p.grid * p.grid)
     expected = "at most 5,000,000 candidates (len(values) ** (grid * grid))"
     _check(n_candidates <= 5_000_000, "precursor.grid", expected, f"{len(p.values)}**{p.grid**2}")
+    expected = f"0 (screen all) or at least precursor.top_k = {p.top_k} candidates"
+    _check(
+        p.screen_keep == 0 or p.screen_keep >= p.top_k,
+        "precursor.screen_keep",
+        expected,
+        p.screen_keep,
+    )
+    # A rung at or past its ascent's length is never reached (oip.rungs), so shortening
+    # full_steps or oip.n_steps alone stays valid.
+    for key in ("halving_rungs", "rescue_halving_rungs"):
+        rungs = getattr(p, key)
+        expected = "strictly increasing steps ([]: none)"
+        _check(rungs == sorted(set(rungs)), f"precursor.{key}", expected, rungs)
 
 
 def _validate_compare(cfg: Config) -> None:
