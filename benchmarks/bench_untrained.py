@@ -29,14 +29,14 @@ INPUTS = ("params.yaml", "data", "models", "models_split", "bin")
 COMPARED = ("metrics/headline.json", "metrics/answer.json", "metrics/learning_curves.json")
 
 
-def commands(variant: str, designs: list[str]) -> list[list[str]]:
-    """The stage processes of one variant, in pipeline order."""
+def commands(variant: str, designs: list[str], with_compare: bool) -> list[list[str]]:
+    """The stage processes of one variant, in pipeline order (`compare` first where timed)."""
     stage = [sys.executable, "-m"]
-    compare = [*stage, "oiplab.stages.compare", "--params", "params.yaml"]
+    compare = [[*stage, "oiplab.stages.compare", "--params", "params.yaml"]] if with_compare else []
     split = [*stage, "oiplab.stages.compare_split", "--params", "params.yaml"]
     if variant == "old":
-        return [compare, *([*split, f"split.design={d}"] for d in designs)]
-    return [compare, [*split, "--each-design"]]
+        return [*compare, *([*split, f"split.design={d}"] for d in designs)]
+    return [*compare, [*split, "--each-design"]]
 
 
 def fresh_workspace(workspace: Path, target: Path) -> Path:
@@ -48,11 +48,11 @@ def fresh_workspace(workspace: Path, target: Path) -> Path:
     return target
 
 
-def run_variant(variant: str, src: Path, folder: Path, designs: list[str]) -> list[float]:
+def run_variant(variant: str, src: Path, folder: Path, designs: list[str], with_compare: bool):
     """Run the variant's stage processes in `folder`; the wall seconds of each."""
     env = {**os.environ, "PYTHONPATH": str(src), "TF_CPP_MIN_LOG_LEVEL": "2"}
     seconds = []
-    for cmd in commands(variant, designs):
+    for cmd in commands(variant, designs, with_compare):
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
         seconds.append(time.perf_counter() - start)
@@ -61,9 +61,9 @@ def run_variant(variant: str, src: Path, folder: Path, designs: list[str]) -> li
     return seconds
 
 
-def outputs(folder: Path, designs: list[str]) -> list[str]:
+def outputs(folder: Path, designs: list[str], with_compare: bool) -> list[str]:
     """The files compared between variants, relative to the workspace."""
-    found = list(COMPARED)
+    found = list(COMPARED) if with_compare else []
     for d in designs:
         found += [
             str(p.relative_to(folder))
@@ -79,34 +79,39 @@ def main() -> None:
     parser.add_argument("--old-src", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench_untrained"))
+    parser.add_argument(
+        "--skip-compare",
+        action="store_true",
+        help="time compare_split only (compare's work is the same in both variants)",
+    )
     args = parser.parse_args()
     import yaml
 
     params = yaml.safe_load((args.workspace / "params.yaml").read_text())
     designs = list(params["split"]["designs"])
-    rows, kept = [], {}
+    rows, kept, with_compare = [], {}, not args.skip_compare
     for k in range(args.repeats):
         order = ("old", "new") if k % 2 == 0 else ("new", "old")
         for variant in order:
             src = args.old_src if variant == "old" else NEW_SRC
             folder = fresh_workspace(args.workspace, args.scratch / f"{variant}_{k}")
             load = os.getloadavg()[0]
-            seconds = run_variant(variant, src, folder, designs)
+            seconds = run_variant(variant, src, folder, designs, with_compare)
             kept.setdefault(variant, folder)
             rows.append(
                 {
                     "repeat": k,
                     "variant": variant,
                     "processes": len(seconds),
-                    "compare_s": round(seconds[0], 1),
-                    "compare_split_s": round(sum(seconds[1:]), 1),
+                    "compare_s": round(seconds[0], 1) if with_compare else "",
+                    "compare_split_s": round(sum(seconds[int(with_compare) :]), 1),
                     "total_s": round(sum(seconds), 1),
                     "load_1min_at_start": round(load, 1),
                 }
             )
             print(rows[-1], flush=True)
     old, new = kept["old"], kept["new"]
-    files = outputs(old, designs)
+    files = outputs(old, designs, with_compare)
     same = [f for f in files if (new / f).is_file() and filecmp.cmp(old / f, new / f, False)]
     totals = {v: [r["total_s"] for r in rows if r["variant"] == v] for v in ("old", "new")}
     meta = {
