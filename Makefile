@@ -33,14 +33,15 @@ install: $(STAMP)  ## create .venv with the pinned stack (what the pipeline need
 
 install-dev: $(DEV_STAMP)  ## the same, with the test tools and JAX
 
-# The stale trainings first, two at a time (`oiplab.lanes`: each an ordinary `dvc repro` of its
-# stage, the same weights; benchmarks/results/lanes.md), then everything else in DVC's order.
-# The stale trainings run two at a time first (oiplab.lanes), then `dvc repro` the rest, all under
-# one execution: one MLflow parent run.
+# The stale stages, each as soon as the stages it reads are done, JOBS at a time (`oiplab.lanes`:
+# each an ordinary `dvc repro --single-item` of its stage, the same outputs; benchmarks/results/
+# dag.md), then `dvc repro`, which finds them up to date (and runs anything left), all under one
+# execution: one MLflow parent run. JOBS=1 runs them one at a time.
+JOBS ?= 2
 pipeline: install  ## the default study end to end (params.yaml must match conf/ first)
 	python -m oiplab.params --check
 	export OIPLAB_EXECUTION="pipeline-$$(date +%Y%m%dT%H%M%S)-$$$$:make pipeline"; \
-	python -m oiplab.lanes && dvc repro
+	python -m oiplab.lanes --jobs $(JOBS) && dvc repro
 
 test: install-dev  ## the default suite (fast; slow and integration tests are listed as skipped)
 	python -m pytest

@@ -92,10 +92,12 @@ What this says, and what was done (issue 28, item 2):
   report do without it, and they do not import it. What is left per process is the interpreter,
   TensorFlow + Keras, MLflow and one run, paid once per DVC stage.
 - The trainings are 9 of the 20 processes and most of the pipeline's time; `python -m
-  oiplab.lanes` (run by `make pipeline` before `dvc repro`) runs them two at a time, so one
-  training's single-core parts (start-up, data, evaluation, logging) overlap another's fit
-  (benchmarks/results/lanes.md). One thread per process would change the weights' last bits;
-  the lanes keep TensorFlow's default thread count, which gives the bits of a training alone.
+  oiplab.lanes` (run by `make pipeline` before `dvc repro`) runs every stale stage as soon as
+  the stages it reads are done, two at a time, so one stage's single-core parts (start-up,
+  data, evaluation, logging) overlap another's work (benchmarks/results/lanes.md for two
+  trainings, dag.md for the whole pipeline). One thread per process would change the weights'
+  last bits; the lanes keep TensorFlow's default thread count, which gives the bits of a
+  training alone.
 - The comparison recomputed work within a layer: the rotation null recomputed each trained
   pair's correlations (14% of the matching's samples in a py-spy profile of the stage), each
   network's Gram was computed once per pair and again for its sibling rate, the trained x

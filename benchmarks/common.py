@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,13 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def default_config():
-    """The default study's configuration, composed from conf/ (the only source of defaults)."""
+def default_config(overrides: Sequence[str] = ()):
+    """The default study's configuration, composed from conf/ (the only source of defaults), with
+    Hydra `overrides` (e.g. `paths.models=/elsewhere/models` to measure another clone's models)."""
     from oiplab.config import to_typed
     from oiplab.params import compose
 
-    return to_typed(compose([], root=Path(__file__).resolve().parents[1]))
+    return to_typed(compose(list(overrides), root=Path(__file__).resolve().parents[1]))
 
 
 def model_cfg():

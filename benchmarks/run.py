@@ -51,11 +51,12 @@ def main() -> None:
     args = parser.parse_args()
     _module("benchmarks.bench_train")
     _module("benchmarks.bench_oip", "--full")
+    _module("benchmarks.bench_halving")
     _module("benchmarks.bench_precursor")
     _module("benchmarks.bench_rescue")
     _module("benchmarks.bench_screen")
     _module("benchmarks.bench_compare")
-    names = ("train", "oip", "precursor", "rescue", "screen", "compare")
+    names = ("train", "oip", "halving", "precursor", "rescue", "screen", "compare")
     parts = [(RESULTS / f"{n}.md").read_text() for n in names]
     if args.pipeline:
         seconds = pipeline_wall_time()

@@ -183,6 +183,8 @@ def survey(seed: int, layer: str) -> SurveyMetrics:
         steps_per_second=1856.5,
         median_steps_moving=20.0,
         converged_fraction=0.25,
+        halted_fraction=0.0,
+        n_woken=0,
         start_mean=-0.0001,
         start_std_spread=5.960464477539063e-08,
     )

@@ -1,77 +1,160 @@
-"""`python -m oiplab.lanes`: the stale training stages, two at a time, as DVC runs of their own;
-and the thread count it relies on not changing a trained network's bits."""
+"""`python -m oiplab.lanes`: the pipeline's stale stages as soon as their upstream stages are
+done, N at a time, each a DVC run of its own; and the thread count it relies on not changing a
+trained network's bits."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from oiplab.lanes import dvc_command, pairs
+from oiplab.lanes import Plan, Progress, dvc_command, plan_from_graph
 from tests.conftest import REPO_ROOT
 
-
-def test_pairs_are_in_order_with_a_lone_last() -> None:
-    assert pairs(["a", "b", "c"]) == [["a", "b"], ["c"]]
-    assert pairs(["a", "b"]) == [["a", "b"]]
-    assert pairs([]) == []
+# a diamond with a tail: a -> (b, c, d) -> e, and f beside it all
+ORDER = ["a", "b", "c", "d", "e", "f"]
+UPSTREAM = {"a": [], "b": ["a"], "c": ["a"], "d": ["a"], "e": ["b", "c", "d"], "f": []}
 
 
-# A toy pipeline shaped like the study's: `prepare`, then a matrix of trainings that record when
-# they ran and with how many threads TensorFlow would have started.
-TOY = """\
-stages:
-  prepare:
-    cmd: echo data > data.txt
-    outs: [data.txt]
-  train:
-    matrix:
-      seed: [0, 1, 2]
-    cmd: >-
-      python -c "import os, time, json; t = time.time(); time.sleep(3);
-      json.dump({'start': t, 'end': time.time(),
-      'threads': os.environ.get('TF_NUM_INTRAOP_THREADS')}, open('out_${item.seed}', 'w'))"
-    deps: [data.txt]
-    outs:
-      - out_${item.seed}
+def test_plan_takes_the_stale_stages_and_everything_downstream_of_them() -> None:
+    plan = plan_from_graph(ORDER, UPSTREAM, stale={"c"})
+    assert plan.stages == ("c", "e")  # a, b, d are up to date; e reads c
+    assert plan.needs == {"c": frozenset(), "e": frozenset({"c"})}  # b, d: done already
+    assert plan_from_graph(ORDER, UPSTREAM, stale=set()).stages == ()
+    assert plan_from_graph(ORDER, UPSTREAM, stale={"a", "f"}).stages == tuple(ORDER)
+
+
+def test_priority_puts_the_stages_with_most_downstream_first() -> None:
+    plan = plan_from_graph(ORDER, UPSTREAM, stale=set(ORDER))
+    assert plan.dependants("a") == {"b", "c", "d", "e"}
+    assert plan.by_priority() == ["a", "b", "c", "d", "e", "f"]  # ties keep DVC's order
+    assert plan.direct_needs("e") == ["b", "c", "d"]
+    late = Plan(("x", "y", "z"), {"x": frozenset(), "y": frozenset(), "z": frozenset({"y"})})
+    assert late.by_priority() == ["y", "x", "z"]  # y unlocks z
+
+
+def test_ready_waits_for_every_upstream_stage() -> None:
+    progress = Progress(plan_from_graph(ORDER, UPSTREAM, stale=set(ORDER)))
+    assert progress.ready(["b", "e", "f"]) == ["f"]
+    progress.done += ["a", "b", "c"]
+    assert progress.ready(["d", "e"]) == ["d"]
+    progress.done.append("d")
+    assert progress.ready(["e"]) == ["e"]
+    assert progress.count() == "4 of 6 done"
+
+
+# Each toy stage records when it ran (stamp.py); `fail` makes it exit 3 after its sleep.
+STAMP = """import json, os, sys, time
+name, seconds = sys.argv[1], float(sys.argv[2])
+start = time.time()
+with open(name + ".pid", "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(seconds)
+if len(sys.argv) > 3:
+    sys.exit(3)
+json.dump({"start": start, "end": time.time(),
+           "execution": os.environ.get("OIPLAB_EXECUTION"),
+           "threads": os.environ.get("TF_NUM_INTRAOP_THREADS")}, open(name + ".json", "w"))
 """
 
 
-def _lanes(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _stage(name: str, seconds: float, deps: list[str], fail: bool = False) -> str:
+    cmd = f"python stamp.py {name} {seconds}" + (" fail" if fail else "")
+    lines = [f"  {name}:", f"    cmd: {cmd}", "    deps:", "      - stamp.py"]
+    lines += [f"      - {d}.json" for d in deps]
+    return "\n".join([*lines, "    outs:", f"      - {name}.json"])
+
+
+def _project(root: Path, stages: list[str]) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([dvc_command(), "init", "-q"], cwd=root, check=True)
+    (root / "stamp.py").write_text(STAMP)
+    (root / "dvc.yaml").write_text("stages:\n" + "\n".join(stages) + "\n")
+
+
+def _env() -> dict[str, str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT / "src"),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
     }
-    return subprocess.run(
-        [sys.executable, "-m", "oiplab.lanes", *args, "train"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    env.pop("OIPLAB_EXECUTION", None)
+    return env
+
+
+def _lanes(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "oiplab.lanes", *args]
+    return subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, check=False)
+
+
+def _ran(root: Path, names: str) -> dict[str, dict]:
+    return {n: json.loads((root / f"{n}.json").read_text()) for n in names}
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    return max(sum(s <= t < e for s, e in spans) for t, _ in spans)
 
 
 @pytest.mark.integration
-def test_lanes_train_two_at_a_time_into_dvc_lock(tmp_path: Path) -> None:
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([dvc_command(), "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / "dvc.yaml").write_text(TOY)
-    _lanes(tmp_path)
-    ran = {s: json.loads((tmp_path / f"out_{s}").read_text()) for s in range(3)}
-    assert ran[0]["start"] < ran[1]["end"] and ran[1]["start"] < ran[0]["end"]  # together
-    assert ran[2]["start"] >= max(ran[0]["end"], ran[1]["end"])  # then the lone last one
-    assert [ran[s]["threads"] for s in range(3)] == [None] * 3  # TensorFlow's default count
+def test_lanes_run_a_dag_in_order_two_at_a_time_into_dvc_lock(tmp_path: Path) -> None:
+    diamond = [_stage("a", 0.5, []), *(_stage(n, 2, ["a"]) for n in "bcd")]
+    _project(tmp_path, [*diamond, _stage("e", 0.5, ["b", "c", "d"])])
+    done = _lanes(tmp_path, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    ran = _ran(tmp_path, "abcde")
+    assert all(ran[n]["start"] >= ran["a"]["end"] for n in "bcd")  # after what they read
+    assert ran["e"]["start"] >= max(ran[n]["end"] for n in "bcd")
+    assert _most_at_once([(r["start"], r["end"]) for r in ran.values()]) == 2  # never 3
+    assert len({r["execution"] for r in ran.values()} - {None}) == 1  # one MLflow parent run
+    assert {r["threads"] for r in ran.values()} == {None}  # TensorFlow's default count
+    assert "[lanes] done e in" in done.stdout and "5 of 5 done" in done.stdout
     status = subprocess.run(
         [dvc_command(), "status", "--json"], cwd=tmp_path, capture_output=True, text=True
     )
     assert json.loads(status.stdout) == {}  # every stage recorded in dvc.lock, cached
-    assert "[lanes] 0 training stage(s) to run" in _lanes(tmp_path, "--dry").stdout
+    repro = subprocess.run([dvc_command(), "repro"], cwd=tmp_path, capture_output=True, text=True)
+    assert "Running stage" not in repro.stdout and "didn't change" in repro.stdout
+    assert _ran(tmp_path, "abcde") == ran  # nothing ran again
+    assert "0 stage(s) to run" in _lanes(tmp_path, "--dry").stdout
+
+
+@pytest.mark.integration
+def test_a_failed_stage_stops_its_dependants_only(tmp_path: Path) -> None:
+    stages = [_stage("a", 0.1, []), _stage("b", 0.5, ["a"], fail=True)]
+    stages += [_stage("c", 0.1, ["b"]), _stage("d", 2, ["a"])]
+    _project(tmp_path, stages)
+    done = _lanes(tmp_path, "--jobs", "2")
+    assert done.returncode == 1
+    log = tmp_path / ".dvc" / "tmp" / "lanes" / "b.log"
+    assert "stage b failed (exit code" in done.stderr and str(log) in done.stderr
+    assert "not run: c" in done.stderr and "failed: b (log:" in done.stderr
+    assert "stamp.py b 0.5 fail" in log.read_text()  # DVC's own account of the stage
+    assert (tmp_path / "d.json").exists()  # beside the failure: still run, finished
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_running_stages(tmp_path: Path) -> None:
+    _project(tmp_path, [_stage("slow", 60, [])])
+    cmd = [sys.executable, "-m", "oiplab.lanes"]
+    lanes = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "slow.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stage_pid = int(pid_file.read_text())
+    lanes.send_signal(signal.SIGINT)
+    _, err = lanes.communicate(timeout=60)
+    assert lanes.returncode == 130 and "interrupted" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(stage_pid, 0)  # the stage's command is gone, not left running
+    assert not (tmp_path / "slow.json").exists()
 
 
 # Trains the default CNN for a few batches of the default size (seeded, op determinism on) and

@@ -276,7 +276,9 @@ def test_runs_of_ended_processes_on_this_host_are_closed_killed(smoke_cfg, monke
     assert client.get_run(parent).info.status == "RUNNING"  # `alive` still runs under it
 
     client.set_terminated(ids["alive"])
+    client.set_tag(ids["alive"], "oiplab.design", "same_order")
     table = tracking.execution_table(smoke_cfg.tracking.uri, smoke_cfg.tracking.experiment)
+    assert "\ntrain same_order " in table  # a seed-split run says its design
     assert statuses()["other stage"] == "KILLED"
     assert "closed stale run other stage" in capsys.readouterr().out
     assert statuses()["another host"] == statuses()["no pid"] == "RUNNING"

@@ -3,6 +3,7 @@ killed job resumes exactly from a checkpoint that is written as one unit."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from types import SimpleNamespace
 
@@ -223,6 +224,24 @@ def test_progress_counts_epochs_of_the_whole_run(tmp_path, capsys):
     train(_data(), model_cfg(), RESUME, Checkpointing(checkpoint, "fp"), verbose=2)
     out = capsys.readouterr().out
     assert "Epoch 1/3" in out and "Epoch 2/3" in out and "Epoch 3/3" in out
+
+
+def test_without_keras_lines_each_epoch_is_logged_naming_its_training(caplog):
+    cfg = CFG.model_copy(update={"epochs": 2, "seed": 7, "init_seed": 3})
+    with caplog.at_level(logging.INFO, logger="oiplab.training"):
+        _train(cfg)  # verbose=0: Keras prints nothing
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == [
+        "seed 7 (init 3, data order 7) epoch 1/2",
+        "seed 7 (init 3, data order 7) epoch 2/2",
+    ]
+    assert "val_accuracy" in lines[-1] and "loss" in lines[-1]
+
+
+def test_with_keras_own_epoch_lines_none_is_logged_twice(caplog):
+    with caplog.at_level(logging.INFO, logger="oiplab.training"):
+        train(_data(), model_cfg(), CFG, verbose=2)
+    assert not [r for r in caplog.records if " epoch " in r.getMessage()]
 
 
 def test_confusion_matrix_counts():

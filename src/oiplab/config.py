@@ -115,6 +115,7 @@ class OipConfig(Section):
     smoothing: NonNegative
     start_seed: Index
     warmup_steps: Index
+    wake_steps: Index
     epsilon: Positive
     n_steps: Count
     convergence_tol: NonNegative
@@ -122,6 +123,8 @@ class OipConfig(Section):
     stop_on_convergence: bool
     n_snapshots: Index
     chunk_size: Count
+    halving_after: Index
+    halving_keep: Index
     evolution_maps: Index
 
 
@@ -131,11 +134,14 @@ class PrecursorConfig(Section):
     grid: Annotated[int, Field(ge=1, le=28)]
     values: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2)]
     screen_steps: Count
+    screen_keep: Index
     top_k: Count
     full_steps: Count
+    halving_rungs: list[Count]
     prune: bool
     chunk_size: Count
     rescue_warmup_steps: Index
+    rescue_halving_rungs: list[Count]
     probe_images: Count
 
 
@@ -363,6 +369,13 @@ def _validate_oip(o: OipConfig, layer_shape: tuple[int, int, int]) -> None:
         _check(ok, "oip.neuron_position", expected, o.neuron_position)
     _check(len(o.weights) == len(o.grids), "oip.weights", "one weight per grid size", o.weights)
     _check(sum(o.weights) > 0, "oip.weights", "weights not all zero", o.weights)
+    if o.halving_after:
+        expected = (
+            f"1..oip.n_starts = {o.n_starts} starts kept (or oip.halving_after=0: no halving)"
+        )
+        _check(1 <= o.halving_keep <= o.n_starts, "oip.halving_keep", expected, o.halving_keep)
+        expected = "0 with oip.warmup_steps > 0 (the warm-up ascent does not halve)"
+        _check(not o.warmup_steps, "oip.halving_after", expected, o.halving_after)
 
 
 def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
@@ -372,6 +385,19 @@ def _validate_precursor(p: PrecursorConfig, n_maps: int) -> None:
     n_candidates = len(p.values) ** (p.grid * p.grid)
     expected = "at most 5,000,000 candidates (len(values) ** (grid * grid))"
     _check(n_candidates <= 5_000_000, "precursor.grid", expected, f"{len(p.values)}**{p.grid**2}")
+    expected = f"0 (screen all) or at least precursor.top_k = {p.top_k} candidates"
+    _check(
+        p.screen_keep == 0 or p.screen_keep >= p.top_k,
+        "precursor.screen_keep",
+        expected,
+        p.screen_keep,
+    )
+    # A rung at or past its ascent's length is never reached (oip.rungs), so shortening
+    # full_steps or oip.n_steps alone stays valid.
+    for key in ("halving_rungs", "rescue_halving_rungs"):
+        rungs = getattr(p, key)
+        expected = "strictly increasing steps ([]: none)"
+        _check(rungs == sorted(set(rungs)), f"precursor.{key}", expected, rungs)
 
 
 def _validate_compare(cfg: Config) -> None:

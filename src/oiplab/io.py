@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from oiplab.checks import NonFiniteError, require_finite
@@ -408,6 +409,21 @@ class Record(Fields):
     def load(cls, folder: str | os.PathLike[str], stage: str | None = None) -> Self:
         """Read it from `folder` (written by `stage`, where one type serves several stages)."""
         return read_typed(Path(folder) / cls.FILE, cls, stage or cls.STAGE, cls.WHAT)
+
+
+class ListRecord(Record):
+    """A record whose file is a bare JSON list of rows (what `dvc plots` reads), held in the
+    field that `ITEMS` names."""
+
+    ITEMS: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        return {cls.ITEMS: data} if isinstance(data, list) else data
+
+    def data(self) -> list[dict[str, Any]]:
+        return [row.model_dump() for row in getattr(self, self.ITEMS)]
 
 
 class RunRecord(Record):

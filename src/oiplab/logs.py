@@ -44,9 +44,10 @@ class LogLevelError(OiplabError, ValueError):
 
 def level() -> int:
     """The level of the `oiplab` loggers: `OIPLAB_LOG_LEVEL`, else info."""
-    name = os.environ.get(LEVEL_ENV, "").strip().lower() or "info"
+    given = os.environ.get(LEVEL_ENV, "")
+    name = given.strip().lower() or "info"
     if name not in LEVELS:
-        raise LogLevelError(f"{LEVEL_ENV}={name!r}: expected one of {', '.join(LEVELS)}")
+        raise LogLevelError(f"{LEVEL_ENV}={given!r}: expected one of {', '.join(LEVELS)}")
     return int(logging.getLevelName(name.upper()))
 
 
@@ -241,9 +242,11 @@ def _restore_stderr(original: int, filter_pid: int, grace: float = 2.0) -> None:
 
 
 def keras_verbosity() -> int:
-    """Keras' `verbose` for `fit`: a progress bar (1) on a terminal, one line per epoch (2) in a
-    log or pipe. (Keras' own "auto" draws the bar everywhere on Linux, escape codes included.)"""
-    return 1 if sys.stdout.isatty() else 2
+    """Keras' `verbose` for `fit`: a progress bar (1) on a terminal; in a log or pipe none (0),
+    the caller logs one line per epoch instead (`EpochLines`), which says whose epoch it is when
+    two trainings share a log. (Keras' own "auto" draws the bar everywhere on Linux, escape
+    codes included; its one line per epoch, 2, names no training.)"""
+    return 1 if sys.stdout.isatty() else 0
 
 
 def pipeline_position(root: Path, address: str) -> tuple[int, int] | None:

@@ -430,6 +430,27 @@ def _first_epoch_snapshots(
     return Snapshots()
 
 
+def _epoch_lines(cfg: TrainConfig) -> keras.callbacks.Callback:
+    """A callback logging one line per epoch that names the training: Keras' own line (verbose
+    2) does not, and two trainings side by side (`oiplab.lanes`) share one log."""
+    import keras
+
+    who = f"seed {cfg.seed}"
+    if (init_seed(cfg), data_seed(cfg)) != (cfg.seed, cfg.seed):
+        who += f" (init {init_seed(cfg)}, data order {data_seed(cfg)})"
+
+    class EpochLines(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.began = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            numbers = ", ".join(f"{key} {float(value):.4f}" for key, value in (logs or {}).items())
+            seconds = time.perf_counter() - self.began
+            log.info(f"{who} epoch {epoch + 1}/{cfg.epochs}: {seconds:.0f} s, {numbers}")
+
+    return EpochLines()
+
+
 def _epoch_keeper(
     start: _Start, checkpointing: Checkpointing, cfg: TrainConfig
 ) -> keras.callbacks.Callback:
@@ -488,6 +509,8 @@ def train(
     # Keras' own stop at the first NaN loss: the batches after it would only spread it
     stop = keras.callbacks.TerminateOnNaN()
     keep = [follow, stop, _epoch_keeper(start, checkpointing, cfg), *callbacks]
+    if not verbose:  # Keras shows no epochs: one line each, through the project's log
+        keep.append(_epoch_lines(cfg))
     # epochs [first, last) and their callbacks: epoch 1 apart when it keeps batch snapshots
     phases = [(start.epoch, cfg.epochs, keep)]
     if start.epoch == 0 and cfg.trajectory_every:

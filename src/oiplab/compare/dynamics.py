@@ -20,7 +20,6 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import model_validator
 
 from oiplab.analysis.activations import layer_outputs
 from oiplab.compare.cka import centered_gram, linear_cka
@@ -38,7 +37,7 @@ from oiplab.compare.stats import (
 from oiplab.compare.study import partner_threshold
 from oiplab.compare.summary import Estimate
 from oiplab.config import AlignmentConfig, CompareConfig
-from oiplab.io import Fields, Real, Record
+from oiplab.io import Fields, ListRecord, Real
 from oiplab.layout import AlignmentFiles
 
 if TYPE_CHECKING:
@@ -125,22 +124,15 @@ class SnapshotRecord(Fields):
     final_same_index_p_holm: Real  # Holm-adjusted over the layer's snapshots
 
 
-class AlignmentRecords(Record):
+class AlignmentRecords(ListRecord):
     """The alignment study (`artifacts/alignment/alignment.json`, a list of records)."""
 
     FILE: ClassVar[str] = AlignmentFiles.records
     STAGE: ClassVar[str] = "alignment"
     WHAT: ClassVar[str] = "alignment over training"
+    ITEMS: ClassVar[str] = "records"
 
     records: list[SnapshotRecord]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_file(cls, data: Any) -> Any:
-        return {"records": data} if isinstance(data, list) else data
-
-    def data(self) -> list[dict[str, Any]]:
-        return [r.model_dump() for r in self.records]
 
 
 def _estimate(values: list[float], pair_w: np.ndarray, null: float | None = None) -> Estimate:

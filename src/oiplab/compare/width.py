@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import model_validator
 from scipy import stats as sps
 
 from oiplab.compare.summary import Answer, Estimate, LayerAnswer
 from oiplab.config import Config
 from oiplab.errors import OiplabError
-from oiplab.io import Fields, Record
+from oiplab.io import Fields, ListRecord, Record
 from oiplab.layout import WidthFiles
 
 
@@ -231,22 +230,15 @@ class WidthRow(Fields):
     null: float | None  # untrained networks' value; for "partnered" the rotated units' 95th pct.
 
 
-class WidthRecords(Record):
+class WidthRecords(ListRecord):
     """The aggregate's rows (`metrics/width_records.json`, a plain list: `dvc plots` reads it)."""
 
     FILE: ClassVar[str] = WidthFiles.records
     STAGE: ClassVar[str] = "width"
     WHAT: ClassVar[str] = "width study summary"
+    ITEMS: ClassVar[str] = "rows"
 
     rows: list[WidthRow]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_file(cls, data: Any) -> Any:
-        return {"rows": data} if isinstance(data, list) else data
-
-    def data(self) -> list[dict[str, Any]]:
-        return [r.model_dump() for r in self.rows]
 
 
 def by_layer_and_width(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

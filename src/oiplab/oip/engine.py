@@ -8,6 +8,13 @@ which is exact, not an approximation).
 Convergence is judged over a window of steps: the loss's relative change per step, averaged over
 the last `convergence_window` steps, under `convergence_tol` (the articles' 2e-4). A window of 1
 is the articles' step-to-step test, which a slowly climbing loss passes long before it flattens.
+
+Successive halving (optional, `halving_after` > 0): the batch is laid out in groups of
+`halving_group` consecutive elements that share one objective (a map's starts). After
+`halving_after` steps each group's elements still ascending are ranked by their objective and
+only the best `halving_keep` go on; the others stop there, keeping that step's image and loss,
+marked `halted`. Most of a map's best-of-starts is decided early (the ranking after a first rung
+rarely changes later), so the steps the dropped starts would have taken are saved.
 """
 
 from __future__ import annotations
@@ -39,6 +46,14 @@ class AscentSettings:
     stop_on_convergence: bool = True
     n_snapshots: int = 6  # images kept at log-spaced steps
     chunk_size: int = 512  # elements per compiled batch (bounds memory)
+    halving_after: int = 0  # rung step of successive halving (0: off; see the module docstring)
+    halving_keep: int = 0  # elements of a group that go on after the rung
+    halving_group: int = 1  # consecutive elements sharing an objective (a map's starts)
+
+    @property
+    def halving(self) -> bool:
+        """Whether a rung falls inside the ascent and would drop any element."""
+        return 0 < self.halving_after < self.n_steps and self.halving_keep < self.halving_group
 
 
 @dataclass
@@ -51,6 +66,7 @@ class AscentResult:
     loss_history: np.ndarray  # (B, n_steps + 1) objective after each step (NaN once stopped)
     snapshot_steps: np.ndarray  # (S,) step numbers of the snapshots
     snapshots: np.ndarray  # (B, S, 28, 28) images at those steps
+    halted: np.ndarray  # (B,) bool: ranked out at the halving rung (stopped after halving_after)
 
 
 def snapshot_steps(n_steps: int, n_snapshots: int) -> np.ndarray:
@@ -84,9 +100,10 @@ def ascend(
     snaps = snapshot_steps(settings.n_steps, settings.n_snapshots)
     parts = []
     n = len(starts)
-    n_chunks = -(-n // settings.chunk_size)
-    for k, lo in enumerate(range(0, n, settings.chunk_size)):
-        rows = np.arange(lo, min(lo + settings.chunk_size, n))
+    size = _chunk_size(n, settings)
+    n_chunks = -(-n // size)
+    for k, lo in enumerate(range(0, n, size)):
+        rows = np.arange(lo, min(lo + size, n))
         t0 = time.perf_counter()
         chunk = f"{label} chunk {k + 1}/{n_chunks}"
         report = _Reporter(progress, chunk, settings.n_steps) if progress else None
@@ -107,6 +124,15 @@ def ascend(
             for field in AscentResult.__dataclass_fields__
         }
     )
+
+
+def _chunk_size(n: int, s: AscentSettings) -> int:
+    """Elements per chunk; with halving, whole groups only (a group is ranked inside its chunk)."""
+    if not s.halving:
+        return s.chunk_size
+    if n % s.halving_group:
+        raise ValueError(f"{n} elements do not form groups of halving_group={s.halving_group}")
+    return max(s.halving_group, s.chunk_size // s.halving_group * s.halving_group)
 
 
 class _Reporter:
@@ -140,6 +166,7 @@ class _Chunk:
     silent: np.ndarray  # (b,) bool
     history: np.ndarray  # (b, n_steps + 1) objective after each step, NaN once stopped
     snapshots: np.ndarray  # (b, S, 28, 28)
+    halted: np.ndarray  # (b,) bool
 
     @classmethod
     def start(cls, starts: np.ndarray, n_steps: int, n_snaps: int) -> _Chunk:
@@ -153,6 +180,7 @@ class _Chunk:
             silent=np.zeros(b, dtype=bool),
             history=np.full((b, n_steps + 1), np.nan, dtype=np.float32),
             snapshots=np.zeros((b, n_snaps, *starts.shape[1:3]), dtype=np.float32),
+            halted=np.zeros(b, dtype=bool),
         )
 
     def result(self, snaps: np.ndarray) -> AscentResult:
@@ -170,6 +198,7 @@ class _Chunk:
             loss_history=self.history,
             snapshot_steps=snaps,
             snapshots=self.snapshots,
+            halted=self.halted,
         )
 
 
@@ -204,6 +233,10 @@ def _ascend_chunk(
             keep = ~done if s.stop_on_convergence else np.ones(len(live), dtype=bool)
         else:
             keep = np.ones(len(live), dtype=bool)
+        if s.halving and t == s.halving_after:
+            survivors = _rung_survivors(live // s.halving_group, loss, keep, s.halving_keep)
+            c.halted[live[keep & ~survivors]] = True
+            keep &= survivors
         if t == s.n_steps:
             break
         if report is not None:
@@ -218,6 +251,21 @@ def _ascend_chunk(
         if hit.size:
             c.snapshots[:, hit[0]] = c.x[..., 0]
     return c.result(snaps)
+
+
+def _rung_survivors(
+    group: np.ndarray, loss: np.ndarray, candidate: np.ndarray, n_keep: int
+) -> np.ndarray:
+    """Which elements go on after the rung: of each group's candidates (the elements still
+    ascending), the `n_keep` with the highest loss; ties go to the earlier element."""
+    rows = np.flatnonzero(candidate)
+    # lexsort is stable and sorts by its last key first: by group, then by falling loss.
+    order = rows[np.lexsort((-loss[rows], group[rows]))]
+    sorted_groups = group[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_groups, sorted_groups, side="left")
+    survivors = np.zeros(len(loss), dtype=bool)
+    survivors[order[rank < n_keep]] = True
+    return survivors
 
 
 def _converged(loss: np.ndarray, before: np.ndarray, s: AscentSettings) -> np.ndarray:

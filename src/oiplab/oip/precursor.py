@@ -12,6 +12,7 @@ only the others are ascended. The ranking is unchanged (tested against the unpru
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from oiplab.data.prepared import ImageTarget, Standardization
 from oiplab.oip.engine import AscentSettings, ascend
 from oiplab.oip.init import to_target, upsample_bicubic
 from oiplab.oip.objectives import channel_objectives
+from oiplab.oip.rungs import race
 from oiplab.oip.step import make_step
 
 if TYPE_CHECKING:
@@ -55,9 +57,33 @@ def candidate_images(
 ) -> np.ndarray:
     """(N, 28, 28, 1) candidate start images in network units: each brought to `target` (see
     `init.to_target`), or, without one, standardized globally only (the article's way, which
-    lets the most contrasted candidates lead the screen)."""
+    lets the most contrasted candidates lead the screen).
+
+    Read-only and made once per process for the same arguments: the stage searches every seed
+    in one process, and the seeds share the data's statistics (19,683 bicubic upsamplings each).
+    """
+    return _candidate_images(grid, tuple(values), stats, target)
+
+
+@functools.lru_cache(maxsize=2)
+def _candidate_images(
+    grid: int, values: tuple[float, ...], stats: Standardization, target: ImageTarget | None
+) -> np.ndarray:
     images01 = upsample_bicubic(coarse_grids(grid, values))
-    return (to_target(images01, target) if target is not None else stats.apply(images01))[..., None]
+    out = (to_target(images01, target) if target is not None else stats.apply(images01))[..., None]
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """Work the search may skip (`conf/precursor/`); each is off at its zero value, which gives
+    the articles' search bit for bit. They can change which candidates are ascended and how far,
+    never whether a map with a candidate above 0 at the start is searched."""
+
+    screen_keep: int = 0  # per map, screen only the best N candidates at the start (0: all)
+    halving_rungs: tuple[int, ...] = ()  # full-ascent steps at which a map's candidates are
+    # halved (`oip.rungs`); (): every top_k candidate ascends full_steps
 
 
 @dataclass(frozen=True)
@@ -69,10 +95,12 @@ class SearchSettings:
     full_steps: int
     prune: bool  # skip (candidate, map) pairs that provably cannot move (module docstring)
     ascent: AscentSettings  # step size and chunking (its step count is replaced by the above)
+    shortcuts: Shortcuts = Shortcuts()
 
     @classmethod
     def of(cls, p: PrecursorConfig, ascent: AscentSettings) -> SearchSettings:
-        return cls(p.screen_steps, p.top_k, p.full_steps, p.prune, ascent)
+        shortcuts = Shortcuts(p.screen_keep, tuple(p.halving_rungs))
+        return cls(p.screen_steps, p.top_k, p.full_steps, p.prune, ascent, shortcuts)
 
 
 @dataclass
@@ -96,20 +124,25 @@ def screen(
 
     The channel objective (a map's mean activation over the layer's output shape `layer_shape`)
     is used, as in the article. Ties are broken towards the lower candidate index, so pruned and
-    unpruned screens select the same candidates.
+    unpruned screens select the same candidates. With `shortcuts.screen_keep` N, only each map's
+    best N candidates by their objective at the start are screened (the others keep 0).
     """
     n, chunk_size = len(candidates), settings.ascent.chunk_size
+    keep = settings.shortcuts.screen_keep
     losses = np.zeros((len(maps), n), dtype=np.float32)
-    if settings.prune:
+    live = np.ones((len(maps), n), dtype=bool)
+    if settings.prune or keep:
         start_loss = _mean_activation(probe, candidates, chunk_size)[:, maps].T
-        live = start_loss > 0  # (M, N): the only pairs that can move
-    else:
-        live = np.ones((len(maps), n), dtype=bool)
+        if settings.prune:
+            live = start_loss > 0  # (M, N): the only pairs that can move
+        if keep:
+            live &= best_per_row(start_loss, keep)
     m_idx, c_idx = np.nonzero(live)
     if progress is not None:
         progress(
             f"screen: {len(maps)} maps x {n} candidates, {len(m_idx)} pairs "
-            f"ascended ({settings.screen_steps} steps), {live.size - len(m_idx)} pruned exactly"
+            f"ascended ({settings.screen_steps} steps), {live.size - len(m_idx)} pruned "
+            f"(exactly{f', or beyond the best {keep} at the start' if keep else ''})"
         )
     if len(m_idx):
         epsilon = settings.ascent.epsilon
@@ -135,6 +168,14 @@ def screen(
     return ScreenResult(
         order, np.take_along_axis(losses, order, axis=1), live.sum(axis=1), len(m_idx)
     )
+
+
+def best_per_row(values: np.ndarray, n: int) -> np.ndarray:
+    """(M, N) bool: each row's `n` largest values, ties towards the lower column."""
+    order = np.argsort(-values, axis=1, kind="stable")[:, :n]
+    best = np.zeros(values.shape, dtype=bool)
+    np.put_along_axis(best, order, True, axis=1)
+    return best
 
 
 def _mean_activation(probe, images: np.ndarray, batch: int) -> np.ndarray:
@@ -171,6 +212,8 @@ class PrecursorResult:
     screen_loss: np.ndarray  # (M, k) their objective after the screen
     images: np.ndarray  # (M, k, 28, 28) after the full ascent, network scale
     loss: np.ndarray  # (M, k) the objective there (the oip stage's units: the map's mean)
+    steps: np.ndarray  # (M, k) full-ascent steps each candidate took
+    dropped_at: np.ndarray  # (M, k) the halving rung it stopped at, -1 if none (`oip.rungs`)
     ascended_pairs: int
     screen_seconds: float
     full_seconds: float
@@ -190,6 +233,8 @@ class PrecursorResult:
             screen_loss=none.astype(np.float32),
             images=np.zeros((0, k, 28, 28), np.float32),
             loss=none.astype(np.float32),
+            steps=none.astype(np.int64),
+            dropped_at=none.astype(np.int64),
             ascended_pairs=0,
             screen_seconds=0.0,
             full_seconds=0.0,
@@ -220,6 +265,8 @@ class PrecursorResult:
             loss=self.loss,
             top_candidates=self.top_candidates,
             screen_loss=self.screen_loss,
+            steps=self.steps,
+            dropped_at=self.dropped_at,
             **extra,
         )
 
@@ -242,7 +289,8 @@ def search(
     settings: SearchSettings,
     progress: Callable[[str], None] | None = log.info,
 ) -> PrecursorResult:
-    """Screen every candidate for `maps`, then ascend each map's best `top_k` for `full_steps`.
+    """Screen every candidate for `maps`, then ascend each map's best `top_k` for `full_steps`
+    (halved at `settings.halving_rungs`, `oip.rungs`).
 
     The full ascent uses the same objective as the oip stage (the map's mean over its
     `layer_shape`), so its losses are comparable with the survey's.
@@ -256,21 +304,23 @@ def search(
         return PrecursorResult.empty(maps, len(candidates), k)
     screened = screen(probe, candidates, maps, layer_shape, settings, progress=progress)
     t_screen = time.perf_counter() - t0
-    full = ascend(
+    full = race(
         probe,
-        candidates[screened.top_candidates.ravel()],
+        candidates[screened.top_candidates],
         channel_objectives(np.repeat(maps, k), layer_shape),
         replace(settings.ascent, n_steps=settings.full_steps, n_snapshots=0),
+        settings.shortcuts.halving_rungs,
         progress=progress,
-        label="ascent",
     )
     return PrecursorResult(
         map_index=maps,
         n_candidates=len(candidates),
         top_candidates=screened.top_candidates,
         screen_loss=screened.top_losses,
-        images=full.images[..., 0].reshape(len(maps), k, 28, 28),
-        loss=full.loss.reshape(len(maps), k),
+        images=full.images[..., 0],
+        loss=full.loss,
+        steps=full.steps,
+        dropped_at=full.dropped_at,
         ascended_pairs=screened.ascended_pairs,
         screen_seconds=t_screen,
         full_seconds=time.perf_counter() - t0 - t_screen,

@@ -19,6 +19,7 @@ import numpy as np
 
 from oiplab.oip.engine import AscentResult, AscentSettings, ascend
 from oiplab.oip.objectives import Objectives, channel_objectives
+from oiplab.oip.rungs import race
 
 if TYPE_CHECKING:
     import keras
@@ -66,6 +67,16 @@ def warmed_ascent(
     return ascend(probe, first.images, objectives, settings, progress=progress, label="rescue")
 
 
+@dataclass(frozen=True)
+class RescueSettings:
+    """How the rescue ascends (`conf/precursor/`: rescue_*)."""
+
+    ascent: AscentSettings  # the oip stage's ascent (its n_steps follow the warm-up)
+    warmup_steps: int  # on the pre-activation; 0: no rescue
+    halving_rungs: tuple[int, ...] = ()  # steps after the warm-up at which a map's starts are
+    # halved (`oip.rungs`); (): every start ascends the full length (the old rescue, bit for bit)
+
+
 @dataclass
 class RescueResult:
     map_index: np.ndarray  # (M,) maps tried
@@ -86,8 +97,7 @@ def rescue(
     maps: np.ndarray,
     starts: np.ndarray,
     layer_shape: tuple[int, int, int],
-    settings: AscentSettings,
-    warmup_steps: int,
+    settings: RescueSettings,
     progress: Callable[[str], None] | None = log.info,
 ) -> RescueResult:
     """Warm up, then ascend, every (map, start) of `maps` from the starts (S, 28, 28, 1).
@@ -97,22 +107,56 @@ def rescue(
             (`preactivation_probe`). layer_shape: the layer's (h, w, n_maps).
     """
     t0 = time.perf_counter()
-    if not len(maps) or not warmup_steps:
+    if not len(maps) or not settings.warmup_steps:
         empty = np.zeros((len(maps), len(starts)), np.float32)
         return RescueResult(maps, np.zeros((*empty.shape, 28, 28), np.float32), empty, 0.0)
     n = len(starts)
-    result = warmed_ascent(
-        probe,
-        linear_probe,
-        starts=np.tile(starts, (len(maps), 1, 1, 1)),
-        objectives=channel_objectives(np.repeat(maps, n), layer_shape),
-        settings=settings,
-        warmup_steps=warmup_steps,
-        progress=progress,
-    )
+    tiled = np.tile(starts, (len(maps), 1, 1, 1))
+    objectives = channel_objectives(np.repeat(maps, n), layer_shape)
+    if settings.halving_rungs:
+        grouped = tiled.reshape(len(maps), n, *tiled.shape[1:])
+        images, loss = _halved_rescue(probe, linear_probe, grouped, objectives, settings, progress)
+    else:
+        result = warmed_ascent(
+            probe,
+            linear_probe,
+            starts=tiled,
+            objectives=objectives,
+            settings=settings.ascent,
+            warmup_steps=settings.warmup_steps,
+            progress=progress,
+        )
+        images, loss = result.images, result.loss
     return RescueResult(
         maps,
-        result.images[..., 0].reshape(len(maps), n, 28, 28),
-        result.loss.reshape(len(maps), n),
+        images[..., 0].reshape(len(maps), n, 28, 28),
+        loss.reshape(len(maps), n),
         time.perf_counter() - t0,
     )
+
+
+def _halved_rescue(
+    probe: keras.Model,
+    linear_probe: keras.Model,
+    starts: np.ndarray,
+    objectives: Objectives,
+    settings: RescueSettings,
+    progress: Callable[[str], None] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`warmed_ascent`'s warm-up, then a `race` of each map's starts (M, n, 28, 28, 1) after it:
+    (images, loss), one per (map, start) in that order."""
+    s, flat = settings.ascent, starts.reshape(-1, *starts.shape[2:])
+    warm = replace(s, n_steps=settings.warmup_steps, stop_on_convergence=False, n_snapshots=0)
+    first = ascend(linear_probe, flat, objectives, warm, progress=None)
+    if progress is not None:
+        lifted = int((first.loss > 0).sum())
+        progress(f"rescue warm-up: {settings.warmup_steps} steps, {lifted}/{len(flat)} lifted")
+    raced = race(
+        probe,
+        first.images.reshape(starts.shape),
+        objectives,
+        replace(s, n_snapshots=0),
+        settings.halving_rungs,
+        progress=progress,
+    )
+    return raced.images.reshape(flat.shape), raced.loss.ravel()

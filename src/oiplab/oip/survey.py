@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -45,6 +45,17 @@ def ascent_settings(o: OipConfig, n_steps: int | None = None) -> AscentSettings:
     )
 
 
+def survey_settings(o: OipConfig, n_starts: int) -> AscentSettings:
+    """The survey's ascent: `ascent_settings` with successive halving over each map's starts
+    (the batch holds a map's `n_starts` starts side by side, see `survey`)."""
+    return replace(
+        ascent_settings(o),
+        halving_after=o.halving_after,
+        halving_keep=o.halving_keep,
+        halving_group=n_starts,
+    )
+
+
 def objectives_for(
     o: OipConfig, map_of_element: np.ndarray, layer_shape: tuple[int, int, int]
 ) -> Objectives:
@@ -73,7 +84,9 @@ class SurveyMetrics(Record):
     seconds: float
     steps_per_second: float
     median_steps_moving: float
-    converged_fraction: float
+    converged_fraction: float  # of the moving elements ascended to the end (not halted)
+    halted_fraction: float  # of the moving elements: stopped at the halving rung
+    n_woken: int  # maps silent from every start that the wake-up (`oip.wake_steps`) woke
     start_mean: float
     start_std_spread: float
 
@@ -84,6 +97,7 @@ class Survey:
     start_images: np.ndarray  # (S, 28, 28) the starts every map shares, network scale
     result: AscentResult  # flat over (map, start): element m * S + s
     seconds: float
+    woken: np.ndarray  # (M * S,) bool: silent from every start of its map, woken (`wake_steps`)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,12 +130,15 @@ class Survey:
     def metrics(self) -> dict[str, float]:
         r = self.result
         moving = ~r.silent  # silent elements never move: "converged" says nothing about them
+        full = moving & ~r.halted  # halted elements stopped at the rung, by design
         return {
             **self.census(),
             "seconds": round(self.seconds, 2),
             "steps_per_second": round(float(r.steps.sum()) / max(self.seconds, 1e-9), 1),
             "median_steps_moving": float(np.median(r.steps[moving])) if moving.any() else 0.0,
-            "converged_fraction": float(r.converged[moving].mean()) if moving.any() else 0.0,
+            "converged_fraction": float(r.converged[full].mean()) if full.any() else 0.0,
+            "halted_fraction": float(r.halted[moving].mean()) if moving.any() else 0.0,
+            "n_woken": int(self.woken.reshape(self.shape).any(axis=1).sum()),
             "start_mean": float(self.start_images.mean()),
             "start_std_spread": float(np.ptp(self.start_images.std(axis=(1, 2)))),
         }
@@ -136,6 +153,8 @@ class Survey:
             loss=self.loss,
             steps=r.steps.reshape(self.shape),
             converged=r.converged.reshape(self.shape),
+            halted=r.halted.reshape(self.shape),
+            woken=self.woken.reshape(self.shape),
             silent=self.silent,
             best_start=self.loss.argmax(axis=1),
             best_images=r.images[best, ..., 0],
@@ -183,7 +202,10 @@ def survey(
     progress: Callable[[str], None] | None = log.info,
 ) -> Survey:
     """Ascend every (map, start) of the configured layer in one batch (chunked); with
-    `o.warmup_steps`, each first warms up on the map's pre-activation (`rescue`).
+    `o.warmup_steps`, each first warms up on the map's pre-activation (`rescue`); with
+    `o.halving_after`, only each map's best `o.halving_keep` starts go on after that step;
+    with `o.wake_steps`, the maps silent from every start are then warmed up and ascended
+    (`wake_silent_maps`).
 
     Args:
         layer_shape: the layer's output shape (h, w, n_maps) (`oiplab.model.layer_shapes`).
@@ -195,11 +217,54 @@ def survey(
     objectives = objectives_for(o, map_of_element, layer_shape)
     probe = probe_model(model, [o.layer])
     t0 = time.perf_counter()
-    if o.warmup_steps:
+    if o.warmup_steps:  # config validation keeps halving off here
         linear = preactivation_probe(model, o.layer)
         result = warmed_ascent(
             probe, linear, tiled, objectives, ascent_settings(o), o.warmup_steps, progress
         )
     else:
-        result = ascend(probe, tiled, objectives, ascent_settings(o), progress=progress)
-    return Survey(maps, starts[..., 0], result, time.perf_counter() - t0)
+        settings = survey_settings(o, len(starts))
+        result = ascend(probe, tiled, objectives, settings, progress=progress)
+    found = Survey(maps, starts[..., 0], result, 0.0, np.zeros(len(tiled), dtype=bool))
+    if o.wake_steps:
+        found = wake_silent_maps(model, o, found, tiled, objectives, progress)
+    found.seconds = time.perf_counter() - t0
+    return found
+
+
+def wake_silent_maps(
+    model: keras.Model,
+    o: OipConfig,
+    found: Survey,
+    tiled: np.ndarray,
+    objectives: Objectives,
+    progress: Callable[[str], None] | None = log.info,
+) -> Survey:
+    """Warm up every start of the maps silent from every start on the map's pre-activation for
+    `o.wake_steps` steps, then ascend the map itself (`rescue.warmed_ascent`); their elements'
+    results replace the silent ones, `woken` marks those that end above 0.
+
+    A silent start has a zero input gradient, so plain ascent cannot move it (`engine`); other
+    tools keep such images moving (jitter, regularizers) and some drift into the map's range.
+    """
+    n_starts = found.shape[1]
+    silent_maps = found.silent.all(axis=1)
+    rows = np.flatnonzero(np.repeat(silent_maps, n_starts))
+    if not rows.size:
+        return found
+    probe = probe_model(model, [o.layer])
+    linear = preactivation_probe(model, o.layer)
+    settings = ascent_settings(o)
+    woke = warmed_ascent(
+        probe, linear, tiled[rows], objectives.take(rows), settings, o.wake_steps, progress
+    )
+    merged = {}
+    for name in AscentResult.__dataclass_fields__:
+        whole = getattr(found.result, name)
+        if name != "snapshot_steps":
+            whole = whole.copy()
+            whole[rows] = getattr(woke, name)
+        merged[name] = whole
+    woken = found.woken.copy()
+    woken[rows] = woke.loss > 0
+    return Survey(found.map_index, found.start_images, AscentResult(**merged), 0.0, woken)

@@ -2,6 +2,7 @@
 
 dvc repro oip                               # every seed of `seeds`, in one process (--each-seed)
 python -m oiplab.stages.oip train.seed=0 oip.maps=[120] oip.n_starts=16 oip.start_kind=dark
+python -m oiplab.stages.oip train.seed=0 oip.n_starts=1 oip.halving_after=0 oip.wake_steps=100
 """
 
 from __future__ import annotations

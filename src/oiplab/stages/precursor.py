@@ -21,7 +21,7 @@ from oiplab.layout import Layout, OipFiles, PrecursorFiles, Stage
 from oiplab.model import layer_shapes, load_model
 from oiplab.oip.census import CensusMetrics, census, data_maxima
 from oiplab.oip.precursor import SearchSettings, candidate_images, search, target_maps
-from oiplab.oip.rescue import preactivation_probe, rescue
+from oiplab.oip.rescue import RescueSettings, preactivation_probe, rescue
 from oiplab.oip.survey import ascent_settings, load_outcome
 from oiplab.render.oip import save_precursor_figures
 from oiplab.stages import record, stage_main
@@ -53,7 +53,8 @@ def run(cfg: Config) -> dict[str, Any]:
         still = found.map_index[~found.found]
         starts = noise["start_images"][..., None]
         linear = preactivation_probe(model, o.layer)
-        saved = rescue(probe, linear, still, starts, layer_shape, settings, p.rescue_warmup_steps)
+        rescuing = RescueSettings(settings, p.rescue_warmup_steps, tuple(p.rescue_halving_rungs))
+        saved = rescue(probe, linear, still, starts, layer_shape, rescuing)
         probe_x = first_images(data.x_test, p.probe_images, "precursor.probe_images")
         outputs = layer_outputs(model, probe_x, [o.layer])[o.layer]
         cause, counts = census(

@@ -4,9 +4,13 @@ into the stage's MLflow run. Whether a run is tracked is decided once, when the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
+import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,12 @@ from oiplab.io import to_json
 from oiplab.stops import holding
 from oiplab.tracking.identity import TAG_PREFIX, flatten
 from oiplab.tracking.store import store_error, store_failed
+
+log = logging.getLogger(__name__)
+
+# What MLflow's registry prints to stderr for each new version (`_describe_version` logs one line
+# of its own instead, with the alias); anything else it writes there is passed on.
+_REGISTRY_CHATTER = re.compile(r"^(Successfully registered model|Created version) '")
 
 if TYPE_CHECKING:
     import keras
@@ -307,20 +317,21 @@ class TrackedRun(Run):
         uri = mlflow.get_tracking_uri()
         if uri.startswith(("file:", "/")):
             registration = None  # a plain file store has no model registry
-        info = Model.log(  # what mlflow.keras.log_model does, through `_KerasFlavor`
-            artifact_path=None,
-            name="keras_model",
-            flavor=_KerasFlavor,
-            flavor_name="mlflow.keras",
-            model=model,
-            signature=signature,
-            input_example=example[:2],  # two images: the UI shows it, `serve` checks against it
-            pip_requirements=requirements,
-            registered_model_name=registration.name if registration else None,
-            # the signature is inferred from this example by this model already; MLflow's check
-            # reloads the model to predict it again, with a Keras progress bar in the log
-            validate_serving_input=False,
-        )
+        with _registry_chatter_dropped():
+            info = Model.log(  # what mlflow.keras.log_model does, through `_KerasFlavor`
+                artifact_path=None,
+                name="keras_model",
+                flavor=_KerasFlavor,
+                flavor_name="mlflow.keras",
+                model=model,
+                signature=signature,
+                input_example=example[:2],  # two images: the UI shows it, `serve` checks against it
+                pip_requirements=requirements,
+                registered_model_name=registration.name if registration else None,
+                # the signature is inferred from this example by this model already; MLflow's check
+                # reloads the model to predict it again, with a Keras progress bar in the log
+                validate_serving_input=False,
+            )
         if registration is not None and info.registered_model_version is not None:
             self._describe_version(registration, str(info.registered_model_version))
 
@@ -333,6 +344,7 @@ class TrackedRun(Run):
             client.set_model_version_tag(name, version, key, value)
         client.update_model_version(name, version, description=registration.describe(self.run_id))
         client.set_registered_model_alias(name, registration.alias, version)
+        log.info(f"registered model {name!r} version {version} (alias {registration.alias})")
         client.update_registered_model(
             name,
             description=f"The articles' CNN trained on {registration.dataset} in study "
@@ -372,3 +384,19 @@ class TrackedRun(Run):
         for key, values in state["history"].items():
             for epoch, value in enumerate(values[: state["epochs_done"]], start=1):
                 self.log_metrics({key: value}, step=epoch)
+
+
+@contextlib.contextmanager
+def _registry_chatter_dropped():
+    """Run a block with MLflow's two registry lines taken out of what it writes to stderr."""
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            yield
+    finally:
+        kept = [
+            line
+            for line in caught.getvalue().splitlines(keepends=True)
+            if not _REGISTRY_CHATTER.match(line)
+        ]
+        sys.stderr.write("".join(kept))

@@ -41,6 +41,12 @@ class StageRow:
     seconds: float | None  # None while it runs
     key: str  # the stage's KEY_METRIC, "" if none
     value: float | None  # that metric, None if the run logged none
+    design: str = ""  # the seed-split design (same_init, same_order) of train_split/compare_split
+
+    @property
+    def shown(self) -> str:
+        """The stage as the table names it: with its design, where it has one."""
+        return f"{self.stage} {self.design}" if self.design else self.stage
 
 
 def execution_runs(
@@ -76,7 +82,7 @@ def execution_runs(
 
 def _stage_row(run) -> StageRow:
     stage = run.get("tags.oiplab.stage") or "?"
-    seed = run.get("tags.oiplab.seed")
+    seed, design = run.get("tags.oiplab.seed"), run.get("tags.oiplab.design")
     seconds = (run["end_time"] - run["start_time"]).total_seconds() if run["end_time"] else None
     key = KEY_METRIC.get(stage, "")
     value = run.get(f"metrics.{key}")
@@ -87,6 +93,7 @@ def _stage_row(run) -> StageRow:
         seconds,
         key,
         value if value is not None and value == value else None,  # NaN: no such metric
+        design if isinstance(design, str) else "",
     )
 
 
@@ -98,7 +105,7 @@ def execution_table(
     lines = [
         f"{head.data.tags.get('mlflow.runName', head.info.run_id)}  [{head.info.status}]  "
         f"run {head.info.run_id}",
-        f"{'stage':<12} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
+        f"{'stage':<22} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
     ]
     for row in rows:
         shown = ""
@@ -108,7 +115,7 @@ def execution_table(
                 f"{row.key} = {int(value):,}" if value.is_integer() else f"{row.key} = {value:.4g}"
             )
         seconds = "" if row.seconds is None else f"{row.seconds:8.1f}"
-        lines.append(f"{row.stage:<12} {row.seed:>4} {row.status:<9} {seconds:>8}  {shown}")
+        lines.append(f"{row.shown:<22} {row.seed:>4} {row.status:<9} {seconds:>8}  {shown}")
     return "\n".join(lines)
 
 
