@@ -5,8 +5,9 @@ trained networks; and whether their outputs are the same files, byte for byte.
 
     git archive <old commit> src | tar -x -C /tmp/old       # the code to compare against
     python -m benchmarks.bench_untrained --workspace WS --old-src /tmp/old/src [--repeats 2]
-    # WS holds params.yaml, data/prepared, models/seed_*, models_split/<design>/seed_* (a
-    # pipeline's own folders, or copies); writes benchmarks/results/untrained.{json,md}
+    # WS holds params.yaml (the old code's), data/prepared, models/seed_*,
+    # models_split/<design>/seed_* (a pipeline's own folders, or copies); the new code runs
+    # with this checkout's params.yaml; writes benchmarks/results/untrained.{json,md}
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from benchmarks.common import write_results
 
 NEW_SRC = Path(__file__).resolve().parents[1] / "src"
-INPUTS = ("params.yaml", "data", "models", "models_split", "bin")
+NEW_PARAMS = NEW_SRC.parent / "params.yaml"  # the new code's own (its conf/ may have new keys)
+INPUTS = ("data", "models", "models_split", "bin")
 # Compared byte for byte: the default study's numbers and each design's answer and numbers
 # (`run.json` names the MLflow run, another one per run by design).
 COMPARED = ("metrics/headline.json", "metrics/answer.json", "metrics/learning_curves.json")
@@ -39,12 +41,14 @@ def commands(variant: str, designs: list[str], with_compare: bool) -> list[list[
     return [*compare, [*split, "--each-design"]]
 
 
-def fresh_workspace(workspace: Path, target: Path) -> Path:
-    """A folder with the inputs of `workspace` linked in and no outputs."""
+def fresh_workspace(workspace: Path, target: Path, params: Path) -> Path:
+    """A folder with the inputs of `workspace` linked in, `params` as its params.yaml, and no
+    outputs."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in INPUTS:
         (target / name).symlink_to((workspace / name).resolve())
+    shutil.copyfile(params, target / "params.yaml")
     return target
 
 
@@ -94,7 +98,8 @@ def main() -> None:
         order = ("old", "new") if k % 2 == 0 else ("new", "old")
         for variant in order:
             src = args.old_src if variant == "old" else NEW_SRC
-            folder = fresh_workspace(args.workspace, args.scratch / f"{variant}_{k}")
+            params = args.workspace / "params.yaml" if variant == "old" else NEW_PARAMS
+            folder = fresh_workspace(args.workspace, args.scratch / f"{variant}_{k}", params)
             load = os.getloadavg()[0]
             seconds = run_variant(variant, src, folder, designs, with_compare)
             kept.setdefault(variant, folder)
