@@ -38,23 +38,24 @@ SNIPPETS = {
 }
 
 # How often the default `make pipeline` pays each item (dvc.yaml, seeds 0-4, the seed-split design
-# of 2 designs x 2 members): 20 stage processes (prepare, 5 train, 4 train_split, select_images,
-# activations, oip, precursor, compare, 2 compare_split, alignment, oip_compare, report), 18 of
+# of 2 designs x 2 members): 19 stage processes (prepare, 5 train, 4 train_split, select_images,
+# activations, oip, precursor, compare, compare_split, alignment, oip_compare, report), 17 of
 # them import TensorFlow (prepare and report do not); 32 stage runs (the three `--each-seed`
-# stages open one per seed); models loaded: select_images, activations, oip, precursor, compare,
-# oip_compare 5 each, compare_split 3 each; the test split read by every stage but prepare and
-# report, once per seed in the `--each-seed` stages; the training split by the 9 trainings and
-# the three comparisons (their interpolation's training images).
+# stages open one per seed, `compare_split --each-design` one per design); models loaded:
+# select_images, activations, oip, precursor, compare, oip_compare 5 each, compare_split 5 (the
+# shared seed's once, 2 members per design); the test split read by every stage but prepare and
+# report, once per seed in the `--each-seed` stages (once for both designs); the training split
+# by the 9 trainings and the two comparison stages (their interpolation's training images).
 PER_PIPELINE = {
-    "interpreter start (python -c pass)": 20,
-    "import oiplab.stages.<stage> (module only)": 20,
-    "import numpy": 20,
-    "import tensorflow + keras": 18,
-    "import mlflow": 20,
+    "interpreter start (python -c pass)": 19,
+    "import oiplab.stages.<stage> (module only)": 19,
+    "import numpy": 19,
+    "import tensorflow + keras": 17,
+    "import mlflow": 19,
     "open + close one MLflow run (sqlite store, existing)": 32,
-    "load one trained model (model.keras)": 36,
-    "read the prepared training split (60,000 images)": 12,
-    "read the prepared test split (10,000 images)": 28,
+    "load one trained model (model.keras)": 35,
+    "read the prepared training split (60,000 images)": 11,
+    "read the prepared test split (10,000 images)": 27,
     "dvc start (dvc version)": 1,
     "dvc status of the default pipeline": 1,
 }

@@ -233,3 +233,30 @@ def test_halves_are_computed_once_and_equal_a_fresh_standardization():
     first = units.half(True)
     assert units.half(True) is first
     np.testing.assert_array_equal(first.z, Units.of(out[5:]).z)
+
+
+def test_an_untrained_side_measured_once_gives_each_comparison_its_own_numbers_to_the_bit():
+    """compare_split's designs share one `UntrainedSide`: each comparison's answer and details
+    are those of a comparison measuring the untrained networks anew (in any order), and a side
+    measured on other images or with other settings is refused."""
+    from oiplab.compare.study import measure_untrained
+    from oiplab.io import to_json
+
+    rng = np.random.default_rng(7)
+    probe = rng.normal(size=(120, 28, 28, 1)).astype(np.float32)
+    evals = {"test": (probe[:30] + 1.0, rng.integers(0, 10, 30))}
+    nulls = [_net(100 + k) for k in range(STUDY.null_networks)]
+    designs = [{0: _net(3), 1: _net(4)}, {0: _net(3), 2: _net(5)}]
+
+    def numbers(trained, untrained) -> str:
+        result = compare_networks(trained, untrained, probe, evals, STUDY, progress=None)
+        return to_json(result.details())
+
+    side = measure_untrained(nulls, probe, STUDY)
+    shared = [numbers(d, side) for d in reversed(designs)][::-1]
+    assert shared == [numbers(d, nulls) for d in designs]
+    with pytest.raises(ValueError, match="other probe images"):
+        compare_networks(designs[0], side, probe[::-1], evals, STUDY, progress=None)
+    other = STUDY.model_copy(update={"partner_quantile": 0.9})
+    with pytest.raises(ValueError, match="other compare settings"):
+        compare_networks(designs[0], side, probe, evals, other, progress=None)

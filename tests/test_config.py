@@ -181,6 +181,36 @@ def test_each_seed_runs_a_per_seed_stage_for_every_seed_in_order(tmp_path, monke
     assert len(seen) == 4  # nothing ran for a refused command
 
 
+def test_each_design_runs_a_per_design_stage_for_every_design_in_order(
+    tmp_path, monkeypatch, capsys
+):
+    from oiplab.stages import stage_main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "params.yaml"
+    path.write_text(OmegaConf.to_yaml(compose([], root=REPO_ROOT)))
+    seen = []
+
+    def run(cfg):
+        seen.append((cfg.split.design, cfg.split.members))
+        return {}
+
+    argv = ["--params", str(path), "--each-design", "split.designs=[same_order,same_init]"]
+    stage_main(run, [*argv, "split.members=[3]"], per_design=True)
+    assert seen == [("same_order", [3]), ("same_init", [3])]  # in order, the overrides kept
+    bad = [
+        (["--each-design"], False, "not run per design"),
+        (["--each-design", "split.design=same_init"], True, "not split.design"),
+        (["--each-design", "--each-seed"], True, "not run per seed"),
+    ]
+    for extra, per_design, message in bad:
+        with pytest.raises(SystemExit) as exit_info:
+            stage_main(run, ["--params", str(path), *extra], per_design=per_design)
+        assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err), extra
+    assert len(seen) == 2  # nothing ran for a refused command
+
+
 @pytest.mark.parametrize(
     ("launcher", "target"),
     [

@@ -195,7 +195,12 @@ class Layout:
 
     def split_compare_dir(self, design: str) -> Path:
         """The comparison of one seed-split design (its `Answer`, with `design` set)."""
-        return self.artifacts / "compare_split" / design
+        return self.split_compares() / design
+
+    def split_compares(self) -> Path:
+        """The seed-split designs' comparisons, one folder per design (`split_compare_dir`), all
+        written by the stage's one `--each-design` run."""
+        return self.artifacts / "compare_split"
 
     def alignment_dir(self) -> Path:
         return self.artifacts / "alignment"
@@ -260,7 +265,7 @@ class Layout:
     def stage_io(
         self, stage: str, seed: int | None = None, design: str | None = None
     ) -> dict[str, list[Path]]:
-        """What DVC stage `stage` (for `seed`, and `design` for the seed-split stages) reads
+        """What DVC stage `stage` (for `seed`, and `design` for the seed-split trainings) reads
         (data, not code) and writes."""
         pm = self.prepared_file(PreparedFiles.meta)
         io: dict[str, Callable[[], tuple[list[Path], list[Path]]]] = {
@@ -271,8 +276,8 @@ class Layout:
                 [self.split_model_dir(_design(stage, design), _seed(stage, seed))],
             ),
             Stage.COMPARE_SPLIT: lambda: (
-                [self.prepared, self.models, self.split_models / _design(stage, design)],
-                [self.split_compare_dir(_design(stage, design))],
+                [self.prepared, self.models, self.split_models],
+                [self.split_compares()],
             ),
             Stage.SELECT_IMAGES: lambda: ([self.prepared, self.models], [self.selection()]),
             Stage.ACTIVATIONS: lambda: (

@@ -57,6 +57,11 @@ class Units:
             self._halves[second] = self._half(second)
         return self._halves[second]
 
+    def without_halves(self) -> Units:
+        """The same units without their halves (kept for later pairs whose stability is not
+        needed, they would double the memory)."""
+        return Units(self.values, self.z, self.dead, self.n_images, _gram=self._gram)
+
     def _half(self, second: bool) -> Units:
         cut = (self.n_images // 2) * self.positions
         rows = slice(cut, None) if second else slice(0, cut)

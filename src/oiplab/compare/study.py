@@ -7,10 +7,11 @@ of files, MLflow or figures.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,7 @@ class Comparison:
 
 def compare_networks(
     trained: dict[int, Any],
-    nulls: list[Any],
+    nulls: list[Any] | UntrainedSide,
     probe_x: np.ndarray,
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]],
     c: CompareConfig,
@@ -138,31 +139,32 @@ def compare_networks(
     """Answer, per layer, whether the trained networks share maps and their order.
 
     Args:
-        trained: models by seed (at least two). nulls: untrained models of the architecture.
+        trained: models by seed (at least two). nulls: untrained models of the architecture, or
+            their side measured once (`measure_untrained`, on the same `probe_x` and settings)
+            where several comparisons share it.
         probe_x: (n, 28, 28, 1) images the activations are compared on.
         eval_sets: name -> (x, y) images the weight interpolation is evaluated on (disjoint
             from `probe_x`, which fitted the permutations).
     """
     say = progress or (lambda _m: None)
+    side = nulls if isinstance(nulls, UntrainedSide) else measure_untrained(nulls, probe_x, c)
+    side.check(probe_x, c)
     seeds, layers = list(trained), list(c.layers)
     cka_layers = [*layers, *CKA_EXTRA_LAYERS]
     outs = [layer_outputs(m, probe_x, cka_layers) for m in trained.values()]
-    null_outs = [layer_outputs(m, probe_x, cka_layers) for m in nulls]
     pairs = list(combinations(range(len(seeds)), 2))
-    null_pairs = list(combinations(range(len(nulls)), 2))
-    say(f"{len(pairs)} trained pairs, {len(null_pairs)} untrained pairs (the null)")
+    say(f"{len(pairs)} trained pairs, {len(side.cka)} untrained pairs (the null)")
 
     weights = [m.get_weights() for m in trained.values()]
     weight_perms = {p: weight_matching(weights[p[0]], weights[p[1]]) for p in pairs}
-    null_weights = [m.get_weights() for m in nulls]
-    null_perms = [weight_matching(null_weights[a], null_weights[b]) for a, b in null_pairs]
-    study = study_layers(
-        outs, null_outs, seeds, c, ([weight_perms[p] for p in pairs], null_perms), say
+    both = (
+        None if side.weight_perms is None else ([weight_perms[p] for p in pairs], side.weight_perms)
     )
+    study = study_layers(outs, side, seeds, c, both, say)
     matched, cka, res = study.matched, study.cka, study.res
     alphas = np.linspace(0.0, 1.0, c.interpolation_points)
     curves = _interpolation_curves(
-        _fresh_copy(nulls[0]),
+        _fresh_copy(side.network()),
         weights,
         _alignments(matched, weight_perms, pairs),
         alphas,
@@ -188,6 +190,93 @@ def compare_networks(
 
 
 @dataclass(frozen=True)
+class NullLayer:
+    """One layer of the untrained side: the untrained networks measured among themselves."""
+
+    units: list[Units]  # per untrained network (their halves dropped once the pairs are matched)
+    matches: list[LayerMatch]  # per untrained pair, in `combinations` order, without moments
+    threshold: float  # the partner threshold: `partner_quantile` of the pooled matched r
+    siblings: list[float]  # per untrained network
+    fits: list[LinearFits]  # per untrained pair
+
+
+@dataclass(frozen=True)
+class UntrainedSide:
+    """The null of a comparison, which depends only on the untrained networks, the probe images
+    and the settings: measured once, it serves every comparison of trained networks on the same
+    images (compare_split's designs; the default study's numbers are those of measuring it anew).
+    """
+
+    outs: list[dict[str, np.ndarray]]  # per untrained network, layer -> outputs (CKA layers too)
+    weight_perms: WeightPerms | None  # per untrained pair (None: no weight agreement)
+    cka: dict[tuple[int, int], np.ndarray]  # (layers, layers) per untrained pair
+    debiased: dict[str, list[float]]  # per matched layer, the debiased CKA per untrained pair
+    layers: dict[str, NullLayer]
+    fit_images: np.ndarray  # (n_images,) the identity fits' split (`split_images`)
+    settings: CompareConfig  # what it was measured with
+    probe_digest: str  # of the probe images ("" where made from outputs: not checked)
+    nets: list[Any] = field(default_factory=list)  # the untrained models, where given
+
+    def network(self) -> Any:
+        """A network of the architecture (its weights are set before each use)."""
+        if not self.nets:
+            raise ValueError("this untrained side was measured from outputs: it has no network")
+        return self.nets[0]
+
+    def check(self, probe_x: np.ndarray, c: CompareConfig) -> None:
+        """Fail where the side was measured on other images or with other settings."""
+        if self.settings != c:
+            raise ValueError("the untrained side was measured with other compare settings")
+        if self.probe_digest and self.probe_digest != _digest(probe_x):
+            raise ValueError("the untrained side was measured on other probe images")
+
+
+def measure_untrained(nulls: list[Any], probe_x: np.ndarray, c: CompareConfig) -> UntrainedSide:
+    """The untrained side of a comparison of networks on `probe_x` (see `UntrainedSide`)."""
+    cka_layers = [*c.layers, *CKA_EXTRA_LAYERS]
+    outs = [layer_outputs(m, probe_x, cka_layers) for m in nulls]
+    weights = [m.get_weights() for m in nulls]
+    perms = [weight_matching(weights[a], weights[b]) for a, b in seed_pairs(len(nulls))]
+    side = untrained_side(outs, c, perms)
+    return replace(side, probe_digest=_digest(probe_x), nets=list(nulls))
+
+
+def untrained_side(
+    null_outs: list[dict[str, np.ndarray]],
+    c: CompareConfig,
+    weight_perms: WeightPerms | None = None,
+) -> UntrainedSide:
+    """The untrained side from the untrained networks' outputs on the probe images (`c.layers`,
+    and optionally more layers for the CKA matrix after them), and their pairs' weight matchings."""
+    null_pairs = seed_pairs(len(null_outs))
+    cka, debiased = _pairwise_cka(null_outs, list(null_outs[0]), null_pairs, c.layers)
+    fit_images = _fit_images(len(null_outs[0][c.layers[0]]), c)[0]
+    layers = {}
+    for n in c.layers:  # one layer at a time: each network's units standardized once
+        units = [Units.of(o[n]) for o in null_outs]
+        matches = [match_layer(units[a], units[b], False) for a, b in null_pairs]
+        threshold = partner_threshold(matches, c.partner_quantile)
+        siblings = [sibling_rate(u, threshold) for u in units]
+        fits = [linear_fits(units[a], units[b], fit_images) for a, b in null_pairs]
+        units = [u.without_halves() for u in units]
+        layers[n] = NullLayer(units, matches, threshold, siblings, fits)
+    return UntrainedSide(
+        null_outs, weight_perms, cka, debiased, layers, fit_images, c.model_copy(), ""
+    )
+
+
+def _fit_images(n_images: int, c: CompareConfig) -> tuple[np.ndarray, np.random.Generator]:
+    """The identity fits' split of the probe images, and the generator that drew it (the
+    rotation null draws from it next)."""
+    rng = np.random.default_rng([c.bootstrap_seed, 1])  # apart from the bootstrap's stream
+    return split_images(n_images, c.identity_held_out, rng), rng
+
+
+def _digest(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
 class StudyLayers:
     """The layers' part of a study: matches, answers, CKA matrices, the shared resamples."""
 
@@ -200,7 +289,7 @@ class StudyLayers:
 
 def study_layers(
     outs: list[dict[str, np.ndarray]],
-    null_outs: list[dict[str, np.ndarray]],
+    null_outs: list[dict[str, np.ndarray]] | UntrainedSide,
     seeds: list[int],
     c: CompareConfig,
     weight_perms: tuple[WeightPerms, WeightPerms] | None = None,
@@ -210,19 +299,20 @@ def study_layers(
 
     Args:
         outs, null_outs: per trained / untrained network, layer -> (n_images, ...) outputs
-            (`c.layers`, and optionally more layers for the CKA matrix after them).
+            (`c.layers`, and optionally more layers for the CKA matrix after them); the
+            untrained ones may come as their side measured once (`untrained_side`).
         seeds: the trained networks' seeds. weight_perms: the trained and the untrained pairs'
             weight matchings (None: no weight agreement).
     """
+    side = null_outs if isinstance(null_outs, UntrainedSide) else untrained_side(null_outs, c)
     cka_layers = list(outs[0])
-    pairs, null_pairs = seed_pairs(len(outs)), seed_pairs(len(null_outs))
+    pairs = seed_pairs(len(outs))
     cka, debiased = _pairwise_cka(outs, cka_layers, pairs, c.layers)
-    null_cka, null_debiased = _pairwise_cka(null_outs, cka_layers, null_pairs, c.layers)
-    matched = _match_units(outs, null_outs, seeds, (cka, null_cka), c)
+    matched = _match_units(outs, side, seeds, cka, c)
     cross = sum(m.identity.cross_seconds for m in matched.values())
     say(f"trained x untrained pairs matched in {cross:.1f} s (the permutation test)")
     res = Resampling.draw(len(outs[0][c.layers[0]]), len(seeds), pairs, c)
-    answers, null_r = _answers(matched, weight_perms, (debiased, null_debiased), res, c, say)
+    answers, null_r = _answers(matched, weight_perms, (debiased, side.debiased), res, c, say)
     return StudyLayers(matched, answers, null_r, cka, res)
 
 
@@ -298,69 +388,67 @@ class Identity:
 
 def _match_units(
     outs: list[dict[str, np.ndarray]],
-    null_outs: list[dict[str, np.ndarray]],
+    side: UntrainedSide,
     seeds: list[int],
-    cka: tuple[dict[tuple[int, int], np.ndarray], dict[tuple[int, int], np.ndarray]],
+    cka: dict[tuple[int, int], np.ndarray],
     c: CompareConfig,
 ) -> dict[str, LayerMatches]:
-    """Match the maps of every pair of trained networks and every pair of untrained ones (with
-    the halves, for stability, in both), and each layer's identity references.
+    """Match the maps of every pair of trained networks (with the halves, for stability), and
+    each layer's identity references; the untrained pairs' come from `side`.
 
-    `cka`: the trained and the untrained pairs' CKA matrices (`_pairwise_cka`, rows `layers`
-    first); each layer keeps its diagonal entry.
+    `cka`: the trained pairs' CKA matrices (`_pairwise_cka`, rows `layers` first); each layer
+    keeps its diagonal entry, and the untrained pairs' from `side.cka`.
     """
-    pairs = list(combinations(range(len(outs)), 2))
-    null_pairs = list(combinations(range(len(null_outs)), 2))
-    rng = np.random.default_rng([c.bootstrap_seed, 1])  # apart from the bootstrap's stream
-    fit_images = split_images(len(outs[0][c.layers[0]]), c.identity_held_out, rng)
+    pairs = seed_pairs(len(outs))
+    null_pairs = list(side.cka)
+    fit_images, rng = _fit_images(len(outs[0][c.layers[0]]), c)
     matched = {}
     for li, n in enumerate(c.layers):  # one layer at a time: each network's units standardized once
         units = [Units.of(o[n]) for o in outs]
-        null_units = [Units.of(o[n]) for o in null_outs]
+        null = side.layers[n]
         # per-image moments serve only the image bootstrap, used where the jackknife is not
         trained = [match_layer(units[a], units[b], not jackknife(len(outs))) for a, b in pairs]
-        null = [match_layer(null_units[a], null_units[b], False) for a, b in null_pairs]
-        threshold = partner_threshold(null, c.partner_quantile)
         matched[n] = LayerMatches(
             layer=n,
             trained=trained,
-            null=null,
+            null=null.matches,
             positions=units[0].positions,
             dead={str(s): int(u.dead.sum()) for s, u in zip(seeds, units, strict=True)},
-            cka=[cka[0][p][li, li] for p in pairs],
-            null_cka=[cka[1][p][li, li] for p in null_pairs],
-            identity=_identity(units, null_units, (trained, null), threshold, fit_images, c, rng),
+            cka=[cka[p][li, li] for p in pairs],
+            null_cka=[side.cka[p][li, li] for p in null_pairs],
+            identity=_identity(units, null, trained, fit_images, c, rng),
         )
     return matched
 
 
 def _identity(
     units: list[Units],
-    null_units: list[Units],
-    matches: tuple[list[LayerMatch], list[LayerMatch]],
-    threshold: float,
+    null: NullLayer,
+    matches: list[LayerMatch],
     fit_images: np.ndarray,
     c: CompareConfig,
     rng: np.random.Generator,
 ) -> Identity:
     """The rotation null of every trained pair, every network's sibling rate, the held-out linear
     fits of every pair, and the median matched r of every pair of networks (cross pairs matched
-    here, without halves or moments: only their median r is needed)."""
-    pairs = list(combinations(range(len(units)), 2))
-    null_pairs = list(combinations(range(len(null_units)), 2))
+    here, without halves or moments: only their median r is needed); the untrained networks'
+    own from `null`."""
+    pairs = seed_pairs(len(units))
+    null_pairs = seed_pairs(len(null.units))
+    threshold = null.threshold
     rotation = np.array(
         [
             rotation_null(units[a], units[b], threshold, c.rotation_draws, rng, m.corr).null
-            for (a, b), m in zip(pairs, matches[0], strict=True)
+            for (a, b), m in zip(pairs, matches, strict=True)
         ]
     )
     start = time.perf_counter()
-    everyone = [*units, *null_units]
+    everyone = [*units, *null.units]
     median_r = np.zeros((len(everyone), len(everyone)))
-    known = {(a, b): m for (a, b), m in zip(pairs, matches[0], strict=True)}
+    known = {(a, b): m for (a, b), m in zip(pairs, matches, strict=True)}
     known |= {
         (a + len(units), b + len(units)): m
-        for (a, b), m in zip(null_pairs, matches[1], strict=True)
+        for (a, b), m in zip(null_pairs, null.matches, strict=True)
     }
     for a, b in combinations(range(len(everyone)), 2):
         r = known[(a, b)].r if (a, b) in known else matched_r(everyone[a], everyone[b])
@@ -369,9 +457,9 @@ def _identity(
     return Identity(
         rotation=rotation,
         siblings=[sibling_rate(u, threshold) for u in units],
-        null_siblings=[sibling_rate(u, threshold) for u in null_units],
+        null_siblings=null.siblings,
         fits=[linear_fits(units[a], units[b], fit_images) for a, b in pairs],
-        null_fits=[linear_fits(null_units[a], null_units[b], fit_images) for a, b in null_pairs],
+        null_fits=null.fits,
         median_r=median_r,
         cross_seconds=cross,
     )

@@ -8,7 +8,9 @@ ways:
   `python -m oiplab.stages.train --params params.yaml train.seed=3`
   (the file is `conf/` composed by DVC; trailing `key=value` items override it); a per-seed
   stage given `--each-seed` runs once for every seed of `seeds`, one after the other in one
-  process (one MLflow run and one output folder per seed, as separate processes would give).
+  process (one MLflow run and one output folder per seed, as separate processes would give);
+  a per-design stage (the seed-split design's) given `--each-design` runs so for every design
+  of `split.designs`.
   `oiplab run <stage> [key=value ...]` is this with `--params params.yaml`;
 * as a Hydra app composing `conf/` itself: without `--params`, or with any of Hydra's flags
   (`-m`, `--help`, `--cfg job`, `--info`, ...) or a `hydra.*` / `hydra/` override, e.g. a sweep:
@@ -201,15 +203,32 @@ def seed_configs(path: str | Path, overrides: Sequence[str]) -> list[Config]:
     return [load_params(path, [*overrides, f"train.seed={seed}"]) for seed in seeds]
 
 
+EACH_DESIGN = "--each-design"
+
+
+def design_configs(path: str | Path, overrides: Sequence[str]) -> list[Config]:
+    """The parameters of a per-design stage for every design of `split.designs`, in order
+    (`--each-design`)."""
+    if any(o.split("=", 1)[0] == "split.design" for o in overrides):
+        raise ConfigError(
+            f"{EACH_DESIGN} runs each design of `split.designs`: set split.designs=[...], "
+            "not split.design"
+        )
+    designs = load_params(path, overrides).split.designs
+    return [load_params(path, [*overrides, f"split.design={d}"]) for d in designs]
+
+
 def stage_main(
     run: RunFn,
     argv: Sequence[str] | None = None,
     *,
     per_seed: bool = False,
+    per_design: bool = False,
     as_oiplab_run: bool = False,
 ) -> None:
     """Entry point shared by every stage module (see the module docstring). `per_seed`: the
-    stage works on one seed (`train.seed`) and accepts `--each-seed`. `as_oiplab_run`: started
+    stage works on one seed (`train.seed`) and accepts `--each-seed`; `per_design`: on one
+    seed-split design (`split.design`), and accepts `--each-design`. `as_oiplab_run`: started
     as `oiplab run <stage>`, which reads params.yaml unless the command line asks for Hydra."""
     # Quiet TensorFlow's C++ start-up chatter (set before the backend is first imported).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -233,7 +252,7 @@ def stage_main(
     if args.params is None:
         _hydra_main(run, args, parser)
     else:
-        for cfg in _params_configs(args, per_seed, name):
+        for cfg in _params_configs(args, (per_seed, per_design), name):
             _guarded(run, cfg)
     # The stage is done and has closed its files. Freezing the objects spares the interpreter's
     # last garbage collection over the whole TensorFlow object graph, a cost every stage process
@@ -271,7 +290,7 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     from hydra._internal.utils import get_args_parser
 
     usage = (
-        f"{prog} [--params FILE] [--each-seed] [key=value ...]\n"
+        f"{prog} [--params FILE] [--each-seed | --each-design] [key=value ...]\n"
         f"       {prog} [--multirun | --cfg {{job,hydra,all}} | --info | --help] [key=value ...]"
     )
     parser = _Parser(
@@ -296,6 +315,11 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
         EACH_SEED,
         action="store_true",
         help="a per-seed stage: run once for every seed of `seeds`, in one process",
+    )
+    ours.add_argument(
+        EACH_DESIGN,
+        action="store_true",
+        help="a per-design stage: run once for every design of `split.designs`, in one process",
     )
     return parser
 
@@ -322,7 +346,7 @@ def parse_stage_args(
     args, unknown = parser.parse_known_intermixed_args(argv)
     hydra = hydra_asked(args)
     if args.help:  # Hydra's help, whatever else is given
-        args.params, args.each_seed = None, False
+        args.params, args.each_seed, args.each_design = None, False, False
     elif args.params is not None and hydra:
         shown = " ".join(hydra)
         parser.error(f"--params reads a composed file; Hydra's {shown} composes conf/: drop one")
@@ -333,17 +357,25 @@ def parse_stage_args(
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.each_seed:
             parser.error(f"{EACH_SEED} needs --params; under Hydra, sweep: -m train.seed=0,1,2")
+        if args.each_design:
+            parser.error(f"{EACH_DESIGN} needs --params; under Hydra, sweep: -m split.design=...")
     args.overrides = [*args.overrides, *unknown]
     return args
 
 
-def _params_configs(args: argparse.Namespace, per_seed: bool, stage: str) -> list[Config]:
-    """The configs a params-file run works through: one, or one per seed (`--each-seed`)."""
+def _params_configs(args: argparse.Namespace, per: tuple[bool, bool], stage: str) -> list[Config]:
+    """The configs a params-file run works through: one, one per seed (`--each-seed`), or one
+    per seed-split design (`--each-design`); `per`: whether the stage is per seed, per design."""
+    per_seed, per_design = per
     try:
         if args.each_seed and not per_seed:
             raise ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag")
+        if args.each_design and not per_design:
+            raise ConfigError(f"{EACH_DESIGN}: this stage is not run per design; drop the flag")
         if args.each_seed:
             return seed_configs(args.params, args.overrides)
+        if args.each_design:
+            return design_configs(args.params, args.overrides)
         return [load_params(args.params, args.overrides)]
     except OiplabError as exc:
         raise SystemExit(_failed(exc, 2, _params_tree(args.params), stage)) from None
