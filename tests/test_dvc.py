@@ -224,6 +224,25 @@ def test_each_plot_is_declared_once_and_kept_in_git():
     assert {(REPO_ROOT / f).resolve() for f, _ in drawn} <= kept
 
 
+def test_no_cached_output_holds_a_file_git_tracks():
+    """DVC refuses to write a cached output that holds a git-tracked file (a `.gitignore` left by
+    an older, finer-grained output: `artifacts/compare_split` once had one per design)."""
+    outs = [
+        Path(o.fs_path).relative_to(REPO_ROOT)
+        for s in dvc_stages().values()
+        for o in s.outs
+        if o.use_cache
+    ]
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *map(str, outs)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == []
+
+
 def test_run_ids_stay_out_of_dvcs_hashes(tmp_path, monkeypatch):
     """A rerun that writes the same files and a new `run.json` keeps the folder's hash (so `dvc
     exp show --only-changed` shows what changed), and `RunRecord.of` reads a folder without one."""
