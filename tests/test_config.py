@@ -173,12 +173,19 @@ def test_each_seed_runs_a_per_seed_stage_for_every_seed_in_order(tmp_path, monke
         (["--each-seed", "train.seed=1"], True, "set seeds=\\[...\\], not train.seed"),
         (["--each-seed", "seeds=[]"], True, "seeds"),
     ]
-    for extra, per_seed, message in bad:
+    _each_refused(run, path, bad, "per_seed", capsys)
+    assert len(seen) == 4  # nothing ran for a refused command
+
+
+def _each_refused(run, path, bad, flag: str, capsys) -> None:
+    """Each of `bad` (extra arguments, the stage's `flag` value, message) exits 2 naming it."""
+    from oiplab.stages import stage_main
+
+    for extra, on, message in bad:
         with pytest.raises(SystemExit) as exit_info:
-            stage_main(run, ["--params", str(path), *extra], per_seed=per_seed)
+            stage_main(run, ["--params", str(path), *extra], **{flag: on})
         assert exit_info.value.code == 2
         assert re.search(message, capsys.readouterr().err), extra
-    assert len(seen) == 4  # nothing ran for a refused command
 
 
 def test_each_design_runs_a_per_design_stage_for_every_design_in_order(
@@ -203,11 +210,7 @@ def test_each_design_runs_a_per_design_stage_for_every_design_in_order(
         (["--each-design", "split.design=same_init"], True, "not split.design"),
         (["--each-design", "--each-seed"], True, "not run per seed"),
     ]
-    for extra, per_design, message in bad:
-        with pytest.raises(SystemExit) as exit_info:
-            stage_main(run, ["--params", str(path), *extra], per_design=per_design)
-        assert exit_info.value.code == 2
-        assert re.search(message, capsys.readouterr().err), extra
+    _each_refused(run, path, bad, "per_design", capsys)
     assert len(seen) == 2  # nothing ran for a refused command
 
 
