@@ -121,7 +121,7 @@ def test_lanes_run_a_dag_in_order_two_at_a_time_into_dvc_lock(tmp_path: Path) ->
     repro = subprocess.run([dvc_command(), "repro"], cwd=tmp_path, capture_output=True, text=True)
     assert "Running stage" not in repro.stdout and "didn't change" in repro.stdout
     assert _ran(tmp_path, "abcde") == ran  # nothing ran again
-    assert "0 stage(s) to run" in _lanes(tmp_path, "--dry").stdout
+    assert "0 stage(s) to run: every stage is up to date" in _lanes(tmp_path, "--dry").stdout
 
 
 @pytest.mark.integration
@@ -132,9 +132,10 @@ def test_a_failed_stage_stops_its_dependants_only(tmp_path: Path) -> None:
     done = _lanes(tmp_path, "--jobs", "2")
     assert done.returncode == 1
     log = tmp_path / ".dvc" / "tmp" / "lanes" / "b.log"
-    assert "stage b failed (exit code" in done.stderr and str(log) in done.stderr
+    assert "stage b failed (its `dvc repro` exited" in done.stderr and str(log) in done.stderr
     assert "not run: c" in done.stderr and "failed: b (log:" in done.stderr
     assert "stamp.py b 0.5 fail" in log.read_text()  # DVC's own account of the stage
+    assert "  b | " in done.stdout and "  b | " not in done.stderr  # the log's tail: no errors
     assert (tmp_path / "d.json").exists()  # beside the failure: still run, finished
     assert not (tmp_path / "c.json").exists()
 

@@ -242,15 +242,16 @@ def _finish(job: Running, progress: Progress, waiting: list[str]) -> None:
     progress.blocked |= set(blocked)
     waiting[:] = [s for s in waiting if s not in progress.blocked]
     log.error(
-        "stage %s failed (exit code %d after %.1f s); its log: %s%s",
+        "stage %s failed (its `dvc repro` exited %d after %.1f s; the stage's own error ends its "
+        "log: %s)%s",
         job.stage,
         job.proc.returncode,
         seconds,
         job.log_path,
         f"; not run: {', '.join(blocked)}" if blocked else "",
     )
-    for line in tail(job.log_path):
-        log.error("  %s | %s", job.stage, line)
+    for line in tail(job.log_path):  # the log's end, as it is (not each an error of ours)
+        log.info("  %s | %s", job.stage, line)
 
 
 def stop(running: Sequence[Running]) -> None:
@@ -290,7 +291,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m oiplab.lanes", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--jobs", type=int, default=2, help="stages at once (default 2)")
     parser.add_argument("--dry", action="store_true", help="only list the stages to run")
     parser.add_argument("targets", nargs="*", help="dvc.yaml stages, as for `dvc repro`")
@@ -305,10 +308,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LaneError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+    if not plan.stages:
+        log.info("0 stage(s) to run: every stage is up to date")
+        return
     log.info("%d stage(s) to run, at most %d at once", len(plan.stages), args.jobs)
     for stage in plan.stages if args.dry else ():
         log.info("  %s after: %s", stage, ", ".join(plan.direct_needs(stage)) or "-")
-    if args.dry or not plan.stages:
+    if args.dry:
         return
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
