@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from oiplab.lanes import Plan, Progress, dvc_command, plan_from_graph
+from oiplab.lanes import STOP_GRACE_S, Plan, Progress, dvc_command, plan_from_graph
 from tests.conftest import REPO_ROOT
 
 # a diamond with a tail: a -> (b, c, d) -> e, and f beside it all
@@ -151,7 +151,7 @@ def test_ctrl_c_stops_the_running_stages(tmp_path: Path) -> None:
         time.sleep(0.2)
     stage_pid = int(pid_file.read_text())
     lanes.send_signal(signal.SIGINT)
-    _, err = lanes.communicate(timeout=60)
+    _, err = lanes.communicate(timeout=STOP_GRACE_S + 60)  # a stage slow to stop is killed
     assert lanes.returncode == 130 and "interrupted" in err
     with pytest.raises(ProcessLookupError):
         os.kill(stage_pid, 0)  # the stage's command is gone, not left running
