@@ -211,7 +211,8 @@ def test_oiplab_run_train_help_prints_the_flags_config_groups_and_composed_confi
     done = _oiplab(project, "run", "train", "--help", "experiment=smoke")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert out.startswith("usage: oiplab run train [--params FILE] [--each-seed | --each-design]")
+    assert out.startswith("usage: oiplab run train [--params FILE] [--each-seed] [key=value")
+    assert "--each-design" not in out  # offered only by a per-design stage
     assert "Stage `train`: train the articles' CNN" in out  # the stage's docstring
     assert "== Configuration groups of stage `train` ==" in out
     assert "experiment: articles, fashion, same_init, same_order, seeds10, smoke" in out

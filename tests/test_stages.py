@@ -93,6 +93,12 @@ def test_prepare_and_train_write_outputs_and_mlflow_runs(smoke_cfg, capsys, capl
     assert client.get_model_version_by_alias(name, "smoke-seed0").version == version.version
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert inputs == {"synthetic-" + k: meta["sha256"][k][:16] for k in ("train", "test")}
+    second = smoke_cfg.train.model_copy(update={"seed": 1})  # a second version of the model
+    with caplog.at_level(logging.INFO, logger="oiplab"):
+        train.run(smoke_cfg.model_copy(update={"train": second}))
+    err = capsys.readouterr().err  # MLflow's "already exists ... new version" line is dropped too
+    assert "already exists" not in err and "Created version" not in err
+    assert "version 2 (alias smoke-seed1)" in caplog.text
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -251,6 +257,13 @@ def test_the_parent_run_carries_the_answer_and_no_run_an_empty_tag(pipeline):
     assert "same_init.Conv2D_1.same_index_p" in parent.data.metrics
     for run in runs:
         assert all(value != "" for value in run.data.tags.values()), run.data.tags
+    split = {
+        r.info.run_name: r.data.tags["oiplab.design"] for r in runs if "_split" in r.info.run_name
+    }
+    assert split == {  # a seed-split run names its design (the UI's run list shows only names)
+        **{f"train_split-{d}-seed{m}": d for d in cfg.split.designs for m in cfg.split.members},
+        **{f"compare_split-{d}": d for d in cfg.split.designs},
+    }
 
 
 def test_alignment_tracks_every_snapshot_and_ends_at_the_final_network(pipeline):

@@ -277,8 +277,12 @@ def test_runs_of_ended_processes_on_this_host_are_closed_killed(smoke_cfg, monke
 
     client.set_terminated(ids["alive"])
     client.set_tag(ids["alive"], "oiplab.design", "same_order")
+    client.set_tag(ids["alive"], "oiplab.stage", "compare_split")  # the longest name shown
     table = tracking.execution_table(smoke_cfg.tracking.uri, smoke_cfg.tracking.experiment)
-    assert "\ntrain same_order " in table  # a seed-split run says its design
+    assert "\ncompare_split same_order " in table  # a seed-split run says its design
+    header, *rows = table.splitlines()[1:]
+    column = header.index(" status") + 1  # every row's status sits under the header's
+    assert rows and all(r[column:].split()[0] in {"FINISHED", "KILLED", "RUNNING"} for r in rows)
     assert statuses()["other stage"] == "KILLED"
     assert "closed stale run other stage" in capsys.readouterr().out
     assert statuses()["another host"] == statuses()["no pid"] == "RUNNING"

@@ -235,8 +235,8 @@ def parser() -> argparse.ArgumentParser:
         help="run one stage (`oiplab run --help`: the stages; `oiplab run <stage> --help`)",
         description=_stages_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="oiplab run <stage> [--params FILE] [--each-seed] [-m] [--cfg job] [--help] "
-        "[key=value ...]",
+        usage="oiplab run <stage> [--params FILE] [--each-seed | --each-design] [-m] [--cfg job] "
+        "[--help] [key=value ...]",
     )
     run.add_argument("stage", nargs="?", help="a stage (listed above)")
     run.add_argument(

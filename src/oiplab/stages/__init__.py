@@ -243,7 +243,8 @@ def stage_main(
         _fail(exc)
     _log_position(name)
     prog = f"oiplab run {name}" if as_oiplab_run else f"python -m oiplab.stages.{name}"
-    parser = stage_parser(prog, sys.modules[run.__module__].__doc__ or "")
+    doc = sys.modules[run.__module__].__doc__ or ""
+    parser = stage_parser(prog, doc, (per_seed, per_design))
     args = parse_stage_args(
         parser,
         list(sys.argv[1:] if argv is None else argv),
@@ -284,13 +285,19 @@ class _Parser(argparse.ArgumentParser):
         _fail(ConfigError(f"{message} (see `{self.prog} --help`)"))
 
 
-def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The command line of a stage: `--params FILE`, `--each-seed`, and Hydra's own flags and
-    overrides (Hydra's parser, so `--help`, `--cfg`, `--info`, `-m` mean what Hydra says)."""
+def stage_parser(
+    prog: str, description: str, per: tuple[bool, bool] = (True, True)
+) -> argparse.ArgumentParser:
+    """The command line of a stage: `--params FILE`, `--each-seed` and `--each-design` (shown
+    where the stage is per seed, per design: `per`; elsewhere still parsed, to say why they do
+    not apply), and Hydra's own flags and overrides (Hydra's parser, so `--help`, `--cfg`,
+    `--info`, `-m` mean what Hydra says)."""
     from hydra._internal.utils import get_args_parser
 
+    offered = [flag for flag, on in zip((EACH_SEED, EACH_DESIGN), per, strict=True) if on]
+    each = f" [{' | '.join(offered)}]" if offered else ""
     usage = (
-        f"{prog} [--params FILE] [--each-seed | --each-design] [key=value ...]\n"
+        f"{prog} [--params FILE]{each} [key=value ...]\n"
         f"       {prog} [--multirun | --cfg {{job,hydra,all}} | --info | --help] [key=value ...]"
     )
     parser = _Parser(
@@ -314,12 +321,16 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     ours.add_argument(
         EACH_SEED,
         action="store_true",
-        help="a per-seed stage: run once for every seed of `seeds`, in one process",
+        help="run once for every seed of `seeds`, in one process" if per[0] else argparse.SUPPRESS,
     )
     ours.add_argument(
         EACH_DESIGN,
         action="store_true",
-        help="a per-design stage: run once for every design of `split.designs`, in one process",
+        help=(
+            "run once for every design of `split.designs`, in one process"
+            if per[1]
+            else argparse.SUPPRESS
+        ),
     )
     return parser
 

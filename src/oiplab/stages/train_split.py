@@ -39,7 +39,6 @@ def run(cfg: Config) -> dict[str, Any]:
         data = load_prepared(lay.prepared, cfg.data)
         fingerprint = checkpoint_fingerprint(cfg.model, settings, data.meta.sha256["train"])
         checkpoint = lay.checkpoint(member, fingerprint)
-        run.set_tags({"oiplab.design": sp.design})
         callbacks = [run.epoch_logger()] if run.enabled else []
         saving = Checkpointing(checkpoint, fingerprint, run.run_id)
         result = train(data, cfg.model, settings, saving, callbacks, keras_verbosity())

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 # What MLflow's registry prints to stderr for each new version (`_describe_version` logs one line
 # of its own instead, with the alias); anything else it writes there is passed on.
-_REGISTRY_CHATTER = re.compile(r"^(Successfully registered model|Created version) '")
+# MLflow's registry lines (first registration, each later one, each version): ours says the version.
+_REGISTRY_CHATTER = re.compile(
+    r"^(Successfully registered model '|Registered model '.*' already exists\. |Created version ')"
+)
 
 if TYPE_CHECKING:
     import keras
@@ -388,7 +391,7 @@ class TrackedRun(Run):
 
 @contextlib.contextmanager
 def _registry_chatter_dropped():
-    """Run a block with MLflow's two registry lines taken out of what it writes to stderr."""
+    """Run a block with MLflow's registry lines taken out of what it writes to stderr."""
     caught = io.StringIO()
     try:
         with contextlib.redirect_stderr(caught):

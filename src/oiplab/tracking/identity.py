@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oiplab.config import Config
+from oiplab.layout import Stage
 
 TAG_PREFIX = "oiplab."
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag (the run page's "Git commit")
@@ -102,10 +103,21 @@ def shared_tags(cfg: Config) -> dict[str, str]:
     return tags
 
 
+SPLIT_STAGES = (Stage.TRAIN_SPLIT, Stage.COMPARE_SPLIT)  # a run of one seed-split design
+
+
+def run_name(cfg: Config, stage: str, seed: int | None) -> str:
+    """The run's name in the MLflow UI: its stage, the design of a seed-split stage, its seed."""
+    name = f"{stage}-{cfg.split.design}" if stage in SPLIT_STAGES else stage
+    return name if seed is None else f"{name}-seed{seed}"
+
+
 def run_tags(cfg: Config, stage: str, seed: int | None) -> dict[str, str]:
-    """The tags of a stage's run: its stage, seed and DVC experiment (where there is one), and
-    the tags it shares with its parent. No tag is ever empty."""
+    """The tags of a stage's run: its stage, seed, seed-split design and DVC experiment (where
+    it has them), and the tags it shares with its parent. No tag is ever empty."""
     tags = prefixed({"stage": stage}) | shared_tags(cfg)
+    if stage in SPLIT_STAGES:
+        tags[TAG_PREFIX + "design"] = cfg.split.design
     if os.environ.get("DVC_EXP_NAME"):
         tags[TAG_PREFIX + "dvc_exp"] = os.environ["DVC_EXP_NAME"]
     if seed is not None:

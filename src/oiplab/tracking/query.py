@@ -28,6 +28,7 @@ KEY_METRIC: dict[str, str] = {
     Stage.COMPARE: "accuracy.mean",
     Stage.ALIGNMENT: "snapshots",
     Stage.OIP_COMPARE: "all.top1",
+    Stage.COMPARE_SPLIT: "Conv2D_3.same_index_p",  # the design's question: is the order kept?
 }
 
 
@@ -102,10 +103,11 @@ def execution_table(
 ) -> str:
     """A text table of the latest execution's runs (or of parent run `parent`)."""
     head, rows = execution_runs(uri, experiment, study, parent)
+    wide = max([len("stage"), *(len(row.shown) for row in rows)])  # "compare_split same_order"
     lines = [
         f"{head.data.tags.get('mlflow.runName', head.info.run_id)}  [{head.info.status}]  "
         f"run {head.info.run_id}",
-        f"{'stage':<22} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
+        f"{'stage':<{wide}} {'seed':>4} {'status':<9} {'seconds':>8}  key number",
     ]
     for row in rows:
         shown = ""
@@ -115,7 +117,7 @@ def execution_table(
                 f"{row.key} = {int(value):,}" if value.is_integer() else f"{row.key} = {value:.4g}"
             )
         seconds = "" if row.seconds is None else f"{row.seconds:8.1f}"
-        lines.append(f"{row.shown:<22} {row.seed:>4} {row.status:<9} {seconds:>8}  {shown}")
+        lines.append(f"{row.shown:<{wide}} {row.seed:>4} {row.status:<9} {seconds:>8}  {shown}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,15 @@ from oiplab.config import Config, TrackingConfig
 from oiplab.credentials import redact
 from oiplab.stops import STOP, StageInterrupted, held, raise_if_interrupted, signals_raise
 from oiplab.tracking.handle import Run, TrackedRun
-from oiplab.tracking.identity import TAG_PREFIX, execution, flatten, prefixed, run_tags, shared_tags
+from oiplab.tracking.identity import (
+    TAG_PREFIX,
+    execution,
+    flatten,
+    prefixed,
+    run_name,
+    run_tags,
+    shared_tags,
+)
 from oiplab.tracking.search import find_runs
 from oiplab.tracking.stale import close_stale_runs, process_tags
 from oiplab.tracking.store import (
@@ -160,7 +168,7 @@ def _open(cfg: Config, stage: str, seed: int | None) -> tuple[MlflowClient, Run,
     bound_http_waits(uri)
     check_server(uri)
     use_uri(uri)
-    name = stage if seed is None else f"{stage}-seed{seed}"
+    name = run_name(cfg, stage, seed)
     tags = run_tags(cfg, stage, seed) | {TAG_PREFIX + "v." + k: v for k, v in versions().items()}
     tags |= process_tags()  # so that a later run can tell this one was killed
     quiet_store_tracebacks()
