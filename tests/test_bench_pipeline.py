@@ -54,3 +54,35 @@ def test_stage_totals_keep_the_first_run_order():
     runs = (("b", 1.0), ("a", 2.0), ("b", 3.0))
     rows = [StageRow(stage, "", "FINISHED", seconds, "", None) for stage, seconds in runs]
     assert [t["stage"] for t in stage_totals(rows)] == ["b", "a"]
+
+
+TIME_V = """[lanes] all 3 stage(s) done
+\tCommand being timed: "make pipeline JOBS=2"
+\tUser time (seconds): 2347.10
+\tSystem time (seconds): 134.50
+\tPercent of CPU this job got: 191%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 21:33.42
+\tExit status: 0
+"""
+
+
+def test_the_schedule_row_reads_time_v_and_splits_training_from_the_rest(tmp_path):
+    """benchmarks/bench_schedule.py: one way's row from `/usr/bin/time -v`'s report and the
+    clone's own MLflow store; a log without the report is an error naming the log."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmarks.bench_schedule import clock, parse_time, way_row
+
+    assert clock("21:33.42") == pytest.approx(1293.42) and clock("1:02:03") == 3723.0
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("oiplab", artifact_location=str(tmp_path / "art"))
+    stages = [("prepare", "", 5), ("train", "0", 60), ("train_split", "1", 40), ("oip", "0", 30)]
+    _execution(client, experiment, 1_000_000, stages)
+    log_path = tmp_path / "jobs2.time"
+    log_path.write_text(TIME_V)
+    row = way_row(2, tmp_path, log_path)
+    assert (row["wall_s"], row["wall_min"], row["cpu_s"]) == (1293.4, "21:33.4", 2481.6)
+    assert row["cpu_percent"] == 192 and row["exit"] == 0 and row["stage_runs"] == 4
+    assert (row["training_stage_s"], row["other_stage_s"]) == (100.0, 35.0)
+    with pytest.raises(SystemExit, match="jobs2.time: no `Elapsed"):
+        parse_time("make: *** [pipeline] Error 1\n", log_path)
