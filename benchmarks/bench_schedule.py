@@ -38,6 +38,7 @@ TIMED = {  # /usr/bin/time -v's lines
     "exit": r"Exit status: (\d+)",
 }
 TRAINING = ("train", "train_split")
+SHOWN = ("oip", "compare", "compare_split", "alignment")  # each stage's own seconds, shown apart
 
 
 def clock(text: str) -> float:
@@ -93,6 +94,10 @@ def way_row(jobs: int, clone: Path, log_path: Path) -> dict:
         "training_stage_s": round(training, 1),
         "other_stage_s": round(other, 1),
         "stage_runs": len(rows),
+        **{
+            f"{stage}_s": round(sum(_seconds(r) for r in rows if r.stage == stage), 1)
+            for stage in SHOWN
+        },
     }
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from oiplab.lanes import STOP_GRACE_S, Plan, Progress, dvc_command, plan_from_graph
+from oiplab.lanes import (
+    STOP_GRACE_S,
+    Plan,
+    Progress,
+    dvc_command,
+    plan_from_graph,
+    startable,
+)
 from tests.conftest import REPO_ROOT
 
 # a diamond with a tail: a -> (b, c, d) -> e, and f beside it all
@@ -49,6 +56,29 @@ def test_ready_waits_for_every_upstream_stage() -> None:
     assert progress.count() == "4 of 6 done"
 
 
+def test_a_stage_marked_alone_runs_with_no_other_after_the_shared_ones() -> None:
+    plan = plan_from_graph(ORDER, UPSTREAM, stale={"b", "c", "d", "f"}, alone={"c", "d", "z"})
+    assert plan.alone == {"c", "d"}  # only planned stages
+    assert startable(plan, ["b", "c", "d", "f"], [], jobs=2) == ["b", "f"]  # shared first
+    assert startable(plan, ["c", "d", "f"], ["b"], jobs=2) == ["f"]
+    assert startable(plan, ["c", "d"], ["f"], jobs=2) == []  # c waits for f to end
+    assert startable(plan, ["c", "d"], [], jobs=2) == ["c"]  # then runs by itself
+    assert startable(plan, ["d", "e"], ["c"], jobs=2) == []  # nothing joins it
+    assert startable(plan, ["e"], [], jobs=1) == ["e"]
+    shared = plan_from_graph(ORDER, UPSTREAM, stale={"b", "c", "d"})
+    assert startable(shared, ["b", "c", "d"], [], jobs=2) == ["b", "c"]  # unmarked: two at once
+
+
+def test_dvc_yaml_marks_the_comparisons_alone() -> None:
+    """The stages whose float64 work runs on multi-threaded OpenBLAS (see oiplab.lanes)."""
+    import yaml
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    marked = {name for name, stage in stages.items() if stage.get("meta", {}).get("lanes")}
+    assert marked == {"compare", "compare_split", "alignment"}
+    assert {stages[name]["meta"]["lanes"] for name in marked} == {"alone"}
+
+
 # Each toy stage records when it ran (stamp.py); `fail` makes it exit 3 after its sleep.
 STAMP = """import json, os, sys, time
 name, seconds = sys.argv[1], float(sys.argv[2])
@@ -64,9 +94,12 @@ json.dump({"start": start, "end": time.time(),
 """
 
 
-def _stage(name: str, seconds: float, deps: list[str], fail: bool = False) -> str:
+def _stage(
+    name: str, seconds: float, deps: list[str], fail: bool = False, alone: bool = False
+) -> str:
     cmd = f"python stamp.py {name} {seconds}" + (" fail" if fail else "")
-    lines = [f"  {name}:", f"    cmd: {cmd}", "    deps:", "      - stamp.py"]
+    lines = [f"  {name}:", *(["    meta:", "      lanes: alone"] if alone else [])]
+    lines += [f"    cmd: {cmd}", "    deps:", "      - stamp.py"]
     lines += [f"      - {d}.json" for d in deps]
     return "\n".join([*lines, "    outs:", f"      - {name}.json"])
 
@@ -122,6 +155,19 @@ def test_lanes_run_a_dag_in_order_two_at_a_time_into_dvc_lock(tmp_path: Path) ->
     assert "Running stage" not in repro.stdout and "didn't change" in repro.stdout
     assert _ran(tmp_path, "abcde") == ran  # nothing ran again
     assert "0 stage(s) to run: every stage is up to date" in _lanes(tmp_path, "--dry").stdout
+
+
+@pytest.mark.integration
+def test_a_stage_dvc_yaml_marks_alone_runs_by_itself(tmp_path: Path) -> None:
+    stages = [_stage("a", 0.5, []), _stage("b", 2, ["a"], alone=True), _stage("c", 2, ["a"])]
+    _project(tmp_path, [*stages, _stage("d", 2, ["a"]), _stage("e", 0.5, ["b", "c", "d"])])
+    done = _lanes(tmp_path, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    ran = _ran(tmp_path, "abcde")
+    others = [(r["start"], r["end"]) for n, r in ran.items() if n != "b"]
+    assert all(end <= ran["b"]["start"] or start >= ran["b"]["end"] for start, end in others)
+    assert ran["b"]["start"] >= max(ran["c"]["end"], ran["d"]["end"])  # c, d went two at once
+    assert ran["e"]["start"] >= ran["b"]["end"]
 
 
 @pytest.mark.integration

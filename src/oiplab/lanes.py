@@ -18,6 +18,14 @@ alone gives. Each process keeps TensorFlow's default thread count: one thread pe
 a trained network's last bits (TensorFlow splits its reductions by thread count); the default
 count gives the bits a stage run alone gives (tests/test_lanes.py).
 
+A stage that dvc.yaml marks `meta: {lanes: alone}` runs with no other beside it, after the
+stages that share the machine well, once nothing else is ready. These are the comparisons, whose
+float64 matrix products run on NumPy's OpenBLAS with a thread per core: beside another busy
+process its threads wait on each other: in fresh-clone runs `alignment` took 184 s beside
+`compare_split` and 42 s alone, `compare` 275 s beside other stages and 92 s alone
+(benchmarks/results/schedule.md). One BLAS thread would end that, but it
+changes their float64 results in the last bits, as TensorFlow's thread count does the networks'.
+
 Every stage of one call belongs to one MLflow parent run: the children inherit OIPLAB_EXECUTION
 (`make pipeline` sets it; this sets one when it is unset). Each stage's output goes to its log,
 `.dvc/tmp/lanes/<stage>.log`; the terminal gets one line per start and end. A stage that fails
@@ -51,6 +59,7 @@ LOG_DIR = Path(".dvc") / "tmp" / "lanes"  # DVC's own scratch folder (git-ignore
 POLL_S = 0.2  # how often the running stages are checked: small beside a stage's seconds
 STOP_GRACE_S = 60.0  # after Ctrl-C, how long a stage may take to close its MLflow run
 TAIL_LINES = 15  # of a failed stage's log, shown on the terminal
+META_KEY, ALONE = "lanes", "alone"  # dvc.yaml: a stage's `meta: {lanes: alone}`
 
 
 class LaneError(OiplabError):
@@ -68,6 +77,7 @@ class Plan:
 
     stages: tuple[str, ...]
     needs: Mapping[str, frozenset[str]]
+    alone: frozenset[str] = frozenset()  # stages that run with no other beside them
 
     def dependants(self, stage: str) -> set[str]:
         """The planned stages downstream of `stage`, however far."""
@@ -100,7 +110,10 @@ class Plan:
 
 
 def plan_from_graph(
-    order: Sequence[str], upstream: Mapping[str, Sequence[str]], stale: set[str]
+    order: Sequence[str],
+    upstream: Mapping[str, Sequence[str]],
+    stale: set[str],
+    alone: set[str] | frozenset[str] = frozenset(),
 ) -> Plan:
     """The stale stages of `order` and every stage downstream of one (`dvc repro` reconsiders
     those after their inputs change), each with the planned stages it waits for.
@@ -109,13 +122,14 @@ def plan_from_graph(
         order: every stage `dvc repro` considers, in its order (dependencies first).
         upstream: the stages each stage reads outputs of.
         stale: the stages changed now (`dvc status`).
+        alone: the stages dvc.yaml marks `meta: {lanes: alone}`.
     """
     chosen: list[str] = []
     for stage in order:
         if stage in stale or any(u in chosen for u in upstream.get(stage, ())):
             chosen.append(stage)
     needs = {s: frozenset(u for u in upstream.get(s, ()) if u in chosen) for s in chosen}
-    return Plan(tuple(chosen), needs)
+    return Plan(tuple(chosen), needs, frozenset(s for s in chosen if s in alone))
 
 
 def read_plan(root: Path, targets: Sequence[str]) -> Plan:
@@ -137,9 +151,10 @@ def read_plan(root: Path, targets: Sequence[str]) -> Plan:
             # DVC's edges point from a stage to the stages it reads
             upstream = {s.addressing: [u.addressing for u in graph.successors(s)] for s in steps}
             stale = set(repo.status(targets=order)) if order else set()
+            alone = {s.addressing for s in steps if (s.meta or {}).get(META_KEY) == ALONE}
     except DvcException as exc:
         raise LaneError(f"DVC could not read the pipeline in {root}: {exc}") from exc
-    return plan_from_graph(order, upstream, stale)
+    return plan_from_graph(order, upstream, stale, alone)
 
 
 @dataclass
@@ -206,6 +221,19 @@ class Progress:
         return f"{len(self.done)} of {len(self.plan.stages)} done"
 
 
+def startable(plan: Plan, ready: Sequence[str], running: Sequence[str], jobs: int) -> list[str]:
+    """The ready stages to start now, in `ready`'s order: up to `jobs` at once, except that a
+    stage marked alone runs with no other. The others go first: an alone stage starts once
+    nothing runs and no other stage is ready (it waits rather than hold the machine while
+    stages that share it well could run two at a time)."""
+    if any(r in plan.alone for r in running):
+        return []
+    shared = [s for s in ready if s not in plan.alone]
+    if shared or running:
+        return shared[: jobs - len(running)]
+    return list(ready[:1])
+
+
 def run_plan(plan: Plan, settings: Settings) -> Progress:
     """Run the plan's stages as their upstream stages finish, at most `settings.jobs` at once;
     on Ctrl-C (KeyboardInterrupt) stop the running ones and re-raise."""
@@ -214,7 +242,7 @@ def run_plan(plan: Plan, settings: Settings) -> Progress:
     running: dict[str, Running] = {}
     try:
         while waiting or running:
-            for stage in progress.ready(waiting)[: settings.jobs - len(running)]:
+            for stage in startable(plan, progress.ready(waiting), list(running), settings.jobs):
                 waiting.remove(stage)
                 running[stage] = start(settings.root, stage, settings.env)
                 log.info("start %s (running: %s; %s)", stage, ", ".join(running), progress.count())
