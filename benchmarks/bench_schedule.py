@@ -4,12 +4,14 @@ wall time, CPU time and every stage's seconds, side by side.
     python -m benchmarks.bench_schedule                      # JOBS=1 and JOBS=2, a clone each
     python -m benchmarks.bench_schedule --jobs 1             # only one of them
     python -m benchmarks.bench_schedule --jobs 1 --ingest 2=/tmp/clone:/tmp/clone.time
+    python -m benchmarks.bench_schedule --jobs --ingest 2=/tmp/a:/tmp/a.time --ingest 2=...
     # writes benchmarks/results/schedule.{json,md}
 
 Each way runs `git clone <this checkout's HEAD> <scratch>` and `make pipeline JOBS=<n>` there
 under `/usr/bin/time -v` (installation included, as a new user's first command). `--ingest
-N=DIR:LOG` takes a clone where that already ran (`/usr/bin/time -v make pipeline JOBS=N > LOG
-2>&1`) instead of running it again. The stage seconds come from the clone's MLflow store
+N=DIR:LOG` (repeatable; rows in the order given, then the ways run) takes a clone where that
+already ran (`/usr/bin/time -v make pipeline JOBS=N > LOG 2>&1`), e.g. at another commit, instead
+of running it again; each row names its commit. The stage seconds come from the clone's MLflow store
 (`benchmarks.pipeline`). The ways run one after another, never side by side: each needs the
 whole machine, and nothing else should run meanwhile (the load average is recorded).
 """
@@ -108,7 +110,7 @@ def _seconds(row: StageRow) -> float:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="JOBS values")
+    parser.add_argument("--jobs", type=int, nargs="*", default=[1, 2], help="JOBS values to run")
     parser.add_argument(
         "--ingest",
         action="append",
@@ -117,25 +119,25 @@ def main() -> None:
         help="a clone where `/usr/bin/time -v make pipeline JOBS=N` already ran, and its output",
     )
     args = parser.parse_args()
-    ingested = {}
+    ingested = []
     for item in args.ingest:
         jobs, _, where = item.partition("=")
         clone, _, log_file = where.partition(":")
         if not (jobs.isdigit() and clone and log_file):
             raise SystemExit(f"--ingest {item!r}: expected N=DIR:LOG")
-        ingested[int(jobs)] = (Path(clone), Path(log_file))
+        ingested.append((int(jobs), Path(clone), Path(log_file)))
     scratch = Path(tempfile.mkdtemp(prefix="oiplab-schedule-"))
-    rows = []
-    for jobs in sorted(set(args.jobs) | set(ingested)):
-        clone, log_path = ingested.get(jobs) or run_clone(jobs, scratch)
-        rows.append(way_row(jobs, clone, log_path) | {"load_1min_after": os.getloadavg()[0]})
-    base = next((r for r in rows if r["jobs"] == 1), None)
+    ways = ingested + [(jobs, *run_clone(jobs, scratch)) for jobs in args.jobs]
+    if not ways:
+        raise SystemExit("nothing to measure: give --jobs N or --ingest N=DIR:LOG")
+    rows = [way_row(jobs, clone, log_path) for jobs, clone, log_path in ways]
     for row in rows:
-        row["wall_ratio_vs_jobs1"] = round(row["wall_s"] / base["wall_s"], 3) if base else ""
+        row["wall_ratio_vs_first"] = round(row["wall_s"] / rows[0]["wall_s"], 3)
     meta = {
         "workload": "the default study from a fresh clone: `make pipeline JOBS=<n>` (install "
         "included); stage seconds from the clone's MLflow runs",
-        "ingested": ", ".join(f"JOBS={j}: {c} ({p})" for j, (c, p) in ingested.items()) or "none",
+        "ingested": ", ".join(f"JOBS={j}: {c} ({p})" for j, c, p in ingested) or "none",
+        "load_1min_at_end": os.getloadavg()[0],
     }
     path = write_results("schedule", rows, meta)
     log.info("%s", path.read_text())
