@@ -21,10 +21,10 @@ count gives the bits a stage run alone gives (tests/test_lanes.py).
 A stage that dvc.yaml marks `meta: {lanes: alone}` runs with no other beside it, after the
 stages that share the machine well, once nothing else is ready. These are the comparisons, whose
 float64 matrix products run on NumPy's OpenBLAS with a thread per core: beside another busy
-process its threads wait on each other: in fresh-clone runs `alignment` took 184 s beside
-`compare_split` and 42 s alone, `compare` 275 s beside other stages and 92 s alone
-(benchmarks/results/schedule.md). One BLAS thread would end that, but it
-changes their float64 results in the last bits, as TensorFlow's thread count does the networks'.
+process its threads wait on each other. In two fresh-clone runs (benchmarks/results/schedule.md)
+`alignment` took 177 s beside `compare_split` and 33 s alone, `compare` 269 s beside other stages
+and 83 s alone. One BLAS thread would end that, but it changes their float64 results in the last
+bits, as TensorFlow's thread count does the networks'.
 
 Every stage of one call belongs to one MLflow parent run: the children inherit OIPLAB_EXECUTION
 (`make pipeline` sets it; this sets one when it is unset). Each stage's output goes to its log,
