@@ -123,21 +123,33 @@ def main() -> None:
     for item in args.ingest:
         jobs, _, where = item.partition("=")
         clone, _, log_file = where.partition(":")
-        if not (jobs.isdigit() and clone and log_file):
-            raise SystemExit(f"--ingest {item!r}: expected N=DIR:LOG")
+        if not (jobs.isdigit() and int(jobs) >= 1 and clone and log_file):
+            parser.error(f"--ingest {item!r}: expected N=DIR:LOG (N at least 1)")
+        for needed in (Path(log_file), Path(clone) / "mlflow.db"):
+            if not needed.is_file():
+                parser.error(f"--ingest {item!r}: {needed} does not exist")
         ingested.append((int(jobs), Path(clone), Path(log_file)))
-    scratch = Path(tempfile.mkdtemp(prefix="oiplab-schedule-"))
-    ways = ingested + [(jobs, *run_clone(jobs, scratch)) for jobs in args.jobs]
-    if not ways:
-        raise SystemExit("nothing to measure: give --jobs N or --ingest N=DIR:LOG")
-    rows = [way_row(jobs, clone, log_path) for jobs, clone, log_path in ways]
+    if any(jobs < 1 for jobs in args.jobs):
+        parser.error(f"--jobs {args.jobs}: each at least 1")
+    if not ingested and not args.jobs:
+        parser.error("nothing to measure: give --jobs N or --ingest N=DIR:LOG")
+    ways = [(*way, "") for way in ingested]
+    if args.jobs:
+        scratch = Path(tempfile.mkdtemp(prefix="oiplab-schedule-"))  # the clones stay, to look at
+        for jobs in args.jobs:
+            ways.append((jobs, *run_clone(jobs, scratch), os.getloadavg()[0]))
+    rows = [
+        way_row(jobs, clone, log_path) | {"load_1min_after": load}
+        for jobs, clone, log_path, load in ways
+    ]
     for row in rows:
         row["wall_ratio_vs_first"] = round(row["wall_s"] / rows[0]["wall_s"], 3)
     meta = {
         "workload": "the default study from a fresh clone: `make pipeline JOBS=<n>` (install "
         "included); stage seconds from the clone's MLflow runs",
         "ingested": ", ".join(f"JOBS={j}: {c} ({p})" for j, c, p in ingested) or "none",
-        "load_1min_at_end": os.getloadavg()[0],
+        "load_1min_after": "the 1-minute load average right after each way this command ran "
+        "(blank for an ingested way: not known here)",
     }
     path = write_results("schedule", rows, meta)
     log.info("%s", path.read_text())

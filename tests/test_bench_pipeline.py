@@ -86,3 +86,25 @@ def test_the_schedule_row_reads_time_v_and_splits_training_from_the_rest(tmp_pat
     assert (row["training_stage_s"], row["other_stage_s"]) == (100.0, 35.0)
     with pytest.raises(SystemExit, match="jobs2.time: no `Elapsed"):
         parse_time("make: *** [pipeline] Error 1\n", log_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs"], "nothing to measure"),
+        (["--jobs", "0"], "each at least 1"),
+        (["--jobs", "--ingest", "2=nonsense"], "expected N=DIR:LOG"),
+        (["--jobs", "--ingest", "2={tmp}:{tmp}/none.time"], "none.time does not exist"),
+    ],
+)
+def test_the_schedule_benchmark_refuses_bad_arguments_before_cloning(
+    argv, message, tmp_path, monkeypatch, capsys
+):
+    from benchmarks import bench_schedule
+
+    monkeypatch.setattr(bench_schedule, "run_clone", lambda *a: pytest.fail("cloned"))
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    monkeypatch.setattr("sys.argv", ["bench_schedule", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        bench_schedule.main()
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -179,13 +179,28 @@ def test_each_seed_runs_a_per_seed_stage_for_every_seed_in_order(tmp_path, monke
 
 def _each_refused(run, path, bad, flag: str, capsys) -> None:
     """Each of `bad` (extra arguments, the stage's `flag` value, message) exits 2 naming it."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
     from oiplab.stages import stage_main
 
+    store = Path.cwd() / "mlflow.db"  # the params file's store (sqlite:///mlflow.db), made
+    MlflowClient(f"sqlite:///{store}").search_experiments()
+
+    def failed_runs() -> int:
+        with sqlite3.connect(store) as db:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE status = 'FAILED'").fetchone()[0]
+
     for extra, on, message in bad:
+        before = failed_runs()
         with pytest.raises(SystemExit) as exit_info:
             stage_main(run, ["--params", str(path), *extra], **{flag: on})
         assert exit_info.value.code == 2
         assert re.search(message, capsys.readouterr().err), extra
+        # a flag the stage has no use for is a command-line mistake: no FAILED run; a bad
+        # parameter is the stage's failure, recorded as one
+        assert failed_runs() == before + ("not run per" not in message), extra
 
 
 def test_each_design_runs_a_per_design_stage_for_every_design_in_order(

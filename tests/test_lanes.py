@@ -168,6 +168,9 @@ def test_a_stage_dvc_yaml_marks_alone_runs_by_itself(tmp_path: Path) -> None:
     assert all(end <= ran["b"]["start"] or start >= ran["b"]["end"] for start, end in others)
     assert ran["b"]["start"] >= max(ran["c"]["end"], ran["d"]["end"])  # c, d went two at once
     assert ran["e"]["start"] >= ran["b"]["end"]
+    assert "[lanes] start b alone (running: b;" in done.stdout
+    (tmp_path / "stamp.py").write_text(STAMP + "\n")  # every stage stale again
+    assert "  b (alone) after: a" in _lanes(tmp_path, "--dry").stdout
 
 
 @pytest.mark.integration

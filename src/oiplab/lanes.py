@@ -19,12 +19,14 @@ a trained network's last bits (TensorFlow splits its reductions by thread count)
 count gives the bits a stage run alone gives (tests/test_lanes.py).
 
 A stage that dvc.yaml marks `meta: {lanes: alone}` runs with no other beside it, after the
-stages that share the machine well, once nothing else is ready. These are the comparisons, whose
-float64 matrix products run on NumPy's OpenBLAS with a thread per core: beside another busy
-process its threads wait on each other. In two fresh-clone runs (benchmarks/results/schedule.md)
-`alignment` took 177 s beside `compare_split` and 33 s alone, `compare` 269 s beside other stages
-and 83 s alone. One BLAS thread would end that, but it changes their float64 results in the last
-bits, as TensorFlow's thread count does the networks'.
+stages that share the machine well, once nothing else is ready. These are the comparisons. In two
+fresh-clone runs (benchmarks/results/schedule.md) `alignment` took 177 s beside `compare_split`
+and 33 s alone, `compare` 269 s beside other stages and 83 s alone. A profile of `alignment`
+beside `compare_split` put the lost time in its float64 matrix products (NumPy's OpenBLAS, a
+thread per core): `cross_correlation` 66 s there, 6.6 s alone. One BLAS thread
+(OPENBLAS_NUM_THREADS=1) removed most of the loss in one try, but it changed their float64
+results in the last bits (0.9874583082794 became 0.9874583082793871), as TensorFlow's thread
+count does the networks', so the stages keep the default and run alone instead.
 
 Every stage of one call belongs to one MLflow parent run: the children inherit OIPLAB_EXECUTION
 (`make pipeline` sets it; this sets one when it is unset). Each stage's output goes to its log,
@@ -245,7 +247,8 @@ def run_plan(plan: Plan, settings: Settings) -> Progress:
             for stage in startable(plan, progress.ready(waiting), list(running), settings.jobs):
                 waiting.remove(stage)
                 running[stage] = start(settings.root, stage, settings.env)
-                log.info("start %s (running: %s; %s)", stage, ", ".join(running), progress.count())
+                shown = f"{stage} alone" if stage in plan.alone else stage
+                log.info("start %s (running: %s; %s)", shown, ", ".join(running), progress.count())
             if not running:  # only stages downstream of a failure are left
                 break
             time.sleep(POLL_S)
@@ -341,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     log.info("%d stage(s) to run, at most %d at once", len(plan.stages), args.jobs)
     for stage in plan.stages if args.dry else ():
-        log.info("  %s after: %s", stage, ", ".join(plan.direct_needs(stage)) or "-")
+        alone = " (alone)" if stage in plan.alone else ""
+        log.info("  %s%s after: %s", stage, alone, ", ".join(plan.direct_needs(stage)) or "-")
     if args.dry:
         return
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -378,11 +378,12 @@ def _params_configs(args: argparse.Namespace, per: tuple[bool, bool], stage: str
     """The configs a params-file run works through: one, one per seed (`--each-seed`), or one
     per seed-split design (`--each-design`); `per`: whether the stage is per seed, per design."""
     per_seed, per_design = per
+    # a flag the stage has no use for is a command-line mistake, as argparse's are: no run
+    if args.each_seed and not per_seed:
+        _fail(ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag"))
+    if args.each_design and not per_design:
+        _fail(ConfigError(f"{EACH_DESIGN}: this stage is not run per design; drop the flag"))
     try:
-        if args.each_seed and not per_seed:
-            raise ConfigError(f"{EACH_SEED}: this stage is not run per seed; drop the flag")
-        if args.each_design and not per_design:
-            raise ConfigError(f"{EACH_DESIGN}: this stage is not run per design; drop the flag")
         if args.each_seed:
             return seed_configs(args.params, args.overrides)
         if args.each_design:
