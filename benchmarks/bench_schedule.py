@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.common import write_results
 from benchmarks.pipeline import pick
+from oiplab.layout import Stage
 from oiplab.tracking.query import StageRow
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ TIMED = {  # /usr/bin/time -v's lines
     "sys_s": r"System time \(seconds\): (\S+)",
     "exit": r"Exit status: (\d+)",
 }
-TRAINING = ("train", "train_split")
-SHOWN = ("oip", "compare", "compare_split", "alignment")  # each stage's own seconds, shown apart
+TRAINING = (Stage.TRAIN, Stage.TRAIN_SPLIT)
+# each of these stages' own seconds, shown apart
+SHOWN = (Stage.OIP, Stage.COMPARE, Stage.COMPARE_SPLIT, Stage.ALIGNMENT)
 
 
 def clock(text: str) -> float:
@@ -64,7 +66,8 @@ def parse_time(log_text: str, log_path: Path) -> dict[str, float]:
 
 def run_clone(jobs: int, scratch: Path) -> tuple[Path, Path]:
     """Clone HEAD into `scratch` and run `make pipeline JOBS=jobs` there: (clone, its log)."""
-    clone, log_path = scratch / f"jobs{jobs}", scratch / f"jobs{jobs}.time"
+    way = Path(tempfile.mkdtemp(prefix=f"jobs{jobs}-", dir=scratch))  # `--jobs 2 2`: two clones
+    clone, log_path = way / "clone", way / "time.log"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     log.info("JOBS=%d: make pipeline in %s (log %s)", jobs, clone, log_path)
     with log_path.open("wb") as out:
