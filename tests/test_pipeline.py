@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.browser import FLAGS as CHROMIUM_FLAGS
+from tests.browser import Browser
 from tests.conftest import MlflowServer, copy_project
 
 pytestmark = pytest.mark.integration
@@ -26,16 +28,6 @@ STAGES = ("prepare", "select_images", "compare", "alignment", "oip_compare", "re
 # One MLflow run per seed each; dvc.yaml has one `train@<seed>` stage per seed, and one stage
 # each for the others (every seed in one process, `--each-seed`).
 PER_SEED_STAGES = ("train", "activations", "oip", "precursor")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None, ok: bool = True):
@@ -432,24 +424,23 @@ def test_the_mlflow_ui_shows_the_run_tree_a_metric_chart_and_an_image(smoke, tmp
     exp = server.api("/api/2.0/mlflow/experiments/get-by-name?experiment_name=oiplab")
     exp_id = exp["experiment"]["experiment_id"]
 
-    def dom(fragment: str, *expected: str) -> str:
-        """The page's DOM once it shows every `expected` text (a loaded machine may need more
-        than one render: the page's own requests run in real time, not Chromium's virtual time).
-        The window is tall because the UI renders only the metric charts in view."""
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                 "--virtual-time-budget=30000", "--window-size=1400,2400"]  # fmt: skip
-        for _ in range(3):
-            page = subprocess.run([chromium, *flags, "--dump-dom", f"{server.uri}/#{fragment}"],
-                                  capture_output=True, text=True, timeout=240).stdout  # fmt: skip
-            if all(text in page for text in expected):
-                break
-        return page
-
-    table = dom(f"/experiments/{exp_id}/runs", parent["tags"]["mlflow.runName"])
-    assert parent["tags"]["mlflow.runName"] in table  # the parent, first in the runs table
-    run_page = dom(f"/experiments/{exp_id}/runs/{train['run_id']}/model-metrics", "val_accuracy")
-    assert "val_accuracy" in run_page and ("<canvas" in run_page or "<svg" in run_page)
-    artifact = dom(
-        f"/experiments/{exp_id}/runs/{train['run_id']}/artifacts/outputs/confusion.png", "<img"
-    )
-    assert "confusion.png" in artifact and "<img" in artifact
+    base = f"{server.uri}/#/experiments/{exp_id}"
+    # A drawn chart: a Plotly plot whose legend names the run and the metric.
+    legend = f"{train['tags']['mlflow.runName']} (val_accuracy)"
+    # The window is tall because the UI renders only the metric charts in view.
+    with Browser(chromium, tmp_path / "profile", window=(1400, 2400)) as browser:
+        name = parent["tags"]["mlflow.runName"]
+        table = browser.show(f"{base}/runs", lambda html: name in html)
+        assert name in table.html, f"the runs table never showed {name!r}: {table.text[:1500]}"
+        run_page = browser.show(
+            f"{base}/runs/{train['run_id']}/model-metrics",
+            lambda html: legend in html and "js-plotly-plot" in html,
+        )
+        assert legend in run_page.html and "js-plotly-plot" in run_page.html, (
+            f"no val_accuracy chart after {run_page.seconds:.0f} s: {run_page.text[:1500]}"
+        )
+        artifact = browser.show(
+            f"{base}/runs/{train['run_id']}/artifacts/outputs/confusion.png",
+            lambda html: "confusion.png" in html and "<img" in html,
+        )
+        assert "confusion.png" in artifact.html and "<img" in artifact.html, artifact.text[:1500]
