@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run its pipeline (the package itself is installed editable).
@@ -25,6 +26,11 @@ PROJECT_FILES = (
     ".dvcignore",
     ".gitignore",
 )
+# A stage pins TensorFlow's threads to `threads` (oiplab.backend.pin_threads), which it cannot
+# change once TensorFlow runs; a test that starts TensorFlow before a stage in this process starts
+# it with the study's count, as a stage process would.
+STUDY_THREADS = yaml.safe_load((REPO_ROOT / "conf" / "config.yaml").read_text())["threads"]
+os.environ["TF_NUM_INTRAOP_THREADS"] = str(STUDY_THREADS)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from oiplab.backend import INTRA_OP_ENV
 from oiplab.lanes import (
     STOP_GRACE_S,
     Plan,
@@ -22,7 +23,7 @@ from oiplab.lanes import (
     plan_from_graph,
     startable,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, STUDY_THREADS
 
 # a diamond with a tail: a -> (b, c, d) -> e, and f beside it all
 ORDER = ["a", "b", "c", "d", "e", "f"]
@@ -208,16 +209,22 @@ def test_ctrl_c_stops_the_running_stages(tmp_path: Path) -> None:
 
 
 # Trains the default CNN for a few batches of the default size (seeded, op determinism on) and
-# prints a digest of its weights.
+# prints a digest of its weights; given a thread count, pinned to it first, as a stage does.
 DIGEST = """\
-import hashlib, numpy as np
-from oiplab.backend import seed_everything
+import hashlib, sys
+from pathlib import Path
+import numpy as np
+from oiplab.backend import pin_threads, seed_everything
+if len(sys.argv) > 1:
+    pin_threads(int(sys.argv[1]))
+from oiplab.config import to_typed
 from oiplab.model import build_model
+from oiplab.params import compose
 from oiplab.training import compile_model
-from tests.conftest import model_cfg, train_cfg
+study = to_typed(compose([], root=Path.cwd()))
 seed_everything(0)
-cfg = train_cfg()
-model = build_model(model_cfg(), cfg.l2)
+cfg = study.train
+model = build_model(study.model, cfg.l2)
 compile_model(model, cfg, n_train=4 * cfg.batch_size)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4 * cfg.batch_size, 28, 28, 1)).astype("float32")
@@ -227,11 +234,23 @@ print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdige
 """
 
 
-def _digests(count: int) -> list[str]:
-    """Weight digests of `count` trainings run side by side, each its own process."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'src'}{os.pathsep}{REPO_ROOT}"}
+def _digests(count: int, threads: int | None = STUDY_THREADS, cores: int = 0) -> list[str]:
+    """Weight digests of `count` trainings run side by side, each its own process, pinned to
+    `threads` (None: TensorFlow's default, a thread per core), on the first `cores` cores (0: all
+    this process may use)."""
+    env = {k: v for k, v in os.environ.items() if k != INTRA_OP_ENV}  # no count but the pin's
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    allowed = sorted(os.sched_getaffinity(0))[: cores or None]
+    argv = [] if threads is None else [str(threads)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", DIGEST], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", DIGEST, *argv],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, allowed),
+        )  # fmt: skip
         for _ in range(count)
     ]
     return [p.communicate()[0].split()[-1] for p in procs]
@@ -239,6 +258,17 @@ def _digests(count: int) -> list[str]:
 
 @pytest.mark.slow
 def test_side_by_side_trains_the_bits_of_alone() -> None:
-    # what `oiplab.lanes` runs; with one thread each the bits differ (TensorFlow splits its
-    # reductions by thread count: benchmarks/results/lanes.md), so the lanes keep the default
+    # what `oiplab.lanes` runs: two stage processes at the study's thread count each
     assert _digests(2) == _digests(1) * 2
+
+
+@pytest.mark.slow
+def test_the_pinned_thread_count_trains_the_same_bits_on_one_core_as_on_two() -> None:
+    """`threads` makes the weights independent of the machine's core count; TensorFlow's own
+    default (a thread per core) does not: it splits its sums by thread count."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: nothing to compare one core with")
+    two = _digests(1, threads=2, cores=2)
+    assert _digests(1, threads=2, cores=1) == two  # pinned to 2 threads, on one core
+    assert _digests(1, threads=None, cores=1) != two  # unpinned: one thread there, other bits
+    assert _digests(1, threads=1, cores=2) != two  # the pin is live, not a no-op

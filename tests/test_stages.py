@@ -304,3 +304,47 @@ def test_the_seed_split_design_shares_one_seed_and_writes_its_answer(pipeline):
             trained = TrainMetrics.load(lay.split_model_dir(design, member))
             assert trained.seed == member
     assert Answer.load(lay.compare_dir()).design == "default"
+
+
+PIN = """\
+import os, sys
+from oiplab.backend import INTRA_OP_ENV, ThreadsError, pin_threads
+if sys.argv[1] == "imported":
+    import tensorflow as tf  # imported, its runtime not started: the API sets the count
+pin_threads(3)
+import tensorflow as tf
+from threadpoolctl import threadpool_info
+blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+print("blas", len(blas), sorted(set(blas)))
+print("env", os.environ[INTRA_OP_ENV])
+print("api", tf.config.threading.get_intra_op_parallelism_threads())
+tf.constant(1.0) + 1.0  # the runtime starts
+pin_threads(3)  # the count it runs with: nothing to change
+try:
+    pin_threads(2)
+except ThreadsError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("tensorflow", ["not_imported", "imported"])
+def test_pin_threads_sets_blas_and_tensorflow_and_refuses_a_change_once_running(tensorflow):
+    import os
+    import subprocess
+    import sys
+
+    from oiplab.backend import INTRA_OP_ENV
+    from tests.conftest import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != INTRA_OP_ENV}
+    out = subprocess.run([sys.executable, "-c", PIN, tensorflow], env=env, cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["blas"] == "2 [3]" and lines["env"] == "3"  # NumPy's and SciPy's OpenBLAS
+    # set through the environment before TensorFlow's import, through its API after
+    assert lines["api"] == ("3" if tensorflow == "imported" else "0")
+    assert lines["refused:"] == (
+        "threads=2, but TensorFlow already runs in this process with 3 threads (it started "
+        "before the stage); run the stage in a process of its own"
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from oiplab.errors import OiplabError
+
 JIT_MODES: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
 
 
@@ -30,6 +32,54 @@ def seed_everything(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+INTRA_OP_ENV = "TF_NUM_INTRAOP_THREADS"  # TensorFlow reads it when its runtime starts
+
+
+class ThreadsError(OiplabError, RuntimeError):
+    """TensorFlow already runs in this process with another thread count than the one asked."""
+
+
+def pin_threads(threads: int) -> None:
+    """Run TensorFlow's kernels and NumPy's BLAS on `threads` threads, whatever the machine's cores.
+
+    Both split their sums by thread count, so a trained network's weights (TensorFlow) and float64
+    products (OpenBLAS) differ in the last bits between thread counts; by default both take one
+    thread per core. A fixed count makes a machine of any core count compute the numbers of any
+    other (`tests/test_lanes.py` trains on one core and on two). The JAX backend is not pinned.
+    """
+    import sys
+
+    # Load NumPy's and SciPy's OpenBLAS (each has its own) so the limit finds both: one loaded
+    # later would start with a thread per core (its environment variable cannot ask for more).
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads, user_api="blas")  # process-wide, from now on
+    started_with = _started_with()  # what a TensorFlow already running read
+    os.environ[INTRA_OP_ENV] = str(threads)  # a TensorFlow started later, here or in a child
+    if "tensorflow" not in sys.modules:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # its runtime already started (an earlier stage in this process)
+        running = tf.config.threading.get_intra_op_parallelism_threads() or started_with
+        if running != threads:
+            raise ThreadsError(
+                f"threads={threads}, but TensorFlow already runs in this process with {running} "
+                "threads (it started before the stage); run the stage in a process of its own"
+            ) from None
+
+
+def _started_with() -> int:
+    """TensorFlow's thread count when none was set through its API: the environment's, else one
+    per core this process may use."""
+    value = os.environ.get(INTRA_OP_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
 
 
 def jit_compile_arg(choice: str) -> bool | str:

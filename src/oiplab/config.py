@@ -205,6 +205,7 @@ class PathsConfig(Section):
 class Config(Section):
     study: Annotated[str, Field(min_length=1)]
     seeds: Annotated[list[Index], Field(min_length=1)]
+    threads: Annotated[int, Field(ge=1, le=1024)]
     data: DataConfig
     model: ModelConfig
     train: TrainConfig

@@ -14,9 +14,10 @@ once every stage it depends on has finished: one `dvc repro --single-item <stage
 most `--jobs` at a time. Each is an ordinary DVC run of that stage (DVC releases its repository
 lock while a stage's command runs and records the stage in dvc.lock and its cache as `dvc repro`
 does), so the `dvc repro` after this finds everything up to date and dvc.lock is what `dvc repro`
-alone gives. Each process keeps TensorFlow's default thread count: one thread per process changes
-a trained network's last bits (TensorFlow splits its reductions by thread count); the default
-count gives the bits a stage run alone gives (tests/test_lanes.py).
+alone gives. Each process runs TensorFlow and BLAS on the study's `threads` (2 by default,
+`oiplab.backend.pin_threads`), side by side as alone: one thread per process would change a
+trained network's last bits (TensorFlow splits its reductions by thread count), and two
+processes of two threads give the bits of one alone (tests/test_lanes.py).
 
 A stage that dvc.yaml marks `meta: {lanes: alone}` runs with no other beside it, after the
 stages that share the machine well, once nothing else is ready. These are the comparisons. In two
@@ -26,7 +27,7 @@ beside `compare_split` put the lost time in its float64 matrix products (NumPy's
 thread per core): `cross_correlation` 66 s there, 6.6 s alone. One BLAS thread
 (OPENBLAS_NUM_THREADS=1) removed most of the loss in one try, but it changed their float64
 results in the last bits (0.9874583082794 became 0.9874583082793871), as TensorFlow's thread
-count does the networks', so the stages keep the default and run alone instead.
+count does the networks', so the stages keep the study's count and run alone instead.
 
 Every stage of one call belongs to one MLflow parent run: the children inherit OIPLAB_EXECUTION
 (`make pipeline` sets it; this sets one when it is unset). Each stage's output goes to its log,

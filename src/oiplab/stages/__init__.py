@@ -129,7 +129,8 @@ OUTPUT_PATHS = ("models", "split_models", "metrics", "artifacts", "reports", "ch
 
 def preflight(cfg: Config) -> Config:
     """Checks worth failing on before any work: output folders that cannot be written, and an
-    unreachable tracking server (within seconds)."""
+    unreachable tracking server (within seconds). Then the thread count the numbers depend on."""
+    from oiplab.backend import pin_threads
     from oiplab.io import check_writable
 
     for key in OUTPUT_PATHS:
@@ -138,6 +139,7 @@ def preflight(cfg: Config) -> Config:
         from oiplab.tracking import check_server, tracking_uri
 
         check_server(tracking_uri(cfg))
+    pin_threads(cfg.threads)
     return cfg
 
 
