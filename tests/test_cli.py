@@ -352,3 +352,23 @@ def test_oiplab_ui_on_a_port_in_use_says_so_and_starts_nothing(tmp_path):
     assert done.returncode != 0 and f"port {port} on 127.0.0.1 is in use" in done.stderr
     assert "MLflow UI on" not in done.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# `oiplab runs` with a table far larger than a pipe's buffer (the store's query replaced).
+LONG_TABLE = """\
+import oiplab.tracking.query as query
+from oiplab import cli
+query.execution_table = lambda *args: "a row of the runs table\\n" * 100_000
+cli.main(["runs"])
+"""
+
+
+def test_oiplab_runs_piped_into_a_reader_that_stops_ends_without_a_traceback() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", LONG_TABLE], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == "a row of the runs table\n"
+    proc.stdout.close()  # as `head -1` does once it has its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1 and err == "", err

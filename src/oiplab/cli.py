@@ -219,7 +219,13 @@ def _runs_page(uri: str, experiment: str) -> str | None:
 def _runs(args: argparse.Namespace) -> None:
     from oiplab.tracking.query import execution_table
 
-    print(execution_table(args.uri, args.experiment, args.study, args.parent))
+    table = execution_table(args.uri, args.experiment, args.study, args.parent)
+    try:
+        print(table, flush=True)
+    except BrokenPipeError:  # `oiplab runs | head`: the reader stopped reading, as it may
+        # Python's own advice: point stdout at /dev/null, so the flush at exit fails no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 def parser() -> argparse.ArgumentParser:
