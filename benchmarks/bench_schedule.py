@@ -19,6 +19,7 @@ whole machine, and nothing else should run meanwhile (the load average is record
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from benchmarks import common
 from benchmarks.common import write_results
 from benchmarks.pipeline import pick
 from oiplab.layout import Stage
@@ -121,6 +123,12 @@ def main() -> None:
         metavar="N=DIR:LOG",
         help="a clone where `/usr/bin/time -v make pipeline JOBS=N` already ran, and its output",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows already in results/schedule.json (runs whose clones are gone) before "
+        "the new ones",
+    )
     args = parser.parse_args()
     ingested = []
     for item in args.ingest:
@@ -136,21 +144,30 @@ def main() -> None:
         parser.error(f"--jobs {args.jobs}: each at least 1")
     if not ingested and not args.jobs:
         parser.error("nothing to measure: give --jobs N or --ingest N=DIR:LOG")
+    kept, kept_from = [], "none"
+    if args.keep:
+        try:
+            earlier = json.loads((common.RESULTS / "schedule.json").read_text())
+            kept, kept_from = earlier["rows"], earlier["ingested"]
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--keep: no rows to keep in {common.RESULTS / 'schedule.json'} ({exc})")
     ways = [(*way, "") for way in ingested]
     if args.jobs:
         scratch = Path(tempfile.mkdtemp(prefix="oiplab-schedule-"))  # the clones stay, to look at
         for jobs in args.jobs:
             ways.append((jobs, *run_clone(jobs, scratch), os.getloadavg()[0]))
-    rows = [
+    rows = kept + [
         way_row(jobs, clone, log_path) | {"load_1min_after": load}
         for jobs, clone, log_path, load in ways
     ]
     for row in rows:
         row["wall_ratio_vs_first"] = round(row["wall_s"] / rows[0]["wall_s"], 3)
+    sources = [kept_from] if kept_from != "none" else []
+    sources += [f"JOBS={j}: {c} ({p})" for j, c, p in ingested]
     meta = {
         "workload": "the default study from a fresh clone: `make pipeline JOBS=<n>` (install "
         "included); stage seconds from the clone's MLflow runs",
-        "ingested": ", ".join(f"JOBS={j}: {c} ({p})" for j, c, p in ingested) or "none",
+        "ingested": "; ".join(sources) or "none",
         "load_1min_after": "the 1-minute load average right after each way this command ran "
         "(blank for an ingested way: not known here)",
     }

@@ -108,3 +108,45 @@ def test_the_schedule_benchmark_refuses_bad_arguments_before_cloning(
     with pytest.raises(SystemExit) as exit_info:
         bench_schedule.main()
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_schedule_benchmark_keeps_earlier_rows_when_asked(tmp_path, monkeypatch):
+    """`--keep`: the rows of runs whose clones are gone stay, first; ratios are to the first row."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from benchmarks import bench_schedule, common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench_schedule, "run_clone", lambda *a: pytest.fail("cloned"))
+    (tmp_path / "results").mkdir()
+    earlier = {"jobs": 2, "commit": "84ea2a8", "wall_s": 2586.8, "wall_ratio_vs_first": 1}
+    (tmp_path / "results" / "schedule.json").write_text(
+        json.dumps({"ingested": "JOBS=2: /gone (/gone.out)", "rows": [earlier]})
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("oiplab", artifact_location=str(tmp_path / "art"))
+    _execution(client, experiment, 1_000_000, [("prepare", "", 5), ("train", "0", 60)])
+    (tmp_path / "jobs2.time").write_text(TIME_V)
+    argv = ["--jobs", "--keep", "--ingest", f"2={tmp_path}:{tmp_path}/jobs2.time"]
+    monkeypatch.setattr("sys.argv", ["bench_schedule", *argv])
+    bench_schedule.main()
+    written = json.loads((tmp_path / "results" / "schedule.json").read_text())
+    assert [row["wall_s"] for row in written["rows"]] == [2586.8, 1293.4]
+    assert [row["wall_ratio_vs_first"] for row in written["rows"]] == [1, 0.5]
+    assert (
+        written["ingested"]
+        == f"JOBS=2: /gone (/gone.out); JOBS=2: {tmp_path} ({tmp_path}/jobs2.time)"
+    )
+
+
+def test_the_schedule_benchmark_refuses_keep_without_earlier_rows(tmp_path, monkeypatch, capsys):
+    from benchmarks import bench_schedule, common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", ["bench_schedule", "--jobs", "2", "--keep"])
+    monkeypatch.setattr(bench_schedule, "run_clone", lambda *a: pytest.fail("cloned"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench_schedule.main()
+    assert exit_info.value.code == 2 and "--keep: no rows to keep in" in capsys.readouterr().err
