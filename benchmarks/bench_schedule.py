@@ -108,6 +108,11 @@ def way_row(jobs: int, clone: Path, log_path: Path) -> dict:
     }
 
 
+def _run_id(row: dict) -> tuple:
+    """What tells one pipeline run's row from another's."""
+    return row.get("commit"), row.get("wall_s"), row.get("cpu_s")
+
+
 def _seconds(row: StageRow) -> float:
     return row.seconds if row.seconds is not None else float("nan")
 
@@ -127,7 +132,10 @@ def main() -> None:
         "--keep",
         action="store_true",
         help="keep the rows already in results/schedule.json (runs whose clones are gone) before "
-        "the new ones",
+        "the new ones; a new row of the same run (commit, wall and CPU seconds) replaces the old",
+    )
+    parser.add_argument(
+        "--remark", default="", help="a remark on the rows this command adds (e.g. what ran beside)"
     )
     args = parser.parse_args()
     ingested = []
@@ -156,18 +164,19 @@ def main() -> None:
         scratch = Path(tempfile.mkdtemp(prefix="oiplab-schedule-"))  # the clones stay, to look at
         for jobs in args.jobs:
             ways.append((jobs, *run_clone(jobs, scratch), os.getloadavg()[0]))
-    rows = kept + [
-        way_row(jobs, clone, log_path) | {"load_1min_after": load}
+    new = [
+        way_row(jobs, clone, log_path) | {"load_1min_after": load, "remark": args.remark}
         for jobs, clone, log_path, load in ways
     ]
+    rows = [row for row in kept if _run_id(row) not in {_run_id(n) for n in new}] + new
     for row in rows:
         row["wall_ratio_vs_first"] = round(row["wall_s"] / rows[0]["wall_s"], 3)
     sources = [kept_from] if kept_from != "none" else []
-    sources += [f"JOBS={j}: {c} ({p})" for j, c, p in ingested]
+    sources += [f"JOBS={j}: {c} ({p})" for j, c, p in ingested if f"{c} ({p})" not in kept_from]
     meta = {
         "workload": "the default study from a fresh clone: `make pipeline JOBS=<n>` (install "
         "included); stage seconds from the clone's MLflow runs",
-        "ingested": "; ".join(sources) or "none",
+        "ingested": ", ".join(sources) or "none",
         "load_1min_after": "the 1-minute load average right after each way this command ran "
         "(blank for an ingested way: not known here)",
     }

@@ -85,10 +85,19 @@ class Browser:
     @staticmethod
     async def _show(port: int, url: str, ready: Callable[[str], bool], timeout: float) -> Shown:
         started = time.monotonic()
+
+        def left() -> float:  # seconds to the deadline (a reply that never comes ends the wait)
+            return max(0.1, timeout - (time.monotonic() - started))
+
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = json.loads(await resp.text())
-            page = next(t for t in targets if t.get("type") == "page")
+            page = None
+            while page is None:  # the port can be open before the first tab is
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                    targets = json.loads(await resp.text())
+                page = next((t for t in targets if t.get("type") == "page"), None)
+                if page is None and left() <= 0.1:
+                    raise TimeoutError(f"chromium opened no tab in {timeout:.0f} s")
+                await asyncio.sleep(0.2 if page is None else 0)
             async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 ids = iter(range(1, 1_000_000))
 
@@ -96,7 +105,7 @@ class Browser:
                     sent = next(ids)
                     await ws.send_json({"id": sent, "method": method, "params": params})
                     while True:
-                        msg = await ws.receive_json()
+                        msg = await asyncio.wait_for(ws.receive_json(), left())
                         if msg.get("id") == sent:
                             if "error" in msg:
                                 raise RuntimeError(f"DevTools {method}: {msg['error']}")
@@ -109,6 +118,8 @@ class Browser:
                 for address in ("about:blank", url):
                     await call("Page.navigate", url=address)
                     while address == "about:blank" and await read("location.href") != address:
+                        if left() <= 0.1:
+                            raise TimeoutError(f"the tab did not go to about:blank in {timeout} s")
                         await asyncio.sleep(0.1)
                 while True:
                     html = await read("document.documentElement.outerHTML")

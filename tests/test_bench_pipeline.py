@@ -135,10 +135,14 @@ def test_the_schedule_benchmark_keeps_earlier_rows_when_asked(tmp_path, monkeypa
     written = json.loads((tmp_path / "results" / "schedule.json").read_text())
     assert [row["wall_s"] for row in written["rows"]] == [2586.8, 1293.4]
     assert [row["wall_ratio_vs_first"] for row in written["rows"]] == [1, 0.5]
-    assert (
-        written["ingested"]
-        == f"JOBS=2: /gone (/gone.out); JOBS=2: {tmp_path} ({tmp_path}/jobs2.time)"
-    )
+    sources = f"JOBS=2: /gone (/gone.out), JOBS=2: {tmp_path} ({tmp_path}/jobs2.time)"
+    assert written["ingested"] == sources
+    # the same run again, with a remark: it replaces its row, and is named once
+    monkeypatch.setattr("sys.argv", ["bench_schedule", *argv, "--remark", "tests beside it"])
+    bench_schedule.main()
+    again = json.loads((tmp_path / "results" / "schedule.json").read_text())
+    assert [row.get("remark") for row in again["rows"]] == [None, "tests beside it"]
+    assert again["ingested"] == sources
 
 
 def test_the_schedule_benchmark_refuses_keep_without_earlier_rows(tmp_path, monkeypatch, capsys):

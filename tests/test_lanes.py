@@ -119,6 +119,7 @@ def _env() -> dict[str, str]:
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
     }
     env.pop("OIPLAB_EXECUTION", None)
+    env.pop(INTRA_OP_ENV, None)  # conftest's, for in-process stages: the lanes must set none
     return env
 
 
@@ -146,7 +147,7 @@ def test_lanes_run_a_dag_in_order_two_at_a_time_into_dvc_lock(tmp_path: Path) ->
     assert ran["e"]["start"] >= max(ran[n]["end"] for n in "bcd")
     assert _most_at_once([(r["start"], r["end"]) for r in ran.values()]) == 2  # never 3
     assert len({r["execution"] for r in ran.values()} - {None}) == 1  # one MLflow parent run
-    assert {r["threads"] for r in ran.values()} == {None}  # TensorFlow's default count
+    assert {r["threads"] for r in ran.values()} == {None}  # each stage pins its own count
     assert "[lanes] done e in" in done.stdout and "5 of 5 done" in done.stdout
     status = subprocess.run(
         [dvc_command(), "status", "--json"], cwd=tmp_path, capture_output=True, text=True
@@ -234,41 +235,37 @@ print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdige
 """
 
 
-def _digests(count: int, threads: int | None = STUDY_THREADS, cores: int = 0) -> list[str]:
-    """Weight digests of `count` trainings run side by side, each its own process, pinned to
-    `threads` (None: TensorFlow's default, a thread per core), on the first `cores` cores (0: all
-    this process may use)."""
+def _digests(*runs: tuple[int | None, int]) -> list[str]:
+    """Weight digests of trainings run side by side, each its own process; each run is (threads:
+    the pin, None for TensorFlow's default of a thread per core; cores: the first that many cores
+    this process may use, 0 for all)."""
     env = {k: v for k, v in os.environ.items() if k != INTRA_OP_ENV}  # no count but the pin's
     env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    allowed = sorted(os.sched_getaffinity(0))[: cores or None]
-    argv = [] if threads is None else [str(threads)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", DIGEST, *argv],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=lambda: os.sched_setaffinity(0, allowed),
+    procs = []
+    for threads, cores in runs:
+        allowed = sorted(os.sched_getaffinity(0))[: cores or None]
+        argv = [] if threads is None else [str(threads)]
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", DIGEST, *argv], cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda allowed=allowed: os.sched_setaffinity(0, allowed))
         )  # fmt: skip
-        for _ in range(count)
-    ]
     return [p.communicate()[0].split()[-1] for p in procs]
 
 
 @pytest.mark.slow
 def test_side_by_side_trains_the_bits_of_alone() -> None:
     # what `oiplab.lanes` runs: two stage processes at the study's thread count each
-    assert _digests(2) == _digests(1) * 2
+    alone = (STUDY_THREADS, 0)
+    assert _digests(alone, alone) == _digests(alone) * 2
 
 
-@pytest.mark.slow
 def test_the_pinned_thread_count_trains_the_same_bits_on_one_core_as_on_two() -> None:
     """`threads` makes the weights independent of the machine's core count; TensorFlow's own
     default (a thread per core) does not: it splits its sums by thread count."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: nothing to compare one core with")
-    two = _digests(1, threads=2, cores=2)
-    assert _digests(1, threads=2, cores=1) == two  # pinned to 2 threads, on one core
-    assert _digests(1, threads=None, cores=1) != two  # unpinned: one thread there, other bits
-    assert _digests(1, threads=1, cores=2) != two  # the pin is live, not a no-op
+    two, on_one, unpinned_on_one, one_thread = _digests((2, 2), (2, 1), (None, 1), (1, 2))
+    assert on_one == two  # pinned to 2 threads, on one core: the bits of two cores
+    assert unpinned_on_one != two  # unpinned there: one thread, other bits
+    assert one_thread == unpinned_on_one  # which are the bits of one thread

@@ -163,3 +163,15 @@ def test_epochs_print_as_whole_numbers_where_they_are(epoch, shown):
     from oiplab.report.tables import epoch_text
 
     assert epoch_text(epoch) == shown
+
+
+def test_an_exact_p_value_below_the_smallest_double_reads_as_a_bound_not_zero():
+    from fractions import Fraction
+
+    from oiplab.report.tables import _p_pair, p_value
+
+    tiny = float(Fraction(1, 10**400))  # an exact p-value rounded to a double, as the tests do
+    assert tiny == 0.0 and p_value(tiny) == "< 1e-323"
+    assert p_value(5e-324) == "4.9e-324" and p_value(0.0123) == "0.012"
+    assert p_value(float("nan")) == "n/a"
+    assert _p_pair(0.0, 0.0) == "< 1e-323; < 1e-323" and _p_pair(0.01, 0.04) == "0.01; 0.04"

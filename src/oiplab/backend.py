@@ -22,7 +22,8 @@ def backend_name() -> str:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and the backend, and make the backend's kernels deterministic.
 
-    Same seed, same machine and backend: bit-identical weights after training.
+    Same seed, CPU type, software and `threads` (`pin_threads`; any number of cores): bit-identical
+    weights after training.
     """
     import keras
 
@@ -46,8 +47,9 @@ def pin_threads(threads: int) -> None:
 
     Both split their sums by thread count, so a trained network's weights (TensorFlow) and float64
     products (OpenBLAS) differ in the last bits between thread counts; by default both take one
-    thread per core. A fixed count makes a machine of any core count compute the numbers of any
-    other (`tests/test_lanes.py` trains on one core and on two). The JAX backend is not pinned.
+    thread per core. A fixed count makes machines of other core counts compute the same numbers
+    (`tests/test_lanes.py` trains on one core and on two); another CPU type (instruction set) or
+    software version may still give other bits. The JAX backend is not pinned.
     """
     import sys
 

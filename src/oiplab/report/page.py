@@ -70,6 +70,7 @@ def setup(cfg: Config, meta: PreparedMeta, commit: str, digest: str) -> dict[str
         ("study", cfg.study),
         ("data set", cfg.data.name),
         ("seeds", ", ".join(map(str, cfg.seeds))),
+        ("threads", f"{cfg.threads} per stage (TensorFlow, BLAS: the last bits follow the count)"),
         ("git commit", commit),
         ("config digest", digest),
         ("source", meta.origin),

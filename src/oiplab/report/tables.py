@@ -81,8 +81,12 @@ def three(d: dict[str, float]) -> str:
 
 
 def p_value(p: float) -> str:
-    """An exact p-value: no floor, so a tiny one prints in e-notation."""
-    return "n/a" if p != p else f"{p:.2g}"
+    """An exact p-value: no floor, so a tiny one prints in e-notation. Exact p-values are
+    fractions rounded to a double, and none is 0 (a relabelling count includes the observed
+    one), so 0.0 is one below half the smallest double (2.5e-324): '< 1e-323', never '0'."""
+    if p != p:
+        return "n/a"
+    return "< 1e-323" if p == 0 else f"{p:.2g}"
 
 
 def same_index(a: LayerAnswer) -> str:
@@ -244,7 +248,7 @@ def _p_pair(p: float, adjusted: float) -> str:
     """'0.012; 0.18': an unadjusted p and its Holm-adjusted value ('-': no test)."""
     if p != p:
         return "- (the final network itself)"
-    return f"{p:.2g}; {adjusted:.2g}"
+    return f"{p_value(p)}; {p_value(adjusted)}"
 
 
 def _chance(o: OrderTest) -> str:
