@@ -14,10 +14,10 @@ once every stage it depends on has finished: one `dvc repro --single-item <stage
 most `--jobs` at a time. Each is an ordinary DVC run of that stage (DVC releases its repository
 lock while a stage's command runs and records the stage in dvc.lock and its cache as `dvc repro`
 does), so the `dvc repro` after this finds everything up to date and dvc.lock is what `dvc repro`
-alone gives. Each process runs TensorFlow and BLAS on the study's `threads` (2 by default,
-`oiplab.backend.pin_threads`), side by side as alone: one thread per process would change a
-trained network's last bits (TensorFlow splits its reductions by thread count), and two
-processes of two threads give the bits of one alone (tests/test_lanes.py).
+alone gives. Each stage process runs TensorFlow and BLAS on the study's `threads` (2 by default,
+`oiplab.backend.pin_threads`), whether it runs alone or beside another: one thread per process
+would change a trained network's last bits (TensorFlow splits its reductions by thread count),
+and two processes of two threads each give the bits of one alone (tests/test_lanes.py).
 
 A stage that dvc.yaml marks `meta: {lanes: alone}` runs with no other beside it, after the
 stages that share the machine well, once nothing else is ready. These are the comparisons. In two

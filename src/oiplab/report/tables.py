@@ -82,8 +82,8 @@ def three(d: dict[str, float]) -> str:
 
 def p_value(p: float) -> str:
     """An exact p-value: no floor, so a tiny one prints in e-notation. Exact p-values are
-    fractions rounded to a double, and none is 0 (a relabelling count includes the observed
-    one), so 0.0 is one below half the smallest double (2.5e-324): '< 1e-323', never '0'."""
+    fractions rounded to a double and none is 0 (the observed relabelling counts), so a 0.0 is a
+    value below half the smallest double (2.5e-324): it prints '< 1e-323', never '0'."""
     if p != p:
         return "n/a"
     return "< 1e-323" if p == 0 else f"{p:.2g}"
