@@ -2,9 +2,10 @@
 
 `chromium --dump-dom --virtual-time-budget=N` returns whatever the page shows when N ms of
 *virtual* time have passed; a page that fetches from a server (the MLflow UI) runs its requests
-in real time, so on a loaded machine the dump can come back before the data arrived. `Page` waits
-in real time instead: it loads the address and reads the DOM every half second until the test's
-condition holds, or the deadline passes (then the test sees what the page did show).
+in real time, so on a loaded machine the dump can come back before the data arrived.
+`Browser.show` waits in real time instead: it loads the address and reads the DOM every half
+second until the test's condition holds, or the deadline passes (then the test sees what the page
+did show).
 The websocket client is aiohttp's (installed with DVC's HTTP remote support).
 """
 
@@ -86,8 +87,8 @@ class Browser:
     async def _show(port: int, url: str, ready: Callable[[str], bool], timeout: float) -> Shown:
         started = time.monotonic()
 
-        def left() -> float:  # seconds to the deadline (a reply that never comes ends the wait)
-            return max(0.1, timeout - (time.monotonic() - started))
+        def left() -> float:  # seconds to the deadline
+            return timeout - (time.monotonic() - started)
 
         async with aiohttp.ClientSession() as http:
             page = None
@@ -95,7 +96,7 @@ class Browser:
                 async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
                     targets = json.loads(await resp.text())
                 page = next((t for t in targets if t.get("type") == "page"), None)
-                if page is None and left() <= 0.1:
+                if page is None and left() <= 0:
                     raise TimeoutError(f"chromium opened no tab in {timeout:.0f} s")
                 await asyncio.sleep(0.2 if page is None else 0)
             async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
@@ -105,7 +106,9 @@ class Browser:
                     sent = next(ids)
                     await ws.send_json({"id": sent, "method": method, "params": params})
                     while True:
-                        msg = await asyncio.wait_for(ws.receive_json(), left())
+                        # a reply that never comes ends the wait (after the deadline, each
+                        # call still gets a few seconds: the last one reads the page's text)
+                        msg = await asyncio.wait_for(ws.receive_json(), max(left(), 5))
                         if msg.get("id") == sent:
                             if "error" in msg:
                                 raise RuntimeError(f"DevTools {method}: {msg['error']}")
@@ -118,12 +121,12 @@ class Browser:
                 for address in ("about:blank", url):
                     await call("Page.navigate", url=address)
                     while address == "about:blank" and await read("location.href") != address:
-                        if left() <= 0.1:
+                        if left() <= 0:
                             raise TimeoutError(f"the tab did not go to about:blank in {timeout} s")
                         await asyncio.sleep(0.1)
                 while True:
                     html = await read("document.documentElement.outerHTML")
-                    if ready(html) or time.monotonic() - started > timeout:
+                    if ready(html) or left() <= 0:
                         text = await read("document.body ? document.body.innerText : ''")
                         return Shown(html, text, time.monotonic() - started)
                     await asyncio.sleep(0.5)

@@ -250,7 +250,12 @@ def _digests(*runs: tuple[int | None, int]) -> list[str]:
                              stdout=subprocess.PIPE, text=True,
                              preexec_fn=lambda allowed=allowed: os.sched_setaffinity(0, allowed))
         )  # fmt: skip
-    return [p.communicate()[0].split()[-1] for p in procs]
+    digests = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        assert proc.returncode == 0 and out.split(), f"the training exited {proc.returncode}"
+        digests.append(out.split()[-1])
+    return digests
 
 
 @pytest.mark.slow

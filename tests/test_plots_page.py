@@ -16,20 +16,11 @@ import pytest
 import yaml
 
 from oiplab.plots_page import PAGE, BundleError, page_html
+from tests.browser import FLAGS
 from tests.conftest import REPO_ROOT
 
 # Chromium with every host unresolvable and a dead proxy: a page that needs the network fails.
-CHROMIUM_OFFLINE = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--proxy-server=127.0.0.1:9",
-]
+CHROMIUM_OFFLINE = [*FLAGS, "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9"]
 
 
 def test_the_committed_page_inlines_vega_and_is_dvcs_template():
